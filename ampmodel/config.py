@@ -1,0 +1,86 @@
+"""WaveNet architecture config. Imports nothing but the standard library (house rule 1 keeps
+ampmodel free of training dependencies; validation errors are plain ValueError subclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ModelConfigError(ValueError):
+    """An impossible architecture (the CLI reports it like any config error)."""
+
+
+ACTIVATIONS = ("gated", "tanh", "softsign_gated")
+CONDITIONINGS = ("none", "film", "concat")
+
+
+def parse_dilations(spec: str) -> tuple[int, ...]:
+    """'1..512' -> powers of two 1..512; '(1..256)x2' -> that stack twice; '1,2,4,1,2,4' -> as written."""
+    text = spec.replace(" ", "")
+    repeat = 1
+    if text.startswith("(") and ")x" in text:
+        inner, _, count = text[1:].partition(")x")
+        if not count.isdigit() or int(count) < 1:
+            raise ModelConfigError(f"dilations '{spec}': repeat count after ')x' must be a positive integer")
+        text, repeat = inner, int(count)
+    if ".." in text:
+        lo, _, hi = text.partition("..")
+        if not (lo.isdigit() and hi.isdigit()) or int(lo) < 1 or int(hi) < int(lo):
+            raise ModelConfigError(f"dilations '{spec}': expected 'A..B' with 1 <= A <= B, powers of two")
+        a, b = int(lo), int(hi)
+        if a & (a - 1) or b & (b - 1):
+            raise ModelConfigError(f"dilations '{spec}': ends of a range must be powers of two")
+        stack = tuple(2**k for k in range(a.bit_length() - 1, b.bit_length()))
+    else:
+        try:
+            stack = tuple(int(d) for d in text.split(",") if d)
+        except ValueError:
+            raise ModelConfigError(f"dilations '{spec}': not a list of integers") from None
+    if not stack or min(stack) < 1:
+        raise ModelConfigError(f"dilations '{spec}': need at least one dilation, all >= 1")
+    return stack * repeat
+
+
+@dataclass(frozen=True)
+class WaveNetConfig:
+    """Feed-forward WaveNet of Damskägg et al. 2019; the defaults are their WaveNet3."""
+
+    channels: int = 16
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256) * 2
+    kernel_size: int = 3
+    activation: str = "gated"  # gated (tanh*sigmoid), tanh, softsign_gated
+    head_hidden: int = 0  # 0 = linear 1x1 mixer of all skips; >0 = mixer -> MLP of this width -> 1
+    conditioning: str = "none"  # none, film (per-layer scale/shift from an MLP), concat (controls as input channels)
+    num_controls: int = 4  # volume, treble, bass, middle
+    film_hidden: int = 16  # width of the control MLP that produces FiLM parameters
+
+    def __post_init__(self) -> None:
+        if self.channels < 1:
+            raise ModelConfigError(f"channels: {self.channels} must be >= 1")
+        if not self.dilations or min(self.dilations) < 1:
+            raise ModelConfigError(f"dilations: {self.dilations} must be a non-empty list of integers >= 1")
+        if self.kernel_size < 2:
+            raise ModelConfigError(f"kernel_size: {self.kernel_size} must be >= 2 (1 would see no past)")
+        if self.activation not in ACTIVATIONS:
+            raise ModelConfigError(f"activation: '{self.activation}' is not one of {', '.join(ACTIVATIONS)}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ModelConfigError(f"conditioning: '{self.conditioning}' is not one of {', '.join(CONDITIONINGS)}")
+        if self.head_hidden < 0 or self.film_hidden < 1 or self.num_controls < 1:
+            raise ModelConfigError("head_hidden must be >= 0, film_hidden and num_controls >= 1")
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples of input that one output sample depends on (current sample included)."""
+        return 1 + (self.kernel_size - 1) * sum(self.dilations)
+
+    @property
+    def layers(self) -> int:
+        return len(self.dilations)
+
+
+PRESETS: dict[str, WaveNetConfig] = {
+    # Damskägg, Juvela, Thuillier, Välimäki, ICASSP 2019, Table 1 (parameter counts from the paper).
+    "WaveNet1": WaveNetConfig(channels=16, dilations=parse_dilations("1..512")),
+    "WaveNet2": WaveNetConfig(channels=8, dilations=parse_dilations("(1..256)x2")),
+    "WaveNet3": WaveNetConfig(channels=16, dilations=parse_dilations("(1..256)x2")),
+}

@@ -1,0 +1,111 @@
+"""The config of one training run (`ampstudy train`, and every Optuna trial): data + model + training.
+
+A run config file is TOML with up to four tables, all optional, e.g.
+
+    experiment = "bassman"
+    [data]
+    corpus_seconds = 30
+    [model]
+    preset = "WaveNet2"      # start from a paper preset, then override fields
+    dilations = "(1..256)x2" # or a list of integers
+    [train]
+    learning_rate = 0.004
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ampmodel.config import PRESETS, ModelConfigError, WaveNetConfig, parse_dilations
+from ampstudy.configs import from_mapping, load_toml, require, to_dict
+from ampstudy.errors import ConfigError
+from datamodules.config import DataConfig
+
+LOSSES = ("esr", "esr_dc", "esr_stft")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Defaults follow Damskägg et al. / Wright et al. where they say."""
+
+    learning_rate: float = 5e-3
+    lr_decay: float = 0.5  # ReduceLROnPlateau factor on validation ESR
+    lr_patience: int = 3  # validation checks without improvement before decaying the learning rate
+    batch_size: int = 16
+    segment_samples: int = 8192  # output samples per training example (input adds receptive_field - 1)
+    max_epochs: int = 100
+    max_minutes: float = 0.0  # wall-clock budget for fitting; 0 = no limit
+    early_stopping_patience: int = 8  # validation checks without improvement before stopping
+    limit_train_batches: int = 0  # batches per epoch; 0 = whole training split
+    val_every_epochs: int = 1
+    pre_emphasis: float = 0.95  # first-order pre-emphasis coefficient of the ESR loss (0 = off)
+    loss: str = "esr"  # esr, esr_dc (adds DC term), esr_stft (adds multi-resolution STFT)
+    aux_weight: float = 1.0  # weight of the DC or STFT term
+    gradient_clip: float = 1.0
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    audio_seconds: float = 3.0  # length of the wav/plot examples logged at the end of a run
+
+    def __post_init__(self) -> None:
+        require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        require(0 < self.lr_decay <= 1, "lr_decay", "must be in (0, 1]")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.segment_samples >= 1, "segment_samples", "must be >= 1")
+        require(self.max_epochs >= 1, "max_epochs", "must be >= 1")
+        require(self.max_minutes >= 0, "max_minutes", "must be >= 0 (0 = no limit)")
+        require(self.early_stopping_patience >= 1, "early_stopping_patience", "must be >= 1")
+        require(self.limit_train_batches >= 0, "limit_train_batches", "must be >= 0")
+        require(self.val_every_epochs >= 1, "val_every_epochs", "must be >= 1")
+        require(0 <= self.pre_emphasis < 1, "pre_emphasis", "must be in [0, 1)")
+        require(self.loss in LOSSES, "loss", f"'{self.loss}' is not one of {', '.join(LOSSES)}")
+        require(self.aux_weight >= 0, "aux_weight", "must be >= 0")
+        require(self.threads >= 0, "threads", "must be >= 0")
+        require(self.audio_seconds >= 0, "audio_seconds", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    experiment: str = "ampstudy"  # MLflow experiment
+    run_name: str = ""  # MLflow run name; empty = MLflow picks one
+    data: DataConfig = field(default_factory=DataConfig)
+    model: WaveNetConfig = field(default_factory=WaveNetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        require(bool(self.experiment.strip()), "experiment", "must not be empty")
+
+
+def model_from_mapping(data: Mapping[str, Any] | None, where: str = "model") -> WaveNetConfig:
+    """WaveNetConfig from a table that may name a `preset` and give `dilations` as a string."""
+    table = dict(data or {})
+    base = WaveNetConfig()
+    preset = table.pop("preset", None)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"{where}.preset: '{preset}' is not one of {', '.join(PRESETS)}")
+        base = PRESETS[preset]
+    if isinstance(table.get("dilations"), str):
+        try:
+            table["dilations"] = parse_dilations(table["dilations"])
+        except ModelConfigError as err:
+            raise ConfigError(f"{where}.{err}") from None
+    merged = {**to_dict(base), **table}
+    return from_mapping(WaveNetConfig, merged, where)
+
+
+def run_config_from_mapping(data: Mapping[str, Any]) -> RunConfig:
+    table = dict(data)
+    model = model_from_mapping(table.pop("model", None))
+    cfg = from_mapping(RunConfig, table)
+    return dataclasses.replace(cfg, model=model)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    try:
+        return run_config_from_mapping(load_toml(path))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
