@@ -7,3 +7,7 @@ class AmpStudyError(Exception):
 
 class ConfigError(AmpStudyError):
     """A config or study file is malformed (unknown key, wrong type, out-of-range value)."""
+
+
+class TrainingDiverged(AmpStudyError):
+    """The loss became NaN or infinite; usually the learning rate is too high."""

@@ -1,0 +1,95 @@
+"""Listenable and visible evidence for a run: wav examples and spectrogram/error plots in MLflow.
+
+The MLflow UI plays .wav artifacts, so every run carries, per logged knob setting, the amp input,
+the SPICE target and the model's prediction of the same few seconds of validation audio.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from matplotlib.figure import Figure  # Figure without pyplot: no global backend state
+from mlflow.tracking import MlflowClient
+
+from ampmodel.wavenet import WaveNet
+
+
+def predict(net: WaveNet, x_with_context: np.ndarray, controls: np.ndarray | None) -> np.ndarray:
+    """Run the network over one long input (which already carries receptive_field - 1 context samples)."""
+    with torch.inference_mode():
+        x = torch.as_tensor(x_with_context, dtype=torch.float32).view(1, 1, -1)
+        c = None if controls is None else torch.as_tensor(controls, dtype=torch.float32).view(1, -1)
+        return net(x, c).view(-1).numpy()
+
+
+def comparison_figure(input_: np.ndarray, target: np.ndarray, pred: np.ndarray, fs: int, title: str) -> Figure:
+    """Waveforms, error envelope, spectrograms and long-term spectra of target vs prediction."""
+    error = target - pred
+    fig = Figure(figsize=(12, 10), layout="constrained")
+    axes = fig.subplots(3, 2)
+    t = np.arange(len(target)) / fs
+    peak = int(np.argmax(np.abs(target)))
+    zoom = slice(max(0, peak - fs // 200), min(len(target), peak + fs // 50))
+    ax = axes[0, 0]
+    ax.plot(t[zoom] * 1000, target[zoom], label="SPICE target", lw=1.2)
+    ax.plot(t[zoom] * 1000, pred[zoom], "--", label="prediction", lw=1.0)
+    ax.plot(t[zoom] * 1000, input_[zoom] * np.max(np.abs(target)) / max(np.max(np.abs(input_)), 1e-9),
+            ":", label="input (scaled)", lw=0.8, alpha=0.7)
+    ax.set(xlabel="time (ms)", title="waveform around the loudest peak")
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    hop = max(1, fs // 100)
+    frames = len(target) // hop
+    def envelope(x: np.ndarray) -> np.ndarray:
+        return 10 * np.log10(np.mean(x[: frames * hop].reshape(frames, hop) ** 2, axis=1) + 1e-12)
+    ax.plot(np.arange(frames) * hop / fs, envelope(target), label="target level")
+    ax.plot(np.arange(frames) * hop / fs, envelope(error), label="error level")
+    ax.set(xlabel="time (s)", ylabel="dB", title="level of target vs error (10 ms frames)")
+    ax.legend(fontsize=8)
+    for ax, signal, name in ((axes[1, 0], target, "SPICE target"), (axes[1, 1], pred, "prediction")):
+        ax.specgram(signal, NFFT=1024, Fs=fs, noverlap=768, cmap="magma", vmin=-120)
+        ax.set(ylim=(0, min(fs / 2, 12000)), xlabel="time (s)", ylabel="Hz", title=f"{name} spectrogram")
+    ax = axes[2, 0]
+    ax.specgram(error, NFFT=1024, Fs=fs, noverlap=768, cmap="magma", vmin=-120)
+    ax.set(ylim=(0, min(fs / 2, 12000)), xlabel="time (s)", ylabel="Hz", title="error spectrogram")
+    ax = axes[2, 1]
+    for signal, name in ((target, "target"), (pred, "prediction"), (error, "error")):
+        spectrum = np.abs(np.fft.rfft(signal * np.hanning(len(signal)))) + 1e-12
+        freqs = np.fft.rfftfreq(len(signal), 1 / fs)
+        ax.semilogx(freqs[1:], 20 * np.log10(spectrum[1:]), lw=0.7, label=name)
+    ax.set(xlim=(20, fs / 2), xlabel="Hz", ylabel="dB", title="long-term spectrum")
+    ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def log_examples(client: MlflowClient, run_id: str, net: WaveNet, datamodule, settings: list[int],
+                 seconds: float, split: str = "val") -> None:
+    """For each knob setting: input/target/prediction wavs under audio/, a figure under plots/."""
+    if seconds <= 0:
+        return
+    fs = datamodule.sample_rate
+    rf = net.receptive_field
+    conditioned = net.cfg.conditioning != "none"
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting in settings:
+            x, target, controls = datamodule.example(split, setting, seconds)
+            pred = predict(net, x, controls if conditioned else None)
+            input_ = x[rf - 1:]
+            label = datamodule.settings[setting].label()
+            folder = Path(tmp) / "audio" / f"setting_{setting}_{label}"
+            folder.mkdir(parents=True)
+            for name, signal in (("input", input_), ("target", target), ("prediction", pred)):
+                sf.write(folder / f"{name}.wav", np.asarray(signal, dtype=np.float32), fs, subtype="FLOAT")
+            plots = Path(tmp) / "plots"
+            plots.mkdir(exist_ok=True)
+            esr_value = float(np.sum((target - pred) ** 2) / max(np.sum(target**2), 1e-12))
+            fig = comparison_figure(input_, target, pred, fs,
+                                    f"{split} audio, knobs {label}, ESR {esr_value:.4f} (no pre-emphasis)")
+            fig.savefig(plots / f"{split}_setting_{setting}.png", dpi=80)
+        client.log_artifacts(run_id, str(Path(tmp) / "audio"), "audio")
+        client.log_artifacts(run_id, str(Path(tmp) / "plots"), "plots")

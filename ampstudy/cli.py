@@ -1,0 +1,209 @@
+"""`ampstudy`: make SPICE data, train WaveNets, run Optuna studies, promote and render models.
+
+Every subcommand has `--help` with examples. User mistakes end with one line naming the fix
+(exit code 2), never a traceback; set AMPSTUDY_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from ampstudy.errors import AmpStudyError, ConfigError
+
+EXAMPLES = """\
+typical session:
+  ampstudy data --seconds 30                       # simulate the Bassman in ngspice, cache the dataset
+  ampstudy train --preset WaveNet3 --max-minutes 20 # one run, tracked in mlruns/ (MLflow)
+  ampstudy study run studies/bassman_wavenet.toml  # Optuna search over WaveNet variants
+  ampstudy study report studies/bassman_wavenet.toml
+  ampstudy promote studies/bassman_wavenet.toml    # test the best trial, register it, alias 'champion'
+  ampstudy render models:/bassman-wavenet@champion guitar.wav amp.wav --volume 0.8
+  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db   # browse runs, listen to audio
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except AmpStudyError as err:
+        if os.environ.get("AMPSTUDY_DEBUG"):
+            raise
+        print(f"ampstudy: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ampstudy: interrupted; everything logged so far is kept", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ampstudy", description=__doc__.split("\n")[0], epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_data(commands)
+    _add_train(commands)
+    _add_render(commands)
+    from studies.cli import add_commands  # study run/report and promote live with the studies
+
+    add_commands(commands)
+    return parser
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="run config TOML ([data], [model], [train] tables)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        help="override one setting, e.g. --set train.learning_rate=0.002 --set data.seed=3 "
+                             "(values are TOML: numbers, true/false, \"strings\", [lists])")
+    parser.add_argument("--seconds", type=float, help="seconds of synthetic guitar/bass DI per knob setting")
+    parser.add_argument("--pots", metavar="V,T,B,M", action="append",
+                        help="a knob setting volume,treble,bass,middle in 0..1; repeat for several")
+    parser.add_argument("--random-settings", type=int, help="add N seeded random knob settings")
+    parser.add_argument("--data-dir", help="dataset cache directory (default: data)")
+    parser.add_argument("--workers", type=int, help="parallel ngspice processes (default: all cores)")
+
+
+def _run_config(args: argparse.Namespace):
+    """RunConfig from --config, --preset and the shorthand options, validated with clear errors."""
+    import tomllib
+
+    from ampstudy.configs import load_toml
+    from ampstudy.run_config import run_config_from_mapping
+
+    table = load_toml(args.config) if args.config else {}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. train.learning_rate=0.002")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # bare words are strings: --set model.activation=tanh
+        *sections, leaf = key.split(".")
+        node = table
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    data = table.setdefault("data", {})
+    if args.seconds is not None:
+        data["corpus_seconds"] = args.seconds
+    if args.pots:
+        data["settings"] = [_parse_pots(text) for text in args.pots]
+    if args.random_settings is not None:
+        data["random_settings"] = args.random_settings
+    if args.data_dir:
+        data["data_dir"] = args.data_dir
+    if args.workers is not None:
+        data["workers"] = args.workers
+    if getattr(args, "preset", None):
+        table.setdefault("model", {})["preset"] = args.preset
+    train = table.setdefault("train", {})
+    for option in ("max_minutes", "max_epochs"):
+        if getattr(args, option, None) is not None:
+            train[option] = getattr(args, option)
+    try:
+        return run_config_from_mapping(table)
+    except ConfigError as err:
+        raise ConfigError(f"{args.config or 'command line'}: {err}") from None
+
+
+def _parse_pots(text: str) -> dict[str, float]:
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise ConfigError(f"--pots {text}: expected four numbers volume,treble,bass,middle, e.g. 0.8,0.5,0.5,0.5")
+    return dict(zip(("volume", "treble", "bass", "middle"), values))
+
+
+def _add_data(commands) -> None:
+    parser = commands.add_parser(
+        "data", help="simulate the Bassman 5F6-A in ngspice and cache the dataset",
+        description="Generate guitar/bass-like DI input, run it through the SPICE Bassman preamp at each "
+                    "knob setting (parallel ngspice processes), and cache input/targets/manifest under the "
+                    "data directory, keyed by a content hash: a second call with the same settings is instant.",
+        epilog="example: ampstudy data --seconds 20 --pots 0.8,0.5,0.5,0.5 --pots 0.3,1,0.2,0.5",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_options(parser)
+    parser.set_defaults(handler=_cmd_data)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from datamodules.dataset import prepare_dataset
+
+    cfg = _run_config(args)
+    started = time.perf_counter()
+    directory = prepare_dataset(cfg.data, progress=True)
+    print(f"dataset: {directory}  ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _add_train(commands) -> None:
+    from ampmodel.config import PRESETS
+
+    parser = commands.add_parser(
+        "train", help="train one WaveNet on the SPICE dataset, tracked in MLflow",
+        description="Train one model (the same train(cfg) every study trial calls): prepares the dataset if "
+                    "needed, fits with ESR loss, early stopping and a best checkpoint, logs params, cost, "
+                    "audio and plots to MLflow, evaluates the held-out test split and prints the run id.",
+        epilog="examples:\n  ampstudy train --preset WaveNet3 --max-minutes 20\n"
+               "  ampstudy train --config my_run.toml --set model.channels=12",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _config_options(parser)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a paper architecture")
+    parser.add_argument("--max-minutes", type=float, help="wall-clock budget for fitting")
+    parser.add_argument("--max-epochs", type=int, help="epoch limit")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
+    parser.set_defaults(handler=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ampstudy.train import train
+
+    cfg = _run_config(args)
+    result = train(cfg, tracking_uri=args.tracking_uri, evaluate_test=True)
+    print(f"run id: {result.run_id}")
+    print(f"validation ESR: {result.val_esr:.5f}   test ESR: {result.test_esr:.5f}")
+    print(f"params: {result.cost.get('params')}  MACs/sample: {result.cost.get('macs_per_sample'):.0f}  "
+          f"real-time factor: {result.cost.get('rtf', float('nan')):.1f}x  model: {result.model_dir}")
+    return 0
+
+
+def _add_render(commands) -> None:
+    parser = commands.add_parser(
+        "render", help="run a trained model over a wav file (streaming, block by block)",
+        description="MODEL is a model directory, runs:/<run_id>/model, or models:/<name>@<alias>. The input "
+                    "must be a mono wav at the model's sample rate; full scale means the same input volts as "
+                    "in training. Knob options are required for a conditioned model.",
+        epilog="example: ampstudy render models:/bassman-wavenet@champion di.wav amp.wav --volume 0.8 --treble 0.6",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("input_wav")
+    parser.add_argument("output_wav")
+    for knob in ("volume", "treble", "bass", "middle"):
+        parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
+    parser.add_argument("--block-seconds", type=float, default=0.1, help="streaming block length (default 0.1)")
+    parser.set_defaults(handler=_cmd_render)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from ampstudy.render import render_file
+
+    knobs = {k: getattr(args, k) for k in ("volume", "treble", "bass", "middle")}
+    seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds)
+    print(f"wrote {args.output_wav}: {seconds:.2f} s of audio in {wall:.2f} s ({seconds / max(wall, 1e-9):.1f}x real time)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,48 @@
+"""Whole-signal ESR of a network on one split of the SPICE dataset (validation or held-out test)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ampmodel.metrics import REPORTED_PRE_EMPHASIS, ESRAccumulator
+from ampmodel.wavenet import WaveNet
+from ampstudy.model_io import LoadedModel
+from datamodules.bassman import BassmanDataModule
+from datamodules.config import DataConfig
+
+
+def evaluate_net(net: WaveNet, datamodule: BassmanDataModule, split: str) -> dict[str, Any]:
+    """ESR over every sample of `split` ('val' or 'test'): overall, per setting, held-out vs seen."""
+    loader = {"val": datamodule.val_dataloader, "test": datamodule.test_dataloader}[split]()
+    acc = ESRAccumulator(REPORTED_PRE_EMPHASIS)
+    conditioned = net.cfg.conditioning != "none"
+    net.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            pred = net(batch["input"], batch["controls"] if conditioned else None)
+            acc.update(pred, batch["target"], batch["setting"])
+    per_setting = acc.per_setting()
+    held_out = [s for s in datamodule.test_settings_held_out if s in per_setting]
+    seen = [s for s in per_setting if s not in held_out]
+    return {
+        "esr": acc.esr(),
+        "esr_per_setting": {datamodule.settings[s].label(): v for s, v in per_setting.items()},
+        "esr_held_out_settings": acc.esr(held_out) if held_out else math.nan,
+        "esr_seen_settings": acc.esr(seen) if seen else math.nan,
+        "pre_emphasis": REPORTED_PRE_EMPHASIS,
+    }
+
+
+def evaluate_model(loaded: LoadedModel, data_cfg: DataConfig | None = None, split: str = "test",
+                   batch_size: int = 8) -> dict[str, Any]:
+    """Evaluate a saved model on its own dataset (or `data_cfg`), preparing the data if needed."""
+    data_cfg = data_cfg or loaded.run_config.data
+    datamodule = BassmanDataModule(data_cfg, receptive_field=loaded.net.receptive_field,
+                                   segment_samples=loaded.run_config.train.segment_samples,
+                                   batch_size=batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("test" if split == "test" else "validate")
+    return evaluate_net(loaded.net, datamodule, split)

@@ -1,0 +1,113 @@
+"""A trained amp model on disk: weights + the config that built them + a TorchScript copy.
+
+Layout of a model directory (also the `model/` artifact of every MLflow run):
+    config.json     {"format", "ampstudy_version", "run_config": {...}, "data": {...}}
+    state_dict.pt   torch state dict of WaveNet(run_config.model)
+    model.ts        torch.jit.script(net), loadable without ampstudy
+`data` records what the numbers mean: sample rate, volts per full-scale input sample, the target
+scale, the dataset hash and the knob settings seen in training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ampmodel.wavenet import WaveNet
+from ampstudy import __version__
+from ampstudy.configs import to_dict
+from ampstudy.errors import AmpStudyError
+from ampstudy.run_config import RunConfig, run_config_from_mapping
+
+MODEL_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    net: WaveNet
+    run_config: RunConfig
+    data_info: dict[str, Any]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.data_info.get("sample_rate", self.run_config.data.sample_rate))
+
+    @property
+    def conditioned(self) -> bool:
+        return self.run_config.model.conditioning != "none"
+
+
+def save_model(directory: str | Path, net: WaveNet, run_config: RunConfig, data_info: dict[str, Any]) -> Path:
+    """Write the model directory atomically (temp dir + rename) and return its path."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    net = net.eval().cpu()
+    meta = {"format": MODEL_FORMAT, "ampstudy_version": __version__,
+            "run_config": to_dict(run_config), "data": data_info}
+    (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+    torch.save(net.state_dict(), tmp / "state_dict.pt")
+    torch.jit.script(net).save(str(tmp / "model.ts"))
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.rename(tmp, directory)
+    return directory
+
+
+def load_model(directory: str | Path) -> LoadedModel:
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise AmpStudyError(f"{directory}: not an ampstudy model directory (no config.json)")
+    meta = json.loads(config_path.read_text())
+    if meta.get("format") != MODEL_FORMAT:
+        raise AmpStudyError(f"{directory}: model format {meta.get('format')} is not {MODEL_FORMAT}; "
+                            "retrain or use the ampstudy version that wrote it "
+                            f"({meta.get('ampstudy_version')})")
+    run_config = run_config_from_mapping(meta["run_config"])
+    net = WaveNet(run_config.model)
+    net.load_state_dict(torch.load(directory / "state_dict.pt", map_location="cpu", weights_only=True))
+    return LoadedModel(net.eval(), run_config, dict(meta.get("data", {})))
+
+
+def resolve_model(spec: str) -> LoadedModel:
+    """Load from a local model dir, or any MLflow model/artifact URI (runs:/..., models:/name@alias)."""
+    path = Path(spec)
+    if path.is_dir():
+        found = _find_model_dir(path)
+        if found is None:
+            raise AmpStudyError(f"{spec}: no ampstudy model (config.json) inside this directory")
+        return load_model(found)
+    if "://" in spec or spec.startswith(("runs:/", "models:/")):
+        import mlflow  # lazy: rendering a local model needs no tracking stack
+
+        from ampstudy.tracking import client
+
+        client()  # points mlflow at the default store unless MLFLOW_TRACKING_URI says otherwise
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=spec)
+        except Exception as err:  # MLflow raises many types for a missing model/alias
+            raise AmpStudyError(f"{spec}: could not fetch from MLflow ({err}); "
+                                "check the name/alias with `mlflow ui` or `ampstudy promote`") from None
+        found = _find_model_dir(Path(local))
+        if found is None:
+            raise AmpStudyError(f"{spec}: the MLflow artifact holds no ampstudy model directory")
+        return load_model(found)
+    raise AmpStudyError(f"{spec}: no such model directory, and not an MLflow URI "
+                        "(use e.g. models:/bassman-wavenet@champion or runs:/<run_id>/model)")
+
+
+def _find_model_dir(root: Path) -> Path | None:
+    if (root / "config.json").is_file() and (root / "state_dict.pt").is_file():
+        return root
+    for candidate in sorted(root.rglob("state_dict.pt")):
+        if (candidate.parent / "config.json").is_file():
+            return candidate.parent
+    return None

@@ -1,0 +1,175 @@
+"""`train(cfg)`: one training run, the function behind `ampstudy train` and every Optuna trial.
+
+It prepares (or reuses) the SPICE dataset, opens an MLflow run (nested under a study's parent run
+when given), fits the WaveNet with ESR loss, early stopping and a best checkpoint, then logs the
+compute cost, the best model (weights + config + TorchScript), audio examples and plots. The test
+split is touched only when `evaluate_test=True` (the CLI), never by studies.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import Param
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from optuna.exceptions import TrialPruned
+
+from ampmodel.cost import compute_cost
+from ampmodel.lightning_module import AmpModule
+from ampstudy import artifacts, tracking
+from ampstudy.configs import flatten, to_dict
+from ampstudy.errors import AmpStudyError
+from ampstudy.evaluate import evaluate_net
+from ampstudy.model_io import save_model
+from ampstudy.run_config import RunConfig
+from datamodules.bassman import BassmanDataModule
+
+MAX_EXAMPLE_SETTINGS = 3  # audio/plots for at most this many knob settings per run
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str  # MLflow run id ("" when tracking is off)
+    val_esr: float  # whole-signal validation ESR of the best checkpoint
+    cost: dict[str, float]
+    model_dir: Path
+    epochs: int
+    wall_seconds: float
+    test_metrics: dict[str, Any] = field(default_factory=dict)  # only with evaluate_test=True
+
+    @property
+    def test_esr(self) -> float | None:
+        return self.test_metrics.get("esr")
+
+
+def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: str | None = None,
+          tags: dict[str, str] | None = None, tracking_uri: str | None = None, evaluate_test: bool = False,
+          progress: bool = True, track: bool = True, work_dir: str | Path | None = None) -> TrainResult:
+    """Train one model as `cfg` says; see the module docstring. `track=False` skips MLflow entirely."""
+    started = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    module = AmpModule(cfg)
+    datamodule = BassmanDataModule(cfg.data, receptive_field=module.net.receptive_field,
+                                   segment_samples=cfg.train.segment_samples, batch_size=cfg.train.batch_size)
+    datamodule.prepare_data()  # the only expensive data step (ngspice), cached by content hash
+    datamodule.setup("fit")
+    module.held_out_settings = tuple(datamodule.test_settings_held_out)
+
+    uri = tracking_uri or tracking.default_tracking_uri()
+    client = tracking.client(uri) if track else None
+    run_id = ""
+    if client is not None:
+        run_tags = {MLFLOW_RUN_NAME: cfg.run_name} if cfg.run_name else {}
+        if parent_run_id:
+            run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        run_tags.update({"dataset_hash": str(datamodule.manifest.get("hash", "")), **(tags or {})})
+        run = client.create_run(tracking.ensure_experiment(cfg.experiment, uri), tags=run_tags,
+                                run_name=cfg.run_name or None)
+        run_id = run.info.run_id
+    work = Path(work_dir) if work_dir else Path(tracking.TRACKING_DIR) / "work" / (run_id or f"untracked-{time.time_ns()}")
+    try:
+        cost = compute_cost(module.net, fs=datamodule.sample_rate)
+        if client is not None:
+            _log_params(client, run_id, cfg, cost)
+        trainer, checkpoint = _trainer(cfg, callbacks, uri, run_id, work, progress, track)
+        trainer.fit(module, datamodule=datamodule)
+        if checkpoint.best_model_path:
+            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+            module.load_state_dict(best["state_dict"])
+        val = evaluate_net(module.net, datamodule, "val")
+        if not math.isfinite(val["esr"]):
+            raise AmpStudyError("validation ESR is not finite; the data may be silent or training diverged")
+        test_metrics = evaluate_net(module.net, datamodule, "test") if evaluate_test else {}
+        model_dir = save_model(work / "model", module.net, cfg, _data_info(datamodule))
+        if client is not None:
+            client.log_metric(run_id, "best_val_esr", val["esr"])
+            client.log_metric(run_id, "epochs", trainer.current_epoch)
+            for name, value in test_metrics.items():
+                if isinstance(value, float) and math.isfinite(value):
+                    client.log_metric(run_id, f"test_{name}", value)
+            client.log_artifacts(run_id, str(model_dir), "model")
+            if checkpoint.best_model_path:
+                client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
+            examples = [i for i in range(len(datamodule.settings)) if i not in datamodule.test_settings_held_out]
+            artifacts.log_examples(client, run_id, module.net, datamodule, examples[:MAX_EXAMPLE_SETTINGS],
+                                   cfg.train.audio_seconds)
+            client.set_terminated(run_id, "FINISHED")
+    except BaseException as err:
+        if client is not None:
+            _mark_failed(client, run_id, err)
+        raise
+    return TrainResult(run_id=run_id, val_esr=val["esr"], cost=cost, model_dir=model_dir,
+                       epochs=trainer.current_epoch, wall_seconds=time.perf_counter() - started,
+                       test_metrics=test_metrics)
+
+
+def _trainer(cfg: RunConfig, callbacks: Sequence[Callback], uri: str, run_id: str, work: Path,
+             progress: bool, track: bool) -> tuple[pl.Trainer, ModelCheckpoint]:
+    train = cfg.train
+    checkpoint = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor="val_esr", mode="min",
+                                 save_top_k=1, enable_version_counter=False)
+    stopper = EarlyStopping(monitor="val_esr", mode="min", patience=train.early_stopping_patience)
+    logger = MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=uri, run_id=run_id) if track else False
+    # Lightning's own banner lines ("GPU available: ...") are noise for a CPU tool.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_epochs=train.max_epochs,
+        max_time={"minutes": train.max_minutes} if train.max_minutes else None,
+        limit_train_batches=train.limit_train_batches or 1.0,
+        check_val_every_n_epoch=train.val_every_epochs, gradient_clip_val=train.gradient_clip or None,
+        callbacks=[checkpoint, stopper, *callbacks], logger=logger, enable_progress_bar=progress,
+        enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
+        default_root_dir=str(work),
+    )
+    return trainer, checkpoint
+
+
+def _log_params(client, run_id: str, cfg: RunConfig, cost: dict[str, float]) -> None:
+    params = {k: ("" if v is None else str(v))[:6000] for k, v in flatten(to_dict(cfg)).items()}
+    params["model.receptive_field"] = str(cfg.model.receptive_field)
+    params.update({f"cost.{k}": str(v) for k, v in cost.items()})
+    for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
+        chunk = list(params.items())[start:start + 100]
+        client.log_batch(run_id, params=[Param(k, v) for k, v in chunk])
+    for name, value in cost.items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            client.log_metric(run_id, f"cost_{name}", float(value))
+
+
+def _mark_failed(client, run_id: str, err: BaseException) -> None:
+    """Keep what was logged; record why the run ended (pruned trials are KILLED, not FAILED)."""
+    try:
+        if isinstance(err, TrialPruned):
+            client.set_tag(run_id, "pruned", "true")
+            client.set_terminated(run_id, "KILLED")
+            return
+        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+        client.set_tag(run_id, "traceback", "".join(traceback.format_exception(err))[-5000:])
+        client.set_terminated(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+    except Exception:  # never hide the original error behind a tracking error
+        pass
+
+
+def _data_info(datamodule: BassmanDataModule) -> dict[str, Any]:
+    manifest = datamodule.manifest
+    return {
+        "sample_rate": datamodule.sample_rate,
+        "dataset_hash": manifest.get("hash"),
+        "input_full_scale_volts": manifest.get("input_full_scale_volts"),
+        "settings": [to_dict(s) for s in datamodule.settings],
+        "held_out_settings": list(datamodule.test_settings_held_out),
+        "target_scales": manifest.get("target_scales"),
+    }

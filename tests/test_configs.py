@@ -1,0 +1,70 @@
+"""Config loading: unknown keys, wrong types and bad ranges fail with the dotted field name."""
+
+import pytest
+
+from ampmodel.config import PRESETS, parse_dilations
+from ampstudy.cli import main
+from ampstudy.configs import from_mapping, to_dict
+from ampstudy.errors import ConfigError
+from ampstudy.run_config import RunConfig, TrainConfig, load_run_config, run_config_from_mapping
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"trian": {}}, "trian: unknown setting (did you mean 'train'?)"),
+    ({"train": {"lerning_rate": 0.1}}, "train.lerning_rate: unknown setting (did you mean 'learning_rate'?)"),
+    ({"train": {"batch_size": "16"}}, "train.batch_size: expected an integer"),
+    ({"train": {"batch_size": 1.5}}, "train.batch_size: expected an integer"),
+    ({"train": {"learning_rate": -1}}, "train.learning_rate: must be > 0"),
+    ({"data": {"split": [0.5, 0.5, 0.5]}}, "data.split"),
+    ({"data": {"settings": [{"volume": 1.5}]}}, "data.settings[0].volume: knob position 1.5 is outside 0..1"),
+    ({"data": {"settings": [{"gain": 0.5}]}}, "data.settings[0].gain: unknown setting"),
+    ({"model": {"preset": "WaveNet9"}}, "model.preset: 'WaveNet9' is not one of"),
+    ({"model": {"dilations": "1..3"}}, "model.dilations '1..3': ends of a range must be powers of two"),
+    ({"model": {"kernel_size": 1}}, "model.kernel_size"),
+    ({"model": {"activation": "relu"}}, "model.activation: 'relu' is not one of"),
+])
+def test_bad_run_configs_name_the_field(table, message):
+    with pytest.raises(ConfigError) as err:
+        run_config_from_mapping(table)
+    assert message in str(err.value)
+
+
+def test_round_trip_and_presets():
+    cfg = run_config_from_mapping({"model": {"preset": "WaveNet2", "kernel_size": 2},
+                                   "data": {"settings": [{"volume": 0.2}, {"treble": 1.0}]}})
+    assert cfg.model.channels == 8 and cfg.model.kernel_size == 2
+    assert cfg.model.dilations == PRESETS["WaveNet2"].dilations
+    assert cfg.data.settings[1].treble == 1.0 and cfg.data.settings[0].volume == 0.2
+    assert run_config_from_mapping(to_dict(cfg)) == cfg
+    assert from_mapping(TrainConfig, {"learning_rate": 1}).learning_rate == 1.0  # ints widen to float
+    assert RunConfig().model == PRESETS["WaveNet3"]
+
+
+def test_dilation_patterns():
+    assert parse_dilations("1..512") == tuple(2**k for k in range(10))
+    assert parse_dilations("(1..4)x2") == (1, 2, 4, 1, 2, 4)
+    assert parse_dilations("1, 3, 9") == (1, 3, 9)
+    assert PRESETS["WaveNet1"].receptive_field == 2047
+    assert PRESETS["WaveNet3"].receptive_field == 2045
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_run_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_run_config(bad)
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text("[model]\nchanels = 8\n")
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.chanels: unknown setting (did you mean 'channels'?)" in err
+    assert "Traceback" not in err
+    assert main(["data", "--pots", "0.5,0.5"]) == 2
+    assert "expected four numbers" in capsys.readouterr().err
+    assert main(["train", "--set", "learning_rate=3"]) == 2
+    assert "SECTION.KEY=VALUE" in capsys.readouterr().err

@@ -1,0 +1,123 @@
+"""train(cfg) end to end on a tiny real SPICE dataset, into a temporary real MLflow store."""
+
+import json
+import math
+
+import mlflow
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ampstudy.cli import main
+from ampstudy.errors import TrainingDiverged
+from ampstudy.model_io import load_model, resolve_model
+from ampstudy.run_config import run_config_from_mapping
+from ampstudy.train import train
+
+TINY = {
+    "experiment": "tiny",
+    "data": {"corpus_seconds": 0.8, "region_seconds": 0.1, "chunk_seconds": 0.4, "warmup_seconds": 0.05,
+             "settings": [{"volume": 0.9, "treble": 0.9}, {"volume": 0.4, "treble": 0.1}],
+             "split": [0.6, 0.2, 0.2]},
+    "model": {"channels": 4, "dilations": "1..16", "conditioning": "film", "film_hidden": 4},
+    "train": {"max_epochs": 2, "batch_size": 4, "segment_samples": 512, "limit_train_batches": 4,
+              "learning_rate": 0.005, "audio_seconds": 0.2},
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return {"uri": f"sqlite:///{root / 'mlflow.db'}", "data": str(root / "data"), "root": root}
+
+
+def tiny_config(store, **train_overrides):
+    table = json.loads(json.dumps(TINY))
+    table["data"]["data_dir"] = store["data"]
+    table["train"].update(train_overrides)
+    return run_config_from_mapping(table)
+
+
+@pytest.fixture(scope="module")
+def trained(store):
+    return train(tiny_config(store), tracking_uri=store["uri"], evaluate_test=True, progress=False,
+                 work_dir=store["root"] / "work")
+
+
+def test_run_logs_metrics_cost_audio_and_model(trained, store):
+    assert trained.run_id and math.isfinite(trained.val_esr) and trained.val_esr > 0
+    assert trained.test_esr is not None and math.isfinite(trained.test_esr)
+    client = mlflow.tracking.MlflowClient(tracking_uri=store["uri"])
+    run = client.get_run(trained.run_id)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for name in ("val_esr", "best_val_esr", "test_esr", "cost_params", "cost_macs_per_sample", "cost_rtf"):
+        assert name in metrics, name
+    assert metrics["best_val_esr"] == pytest.approx(trained.val_esr)
+    assert run.data.params["model.channels"] == "4"
+    assert int(run.data.params["model.receptive_field"]) == 1 + 2 * 31
+    assert run.data.tags["dataset_hash"]
+    audio = [f.path for f in client.list_artifacts(trained.run_id, "audio")]
+    assert audio, "no audio examples logged"
+    wavs = [f.path for f in client.list_artifacts(trained.run_id, audio[0])]
+    assert {p.rsplit("/", 1)[-1] for p in wavs} == {"input.wav", "target.wav", "prediction.wav"}
+    local = client.download_artifacts(trained.run_id, audio[0] + "/prediction.wav")
+    signal, fs = sf.read(local)
+    assert fs == 44100 and len(signal) == int(0.2 * 44100) and np.isfinite(signal).all()
+    assert [f.path for f in client.list_artifacts(trained.run_id, "plots")]
+    assert {f.path for f in client.list_artifacts(trained.run_id, "model")} >= {
+        "model/config.json", "model/state_dict.pt", "model/model.ts"}
+
+
+def test_saved_model_reloads_and_scripts(trained, store):
+    loaded = load_model(trained.model_dir)
+    assert loaded.run_config == tiny_config(store)
+    assert loaded.conditioned and loaded.sample_rate == 44100
+    scripted = torch.jit.load(str(trained.model_dir / "model.ts"))
+    x = torch.randn(1, 1, 400)
+    c = torch.tensor([[0.9, 0.9, 0.5, 0.5]])
+    assert torch.allclose(scripted(x, c), loaded.net(x, c), atol=1e-6)
+    from_mlflow = resolve_model(f"runs:/{trained.run_id}/model")
+    assert from_mlflow.run_config == loaded.run_config
+
+
+def test_render_cli_streams_and_checks_knobs(trained, store, tmp_path, capsys):
+    fs = 44100
+    t = np.arange(int(0.3 * fs)) / fs
+    di = (0.3 * np.sin(2 * np.pi * 110 * t) * np.exp(-3 * t)).astype(np.float32)
+    sf.write(tmp_path / "di.wav", di, fs, subtype="FLOAT")
+    out = tmp_path / "amp.wav"
+    model = str(trained.model_dir)
+    assert main(["render", model, str(tmp_path / "di.wav"), str(out)]) == 2
+    assert "give --volume --treble --bass --middle" in capsys.readouterr().err
+    assert main(["render", model, str(tmp_path / "di.wav"), str(out), "--volume", "1.5", "--treble", "0.5",
+                 "--bass", "0.5", "--middle", "0.5"]) == 2
+    assert "knob positions are 0..1" in capsys.readouterr().err
+    assert main(["render", model, str(tmp_path / "di.wav"), str(out), "--volume", "0.9", "--treble", "0.9",
+                 "--bass", "0.5", "--middle", "0.5", "--block-seconds", "0.01"]) == 0
+    rendered, rate = sf.read(out)
+    assert rate == fs and len(rendered) == len(di)
+    # Streaming output equals one pass over the zero-padded input.
+    loaded = load_model(trained.model_dir)
+    rf = loaded.net.receptive_field
+    with torch.inference_mode():
+        x = torch.nn.functional.pad(torch.from_numpy(di).view(1, 1, -1), (rf - 1, 0))
+        direct = loaded.net(x, torch.tensor([[0.9, 0.9, 0.5, 0.5]])).view(-1).numpy()
+    np.testing.assert_allclose(rendered, direct, atol=1e-4)
+    sf.write(tmp_path / "stereo.wav", np.stack([di, di], axis=1), fs)
+    assert main(["render", model, str(tmp_path / "stereo.wav"), str(out), "--volume", "0.9",
+                 "--treble", "0.9", "--bass", "0.5", "--middle", "0.5"]) == 2
+    assert "mono" in capsys.readouterr().err
+
+
+def test_nan_loss_fails_the_run_with_a_clear_error(store):
+    cfg = tiny_config(store, learning_rate=1e30, gradient_clip=0.0, max_epochs=3)
+    with pytest.raises(TrainingDiverged, match="lower train.learning_rate"):
+        train(cfg, tracking_uri=store["uri"], progress=False, work_dir=store["root"] / "nan")
+    client = mlflow.tracking.MlflowClient(tracking_uri=store["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs[0].info.status == "FAILED"
+    assert "TrainingDiverged" in runs[0].data.tags["error"]
+    assert "cost_params" in runs[0].data.metrics  # what was logged before the failure is kept
