@@ -64,7 +64,7 @@ class AmpModule(pl.LightningModule):
         self._accumulators[stage] = ESRAccumulator()
 
     def _accumulate(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        self._accumulators[stage].update(self._predict(batch), batch["target"], batch["setting"])
+        self._accumulators[stage].update(self._predict(batch), batch["target"], batch["setting"], batch.get("mask"))
 
     def _finish(self, stage: str) -> dict[str, float]:
         acc = self._accumulators.pop(stage)

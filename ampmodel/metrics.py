@@ -19,14 +19,17 @@ class ESRAccumulator:
         self.error: dict[int, float] = {}
         self.energy: dict[int, float] = {}
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, setting: torch.Tensor) -> None:
-        """pred/target (B,1,T); setting (B,) index of each example's knob setting."""
+    def update(self, pred: torch.Tensor, target: torch.Tensor, setting: torch.Tensor,
+               mask: torch.Tensor | None = None) -> None:
+        """pred/target (B,1,T); setting (B,) knob-setting index; mask (B,1,T) zeroes samples that an
+        overlapping window already counted, so every sample of the signal counts exactly once."""
         pred, target = pred.detach().double(), target.detach().double()
         if self.pre_emphasis:
             pred = pred[..., 1:] - self.pre_emphasis * pred[..., :-1]
             target = target[..., 1:] - self.pre_emphasis * target[..., :-1]
-        err = ((target - pred) ** 2).flatten(1).sum(1)
-        energy = (target**2).flatten(1).sum(1)
+        weight = torch.ones_like(target) if mask is None else mask.detach().double()[..., -target.shape[-1]:]
+        err = (weight * (target - pred) ** 2).flatten(1).sum(1)
+        energy = (weight * target**2).flatten(1).sum(1)
         for i, s in enumerate(setting.tolist()):
             self.error[s] = self.error.get(s, 0.0) + float(err[i])
             self.energy[s] = self.energy.get(s, 0.0) + float(energy[i])

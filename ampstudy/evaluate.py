@@ -23,7 +23,7 @@ def evaluate_net(net: WaveNet, datamodule: BassmanDataModule, split: str) -> dic
     with torch.inference_mode():
         for batch in loader:
             pred = net(batch["input"], batch["controls"] if conditioned else None)
-            acc.update(pred, batch["target"], batch["setting"])
+            acc.update(pred, batch["target"], batch["setting"], batch.get("mask"))
     per_setting = acc.per_setting()
     held_out = [s for s in datamodule.test_settings_held_out if s in per_setting]
     seen = [s for s in per_setting if s not in held_out]
