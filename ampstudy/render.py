@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from ampmodel.streaming import StreamingWaveNet
+from ampmodel.streaming import render
 from ampstudy.errors import AmpStudyError
 from ampstudy.model_io import LoadedModel, resolve_model
 from datamodules.audio_io import load_wav, save_wav
@@ -32,26 +32,16 @@ def control_vector(model: LoadedModel, knobs: dict[str, float | None]) -> np.nda
     return np.array([given[k] for k in CONTROL_NAMES], dtype=np.float32)
 
 
-def render_audio(model: LoadedModel, audio: np.ndarray, controls: np.ndarray | None,
-                 block_size: int) -> np.ndarray:
-    stream = StreamingWaveNet(model.net)
-    out = np.empty_like(audio, dtype=np.float32)
-    for start in range(0, len(audio), block_size):
-        block = audio[start:start + block_size]
-        out[start:start + len(block)] = stream.process(block, controls)
-    return out
-
-
 def render_file(model_spec: str, input_wav: str, output_wav: str, knobs: dict[str, float | None],
                 block_seconds: float = 0.1) -> tuple[float, float]:
     """Returns (seconds of audio, wall seconds spent rendering)."""
     model = resolve_model(model_spec)
     controls = control_vector(model, knobs)
-    audio = load_wav(input_wav, model.sample_rate)
+    audio = load_wav(input_wav, model.sample_rate, min_seconds=0.0)  # any length can be rendered
     if block_seconds <= 0:
         raise AmpStudyError(f"--block-seconds {block_seconds}: must be > 0")
     started = time.perf_counter()
-    out = render_audio(model, audio, controls, max(1, int(block_seconds * model.sample_rate)))
+    out = render(model.net, audio, controls, block_size=max(1, int(block_seconds * model.sample_rate)))
     wall = time.perf_counter() - started
     save_wav(output_wav, out, model.sample_rate)
     return len(audio) / model.sample_rate, wall

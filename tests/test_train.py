@@ -62,9 +62,12 @@ def test_run_logs_metrics_cost_audio_and_model(trained, store):
     assert audio, "no audio examples logged"
     wavs = [f.path for f in client.list_artifacts(trained.run_id, audio[0])]
     assert {p.rsplit("/", 1)[-1] for p in wavs} == {"input.wav", "target.wav", "prediction.wav"}
-    local = client.download_artifacts(trained.run_id, audio[0] + "/prediction.wav")
-    signal, fs = sf.read(local)
-    assert fs == 44100 and len(signal) == int(0.2 * 44100) and np.isfinite(signal).all()
+    signals = {name: sf.read(client.download_artifacts(trained.run_id, f"{audio[0]}/{name}.wav"))
+               for name in ("input", "target", "prediction")}
+    lengths = {len(x) for x, fs in signals.values()}
+    assert {fs for x, fs in signals.values()} == {44100} and len(lengths) == 1
+    assert 0 < lengths.pop() <= int(0.2 * 44100)  # at most audio_seconds, within one validation stretch
+    assert all(np.isfinite(x).all() for x, _ in signals.values())
     assert [f.path for f in client.list_artifacts(trained.run_id, "plots")]
     assert {f.path for f in client.list_artifacts(trained.run_id, "model")} >= {
         "model/config.json", "model/state_dict.pt", "model/model.ts"}
