@@ -93,3 +93,30 @@ def log_examples(client: MlflowClient, run_id: str, net: WaveNet, datamodule, se
             fig.savefig(plots / f"{split}_setting_{setting}.png", dpi=80)
         client.log_artifacts(run_id, str(Path(tmp) / "audio"), "audio")
         client.log_artifacts(run_id, str(Path(tmp) / "plots"), "plots")
+
+
+def log_settings_table(client: MlflowClient, run_id: str, rows: list[dict], split: str) -> None:
+    """ESR per knob setting: a CSV table and a figure (bars per setting, ESR over volume x treble)."""
+    if not rows:
+        return
+    key = f"{split}_esr"
+    with tempfile.TemporaryDirectory() as tmp:
+        columns = list(rows[0])
+        lines = [",".join(columns)] + [",".join(str(row[c]) for c in columns) for row in rows]
+        (Path(tmp) / f"{split}_esr_by_setting.csv").write_text("\n".join(lines) + "\n")
+        fig = Figure(figsize=(12, 4.5), layout="constrained")
+        bars, grid = fig.subplots(1, 2)
+        labels = [f"{r['setting']}: v{r['volume']:.2f} t{r['treble']:.2f} b{r['bass']:.2f} m{r['middle']:.2f}"
+                  for r in rows]
+        colours = ["tab:red" if r["held_out"] else "tab:blue" for r in rows]
+        bars.barh(labels, [r[key] for r in rows], color=colours)
+        bars.set(xlabel=f"{split} ESR (pre-emphasis 0.95)", title="ESR by knob setting (red: held out)")
+        bars.tick_params(axis="y", labelsize=7)
+        points = grid.scatter([r["volume"] for r in rows], [r["treble"] for r in rows], c=[r[key] for r in rows],
+                              s=[60 + 40 * r["bass"] for r in rows], cmap="viridis",
+                              edgecolors=colours, linewidths=1.5)
+        fig.colorbar(points, ax=grid, label=f"{split} ESR")
+        grid.set(xlabel="volume", ylabel="treble", xlim=(-0.05, 1.05), ylim=(-0.05, 1.05),
+                 title="ESR over the knob settings (size: bass)")
+        fig.savefig(Path(tmp) / f"{split}_esr_by_setting.png", dpi=80)
+        client.log_artifacts(run_id, tmp, "settings")

@@ -9,6 +9,7 @@ import torch
 
 from ampmodel.metrics import REPORTED_PRE_EMPHASIS, ESRAccumulator
 from ampmodel.wavenet import WaveNet
+from ampstudy.configs import to_dict
 from ampstudy.model_io import LoadedModel
 from datamodules.bassman import BassmanDataModule
 from datamodules.config import DataConfig
@@ -30,6 +31,8 @@ def evaluate_net(net: WaveNet, datamodule: BassmanDataModule, split: str) -> dic
     return {
         "esr": acc.esr(),
         "esr_per_setting": {datamodule.settings[s].label(): v for s, v in per_setting.items()},
+        "settings_table": [{"setting": s, **to_dict(datamodule.settings[s]), "held_out": s in held_out,
+                            f"{split}_esr": v} for s, v in per_setting.items()],
         "esr_held_out_settings": acc.esr(held_out) if held_out else math.nan,
         "esr_seen_settings": acc.esr(seen) if seen else math.nan,
         "pre_emphasis": REPORTED_PRE_EMPHASIS,

@@ -106,6 +106,9 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
             examples = [i for i in range(len(datamodule.settings)) if i not in datamodule.test_settings_held_out]
             artifacts.log_examples(client, run_id, module.net, datamodule, examples[:MAX_EXAMPLE_SETTINGS],
                                    cfg.train.audio_seconds)
+            artifacts.log_settings_table(client, run_id, val["settings_table"], "val")
+            if test_metrics:
+                artifacts.log_settings_table(client, run_id, test_metrics["settings_table"], "test")
             client.set_terminated(run_id, "FINISHED")
     except BaseException as err:
         if client is not None:

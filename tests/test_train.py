@@ -69,6 +69,10 @@ def test_run_logs_metrics_cost_audio_and_model(trained, store):
     assert 0 < lengths.pop() <= int(0.2 * 44100)  # at most audio_seconds, within one validation stretch
     assert all(np.isfinite(x).all() for x, _ in signals.values())
     assert [f.path for f in client.list_artifacts(trained.run_id, "plots")]
+    tables = {f.path for f in client.list_artifacts(trained.run_id, "settings")}
+    assert {"settings/val_esr_by_setting.csv", "settings/test_esr_by_setting.png"} <= tables
+    csv = open(client.download_artifacts(trained.run_id, "settings/val_esr_by_setting.csv")).read().splitlines()
+    assert csv[0].startswith("setting,volume,treble,bass,middle,held_out,val_esr") and len(csv) == 3
     assert {f.path for f in client.list_artifacts(trained.run_id, "model")} >= {
         "model/config.json", "model/state_dict.pt", "model/model.ts"}
 
