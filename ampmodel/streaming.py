@@ -1,0 +1,138 @@
+"""Block-by-block WaveNet inference with cached dilation state.
+
+Each residual layer's dilated conv needs (kernel_size-1)*dilation past samples of that layer's
+input; everything else (input conv, gate, residual, mixer) is pointwise in time. So the stream
+state is, per layer, exactly those past inputs, and a block of N samples costs the same as N
+samples of a one-pass forward: no receptive field is recomputed per block.
+
+The state starts as "silence since forever": each layer's past input is the constant that layer
+sees when the whole input history is zero (not a zero activation - biases make it non-zero). So
+processing x block by block equals `net(F.pad(x, (rf-1, 0)), controls)` exactly.
+"""
+
+from typing import TYPE_CHECKING, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ampmodel.wavenet import WaveNet
+
+if TYPE_CHECKING:  # numpy arrays are accepted and returned, but torch converts them itself
+    import numpy as np
+
+
+class StreamingWaveNet(nn.Module):
+    """`process(block, controls) -> output block of the same shape`; `reset()` forgets the past.
+
+    block: (N,) or (B,1,N); controls: (num_controls,) or (B,num_controls), ignored when the net is
+    unconditioned. Knob changes between blocks take effect from the next block on, with the
+    state carried over (like turning a knob while playing). TorchScript-able.
+    """
+
+    states: List[Tensor]  # per layer, the last (kernel_size-1)*dilation inputs; [] = not started
+
+    def __init__(self, net: WaveNet, chunk_size: int = 16384) -> None:
+        super().__init__()
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.net = net
+        # Long blocks are run in chunks of at most this many samples: the same result, but smaller
+        # per-layer temporaries (measured ~1.8x faster for 1 s blocks on CPU; much smaller chunks
+        # lose again to per-op overhead).
+        self.chunk_size = chunk_size
+        self.states = []
+
+    @torch.jit.export
+    def reset(self) -> None:
+        self.states = []
+
+    def forward(self, block: Tensor, controls: Optional[Tensor] = None) -> Tensor:
+        return self.process(block, controls)
+
+    @torch.jit.export
+    def process(self, block: Tensor, controls: Optional[Tensor] = None) -> Tensor:
+        if block.dim() == 1:
+            x = block.view(1, 1, -1)
+        elif block.dim() == 3 and block.size(1) == 1:
+            x = block
+        else:
+            raise ValueError("stream blocks must have shape (samples,) or (batch, 1, samples), got " + str(block.shape))
+        if controls is not None and controls.dim() == 1:
+            controls = controls.unsqueeze(0)
+        batch = x.size(0)
+        ctl = self.net.prepare_controls(controls, batch)
+        film = self.net.film_params(ctl)
+        if len(self.states) == 0:
+            self.states = self._silence_states(ctl, film, x)
+        elif self.states[0].size(0) != batch:
+            raise ValueError(
+                "stream was started with batch " + str(self.states[0].size(0)) + " but this block has batch "
+                + str(batch) + "; call reset() before changing the batch size"
+            )
+
+        if x.size(2) == 0:
+            return block.clone()
+        chunks: List[Tensor] = []
+        for start in range(0, x.size(2), self.chunk_size):
+            chunks.append(self._process_chunk(x[:, :, start : start + self.chunk_size], ctl, film))
+        y = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)
+        return y.view(block.shape)
+
+    def _process_chunk(self, x: Tensor, ctl: Optional[Tensor], film: Optional[Tensor]) -> Tensor:
+        batch = x.size(0)
+        h = self.net.embed_input(x, ctl)
+        mixed = torch.zeros(batch, self.net.mixer.out_channels, x.size(2), dtype=h.dtype, device=h.device)
+        new_states: List[Tensor] = []
+        for i, layer in enumerate(self.net.layers):
+            layer_input = torch.cat([self.states[i], h], dim=2)
+            # Detached: the stream is for inference; keeping the graph would grow it every block.
+            new_states.append(layer_input[:, :, layer_input.size(2) - layer.history :].detach())
+            layer_film: Optional[Tensor] = None
+            if film is not None:
+                layer_film = film[:, i]
+            h, share = layer(layer_input, self.net.mixer_slice(i), layer_film)
+            mixed = mixed + share
+        self.states = new_states
+        return self.net.finish(mixed)
+
+    def _silence_states(self, controls: Optional[Tensor], film: Optional[Tensor], like: Tensor) -> List[Tensor]:
+        """Per-layer past inputs for an all-zero input history: each layer sees a constant."""
+        silence = torch.zeros(like.size(0), 1, 1, dtype=like.dtype, device=like.device)
+        h = self.net.embed_input(silence, controls)  # (B, C, 1), constant in time
+        states: List[Tensor] = []
+        for i, layer in enumerate(self.net.layers):
+            states.append(h.expand(-1, -1, layer.history).contiguous().detach())
+            layer_film: Optional[Tensor] = None
+            if film is not None:
+                layer_film = film[:, i]
+            h, _ = layer(h.expand(-1, -1, layer.history + 1), self.net.mixer_slice(i), layer_film)
+        return states
+
+
+def render(
+    net: Union[WaveNet, StreamingWaveNet],
+    audio: "Union[np.ndarray, Tensor]",
+    controls: "Union[None, Sequence[float], np.ndarray, Tensor]" = None,
+    block_size: int = 4096,
+) -> "Union[np.ndarray, Tensor]":
+    """Run a whole (samples,) signal through `net` in blocks, from silence; same length and type out.
+
+    controls: the knob positions (volume, treble, bass, middle) in 0..1, e.g. [0.5, 0.5, 0.5, 0.5];
+    None for an unconditioned net. numpy in -> float32 numpy out; tensor in -> tensor out.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    stream = net if isinstance(net, StreamingWaveNet) else StreamingWaveNet(net)
+    stream.reset()
+    as_numpy = not isinstance(audio, Tensor)
+    x = torch.as_tensor(audio, dtype=torch.float32) if as_numpy else audio  # numpy without importing it
+    if x.dim() != 1:
+        raise ValueError(f"render expects a mono signal of shape (samples,), got {tuple(x.shape)}")
+    param = next(stream.parameters())
+    x = x.to(device=param.device, dtype=param.dtype)
+    ctl = None if controls is None else torch.as_tensor(controls, dtype=param.dtype, device=param.device)
+    with torch.inference_mode():
+        blocks = [stream.process(x[i : i + block_size], ctl) for i in range(0, x.numel(), block_size)]
+        out = torch.cat(blocks) if blocks else x.clone()
+    stream.reset()
+    return out.cpu().numpy() if as_numpy else out

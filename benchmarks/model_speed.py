@@ -1,0 +1,251 @@
+"""Speed of our WaveNet presets against neural-amp-modeler's (NAM) WaveNet at the same size.
+
+For WaveNet1/2/3 (Damskägg et al. 2019), side by side with NAM built from the same channels,
+kernel size and dilations:
+- training throughput: output samples/s of forward + backward + Adam step, batch 16 x 8192
+  output samples (inputs carry rf-1 extra samples), torch's default thread count;
+- streaming real-time factor: audio s / wall s at batch 1, 1 s blocks, one thread. Ours keeps
+  per-layer dilation state; NAM's Python package has no stateful streaming, so it is run the way
+  a caller has to: each block with its rf-1 samples of history prepended (4.6% extra work);
+- utilisation: counted FLOPs per CPU-second / a measured per-core peak (single-thread 2048^3 fp32
+  matmul); for training FLOPs come from FlopCounterMode over a whole step (fwd+bwd).
+Timed runs of ours and NAM are interleaved and the best run of each is kept; throughput is given
+both per wall-clock second and per process-CPU second, the latter robust to a shared machine.
+
+NAM differs in structure at equal size: its layers also mix the input signal in (a 1 -> 2C 1x1
+"input mixer" per layer), and it sums the skips before a C -> 1 head instead of our linear
+mixer over all L*C skip channels. Run: `.venv/bin/python benchmarks/model_speed.py`
+(`--quick` for a smoke run). Needs `pip install --no-deps neural-amp-modeler` + librosa, wavio
+for the NAM columns; without it only ours are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from ampmodel.config import PRESETS, WaveNetConfig  # noqa: E402
+from ampmodel.cost import macs_per_sample  # noqa: E402
+from ampmodel.streaming import StreamingWaveNet  # noqa: E402
+from ampmodel.wavenet import from_preset  # noqa: E402
+
+FS = 44100
+BATCH, SEGMENT = 16, 8192
+
+
+def peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Single-thread fp32 matmul GFLOP/s per CPU-second: the practical per-core ceiling."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        best = Best()
+        for _ in range(repeats):
+            best.time(lambda: a @ b)
+    finally:
+        torch.set_num_threads(old)
+    return 2 * n**3 / best.cpu / 1e9
+
+
+def nam_wavenet(cfg: WaveNetConfig):
+    """NAM's WaveNet with the same channels, kernel size and dilations (gated tanh*sigmoid)."""
+    from nam.models.wavenet import WaveNet as NamWaveNet
+
+    layer_array = {
+        "input_size": 1,
+        "condition_size": 1,
+        "channels": cfg.channels,
+        "head": {"out_channels": 1, "kernel_size": 1, "bias": True},
+        "kernel_size": cfg.kernel_size,
+        "dilations": list(cfg.dilations),
+        "activation": {"name": "PairMultiply", "primary": "Tanh", "secondary": "Sigmoid"},
+    }
+    return NamWaveNet.init_from_config({"layers_configs": [layer_array], "head": None, "head_scale": 1.0})
+
+
+class Adapter:
+    """One calling convention for both: (B,1,T) -> (B,1,T-rf+1)."""
+
+    def __init__(self, name: str, module: torch.nn.Module, receptive_field: int, is_nam: bool):
+        self.name, self.module, self.rf, self.is_nam = name, module, receptive_field, is_nam
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_nam:
+            return self.module(x[:, 0], pad_start=False)[:, None]
+        return self.module(x)
+
+
+def counted_macs_per_sample(model: Adapter) -> float:
+    """FLOPs/2 per output sample at steady state (two lengths differenced), for either model."""
+    if not model.is_nam:
+        return macs_per_sample(model.module)
+    totals = []
+    for extra in (256, 1280):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(torch.zeros(1, 1, model.rf + extra))
+        totals.append(counter.get_total_flops())
+    return (totals[1] - totals[0]) / 2 / 1024
+
+
+def training_step_fn(model: Adapter):
+    """(step function, FLOPs per step) for forward+backward+Adam at batch 16 x 8192 outputs."""
+    torch.manual_seed(0)
+    x = 0.5 * torch.randn(BATCH, 1, SEGMENT + model.rf - 1)
+    target = torch.tanh(2 * x[:, :, model.rf - 1 :])
+    opt = torch.optim.Adam(model.module.parameters(), lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = (model(x) - target).square().mean()
+        loss.backward()
+        opt.step()
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()  # also the warm-up
+    return step, float(counter.get_total_flops())
+
+
+def streaming_pass_fn(model: Adapter, seconds: float):
+    """One timed pass = stream `seconds` of noise at batch 1 in 1 s blocks, from silence."""
+    total = max(FS, round(seconds * FS))
+    audio = 0.5 * torch.randn(total, generator=torch.Generator().manual_seed(0))
+    if model.is_nam:
+        # No stateful streaming in NAM's Python package: prepend rf-1 samples of history per block.
+        padded = torch.cat([torch.zeros(model.rf - 1), audio])
+
+        def one_pass() -> None:
+            for i in range(0, total, FS):
+                model(padded[i : i + FS + model.rf - 1].view(1, 1, -1))
+
+    else:
+        stream = StreamingWaveNet(model.module)
+
+        def one_pass() -> None:
+            stream.reset()
+            for i in range(0, total, FS):
+                stream.process(audio[i : i + FS])
+
+    return one_pass, total / FS
+
+
+class Best:
+    """Least wall-clock and least process-CPU time over runs. On a shared machine other processes
+    only ever add wall time; CPU time also excludes time spent descheduled."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = float("inf")
+
+    def time(self, fn) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        self.wall = min(self.wall, time.perf_counter() - wall)
+        self.cpu = min(self.cpu, time.process_time() - cpu)
+
+
+def compare(models: list[Adapter], args, peak1: float) -> list[dict]:
+    """Measure all models of one preset with their timed runs interleaved, so that load from other
+    processes hits them alike; keep the best run of each."""
+    steps = [training_step_fn(m) for m in models]
+    train = [Best() for _ in models]
+    for _ in range(args.steps):
+        for (step, _), best in zip(steps, train):
+            best.time(step)
+    passes = [streaming_pass_fn(m, args.rtf_seconds) for m in models]
+    stream = [Best() for _ in models]
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for one_pass, _ in passes:
+                one_pass()  # warm-up
+            for _ in range(args.repeats):
+                for (one_pass, _), best in zip(passes, stream):
+                    best.time(one_pass)
+    finally:
+        torch.set_num_threads(old)
+    rows = []
+    for model, (_, step_flops), tr, (_, audio_s), st in zip(models, steps, train, passes, stream):
+        macs = counted_macs_per_sample(model)
+        rows.append({
+            "params": sum(p.numel() for p in model.module.parameters()),
+            "macs": macs,
+            "train_sps": BATCH * SEGMENT / tr.wall,
+            "train_sps_cpu": BATCH * SEGMENT / tr.cpu,  # per CPU-second, all threads together
+            "train_util": step_flops / tr.cpu / 1e9 / peak1,  # per core
+            "rtf": audio_s / st.wall,
+            "rtf_cpu": audio_s / st.cpu,
+            "stream_util": 2 * macs * FS * audio_s / st.cpu / 1e9 / peak1,
+        })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="WaveNet1,WaveNet2,WaveNet3")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps per model (best of)")
+    parser.add_argument("--threads", type=int, default=0, help="training threads (0 = torch's default)")
+    parser.add_argument("--rtf-seconds", type=float, default=3.0, help="audio streamed per timed pass")
+    parser.add_argument("--repeats", type=int, default=4, help="timed streaming passes per model (best of)")
+    parser.add_argument("--no-nam", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="1 step, 1 s of audio, 1 repeat")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rtf_seconds, args.repeats = 1, 1.0, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    nam_available = False
+    if not args.no_nam:
+        try:
+            import nam  # noqa: F401
+
+            nam_available = True
+        except ImportError as exc:
+            print(f"neural-amp-modeler not importable ({exc}); showing ours only")
+
+    threads = torch.get_num_threads()
+    load = os.getloadavg()[0]
+    peak1 = peak_gflops()
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f} before the run")
+    print(f"peak: {peak1:.1f} GFLOP/s per core (single-thread 2048^3 fp32 matmul, CPU time)")
+    print(f"training: batch {BATCH} x {SEGMENT} output samples, fwd+bwd+Adam, {threads} threads, best of {args.steps}; "
+          f"streaming: batch 1, 1 s blocks, 1 thread, {args.rtf_seconds:g} s audio, best of {args.repeats}; "
+          "ours and NAM interleaved\n")
+
+    header = (f"{'model':<12}{'params':>8}{'MAC/smp':>9}{'train smp/s':>13}{'/cpu-s':>10}{'util':>7}"
+              f"{'RTF':>8}{'RTF cpu':>9}{'util':>7}")
+    print(header)
+    print("-" * len(header))
+    for name in args.presets.split(","):
+        cfg = PRESETS[name]
+        candidates = [Adapter(name, from_preset(name), cfg.receptive_field, is_nam=False)]
+        if nam_available:
+            nam_model = nam_wavenet(cfg)
+            assert nam_model.receptive_field == cfg.receptive_field
+            candidates.append(Adapter("  NAM", nam_model, cfg.receptive_field, is_nam=True))
+        rows = compare(candidates, args, peak1)
+        for model, r in zip(candidates, rows):
+            print(f"{model.name:<12}{r['params']:>8,}{r['macs']:>9,.0f}{r['train_sps']:>13,.0f}{r['train_sps_cpu']:>10,.0f}"
+                  f"{r['train_util']:>7.1%}{r['rtf']:>8.2f}{r['rtf_cpu']:>9.2f}{r['stream_util']:>7.1%}", flush=True)
+        if nam_available:
+            ours, theirs = rows
+            ratio = {k: ours[k] / theirs[k] for k in ours}
+            print(f"{'  ours/NAM':<12}{ratio['params']:>8.2f}{ratio['macs']:>9.2f}{ratio['train_sps']:>13.2f}"
+                  f"{ratio['train_sps_cpu']:>10.2f}{'':>7}{ratio['rtf']:>8.2f}{ratio['rtf_cpu']:>9.2f}")
+    print("\ntrain smp/s and RTF: wall clock; /cpu-s and RTF cpu: per second of process CPU time (robust to other\n"
+          "load; equals wall for 1 thread on an idle machine). util = counted FLOPs per CPU-second / per-core peak.")
+
+
+if __name__ == "__main__":
+    main()
