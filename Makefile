@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system venv ui clean-demo
+.PHONY: demo test system venv ui bench-deps
 
 system:  ## Debian packages: ngspice (SPICE) and PostgreSQL (multi-worker study tests)
 	@command -v ngspice >/dev/null && command -v pg_ctlcluster >/dev/null || { \
@@ -31,3 +31,6 @@ test: system venv
 
 ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
+
+bench-deps: venv  ## neural-amp-modeler for benchmarks/model_speed.py, without touching torch
+	$(PY) -m pip install -q --no-deps neural-amp-modeler && $(PY) -m pip install -q librosa wavio
