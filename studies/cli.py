@@ -1,0 +1,126 @@
+"""`ampstudy study run|report` and `ampstudy promote`, registered into the main CLI by add_commands."""
+
+from __future__ import annotations
+
+import argparse
+
+STORAGE_HELP = ("Optuna storage URL (default: the study file's storage.url, else sqlite:///mlruns/optuna.db for "
+                "one process or journal:mlruns/optuna-journal.log for --workers > 1; an existing study is found "
+                "in either). Many machines: postgresql://USER:PASSWORD@HOST/DB")
+TRACKING_HELP = ("MLflow tracking URI (default: tracking_uri in the study file, MLFLOW_TRACKING_URI, or "
+                 "sqlite:///mlruns/mlflow.db)")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add `study` (with `run` and `report`) and `promote` to the ampstudy subcommands."""
+    raw = argparse.RawDescriptionHelpFormatter
+    study = subparsers.add_parser(
+        "study", help="run or report an Optuna study of WaveNet variants (tracked in MLflow)",
+        description="Optuna studies defined by TOML files (see studies/README.md); each trial is one "
+                    "`train()` run nested under the study's MLflow parent run.",
+        epilog="examples:\n  ampstudy study run studies/tiny.toml\n"
+               "  ampstudy study run studies/bassman_wavenet.toml --workers 4\n"
+               "  ampstudy study report studies/bassman_wavenet.toml", formatter_class=raw)
+    commands = study.add_subparsers(title="study commands", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="create or resume a study and run its trials",
+        description="Validate the study file, simulate the dataset once, then run trials until the study has "
+                    "its budget of trials (budget.n_trials, counted over all runs and workers) or the timeout "
+                    "passes. Re-running the same command resumes: finished trials are kept, trials of a killed "
+                    "worker are failed and re-queued. At the end the report is logged to the parent run.",
+        epilog="examples:\n  ampstudy study run studies/tiny.toml --trials 6\n"
+               "  ampstudy study run studies/bassman_wavenet.toml --workers 4 --timeout 7200\n"
+               "  # on each of several machines sharing one PostgreSQL server and MLflow tracking server:\n"
+               "  MLFLOW_TRACKING_URI=http://mlflow:5000 ampstudy study run studies/bassman_wavenet.toml \\\n"
+               "      --storage postgresql://optuna:secret@db/optuna", formatter_class=raw)
+    run.add_argument("study_file", metavar="STUDY", help="study TOML file, e.g. studies/tiny.toml")
+    run.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    run.add_argument("--trials", type=int, metavar="N",
+                     help="total trials the study should have, over all runs (default: budget.n_trials)")
+    run.add_argument("--timeout", type=float, metavar="S",
+                     help="stop starting trials after S seconds (default: budget.timeout_minutes)")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="local worker processes sharing the study (default 1)")
+    run.add_argument("--tracking-uri", metavar="URI", help=TRACKING_HELP)
+    run.set_defaults(handler=cmd_study_run)
+
+    report = commands.add_parser(
+        "report", help="print a study's summary and log its report to MLflow",
+        description="Trials table (CSV), optimisation history, parameter importances and the Pareto front "
+                    "(validation ESR vs MACs/sample) as PNGs, logged to the study's MLflow parent run under "
+                    "study/; a summary table is printed.",
+        epilog="example: ampstudy study report studies/tiny.toml", formatter_class=raw)
+    report.add_argument("study_file", metavar="STUDY")
+    report.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    report.add_argument("--tracking-uri", metavar="URI", help=TRACKING_HELP)
+    report.set_defaults(handler=cmd_study_report)
+
+    promote = subparsers.add_parser(
+        "promote", help="test a study's best trial, register it, move alias 'champion' if it is better",
+        description="Pick the COMPLETE trial with the lowest validation ESR meeting the compute limit (default: "
+                    "the study file's constraint), evaluate it on the held-out test split, log it as an MLflow "
+                    "pyfunc model, register a new version (tags: study, trial, test_esr, macs_per_sample, rtf, "
+                    "data_hash) and point alias 'champion' at it only if its test ESR beats the current "
+                    "champion's. Load it with mlflow.pyfunc.load_model('models:/bassman-wavenet@champion').",
+        epilog="examples:\n  ampstudy promote studies/bassman_wavenet.toml\n"
+               "  ampstudy promote studies/bassman_wavenet.toml --max-macs 2000   # a cheaper model\n"
+               "  ampstudy promote studies/bassman_wavenet.toml --min-rtf 20", formatter_class=raw)
+    promote.add_argument("study_file", metavar="STUDY")
+    promote.add_argument("--max-macs", type=float, metavar="N", help="only trials with at most N MACs per sample")
+    promote.add_argument("--min-rtf", type=float, metavar="X",
+                         help="only trials running at least X times faster than real time (measured in training)")
+    promote.add_argument("--trial", type=int, metavar="N", help="promote this trial instead of the best one")
+    promote.add_argument("--model-name", metavar="NAME", help="registered model name (default: registered_model "
+                                                              "in the study file, bassman-wavenet)")
+    promote.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
+    promote.add_argument("--tracking-uri", metavar="URI", help=TRACKING_HELP)
+    promote.set_defaults(handler=cmd_promote)
+    study.set_defaults(handler=lambda args: study.print_help() or 2)
+
+
+def cmd_study_run(args: argparse.Namespace) -> int:
+    from studies.runner import run_study
+    from studies.spec import load_study_spec
+
+    spec = load_study_spec(args.study_file)
+    run_study(spec, storage_url=args.storage, n_trials=args.trials,
+              timeout_minutes=None if args.timeout is None else args.timeout / 60,
+              workers=args.workers, tracking_uri=args.tracking_uri)
+    return 0
+
+
+def cmd_study_report(args: argparse.Namespace) -> int:
+    import optuna
+
+    from ampstudy.errors import AmpStudyError
+    from studies import mlflow_runs
+    from studies.report import report_study
+    from studies.runner import find_study_storage, resolve_tracking_uri
+    from studies.spec import load_study_spec
+    from studies.storage import open_storage
+
+    spec = load_study_spec(args.study_file)
+    url = find_study_storage(spec, args.storage)
+    if url is None:
+        raise AmpStudyError(f"no study named '{spec.name}' found; run `ampstudy study run {args.study_file}` first "
+                            "(or pass --storage)")
+    study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+    report_study(study, spec, resolve_tracking_uri(spec, args.tracking_uri),
+                 study.user_attrs.get(mlflow_runs.PARENT_RUN_ATTR))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from studies.promote import promote
+    from studies.spec import load_study_spec
+
+    for flag, value in (("--max-macs", args.max_macs), ("--min-rtf", args.min_rtf)):
+        if value is not None and value <= 0:
+            from ampstudy.errors import AmpStudyError
+
+            raise AmpStudyError(f"{flag} {value:g}: must be > 0")
+    spec = load_study_spec(args.study_file)
+    promote(spec, storage_url=args.storage, tracking_uri=args.tracking_uri, max_macs=args.max_macs,
+            min_rtf=args.min_rtf, model_name=args.model_name, trial_number=args.trial)
+    return 0

@@ -1,0 +1,114 @@
+"""The Optuna objective: sampled parameters -> RunConfig -> `train()` -> validation ESR.
+
+Each trial records on itself the worker running it, its MLflow run id and the model's cost, sets
+constraint values (MACs/sample, real-time factor) for constrained samplers, and leaves its MLflow
+run tagged with the final Optuna state. Exceptions propagate so Optuna marks the trial FAIL
+(the runner optimises with catch=(Exception,), so the study carries on).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+
+from studies import mlflow_runs
+from studies.budget import EXCESS_ATTR, BudgetExceeded, is_excess
+from studies.space import apply_params, effective_values
+from studies.spec import StudySpec
+from studies.storage import WORKER_ATTR, worker_id
+
+ERROR_ATTR = "error"
+COST_ATTRS = ("params", "receptive_field_samples", "macs_per_sample", "rtf")
+
+
+class TrialObjective:
+    """Callable objective bound to one study, its parent MLflow run and its trial budget."""
+
+    def __init__(self, spec: StudySpec, parent_run_id: str, tracking_uri: str, n_trials: int) -> None:
+        self.spec = spec
+        self.parent_run_id = parent_run_id
+        self.tracking_uri = tracking_uri
+        self.n_trials = n_trials
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        trial.set_user_attr(WORKER_ATTR, worker_id())  # lets a restart detect this trial if we die
+        if self.n_trials and is_excess(trial.study, trial.number, self.n_trials):
+            # Two workers asked for the last trial at once; this one is surplus and never trains.
+            trial.set_user_attr(EXCESS_ATTR, True)
+            trial.study.stop()
+            raise BudgetExceeded(f"study budget of {self.n_trials} trials already taken by other workers")
+        try:
+            return self._train(trial)
+        except optuna.TrialPruned as err:
+            self._finish_run(trial, "PRUNED", error=str(err), run_status="KILLED")
+            raise
+        except Exception as err:
+            message = f"{type(err).__name__}: {err}"
+            trial.set_user_attr(ERROR_ATTR, message[:2000])
+            self._finish_run(trial, "FAIL", error=message, run_status="FAILED")
+            raise
+
+    def suggest_config(self, trial: optuna.Trial):
+        """Sample every active parameter (conditional ones only when their condition holds)."""
+        effective = effective_values(self.spec.base)
+        values: dict[str, Any] = {}
+        for param in self.spec.space:
+            if param.active(effective):
+                values[param.name] = effective[param.name] = param.suggest(trial)
+        name = f"{self.spec.name}-t{trial.number:03d}"
+        return apply_params(self.spec.base, values, run_name=name)
+
+    def _train(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        from ampstudy.train import train  # heavy import (lightning), only inside workers
+
+        cfg = self.suggest_config(trial)
+        objective = self.spec.objective
+        macs = _analytic_macs(cfg)
+        if objective.max_macs_per_sample > 0:
+            # MACs follow from the architecture alone: skip training models that cannot qualify.
+            trial.set_constraint("max_macs_per_sample", macs - objective.max_macs_per_sample)
+            if macs > objective.max_macs_per_sample:
+                trial.set_user_attr("macs_per_sample", macs)
+                raise optuna.TrialPruned(
+                    f"infeasible: {macs:.0f} MACs/sample > max_macs_per_sample {objective.max_macs_per_sample:.0f}")
+        callbacks = []
+        if self.spec.options.pruner.kind != "none" and not objective.multi_objective:
+            from optuna_integration import PyTorchLightningPruningCallback
+
+            callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val_esr"))
+        result = train(cfg, callbacks=callbacks, parent_run_id=self.parent_run_id,
+                       tags=mlflow_runs.trial_tags(self.spec.name, trial.number),
+                       tracking_uri=self.tracking_uri, progress=False)
+        trial.set_user_attr(mlflow_runs.RUN_ID_ATTR, result.run_id)
+        trial.set_user_attr("epochs", result.epochs)
+        trial.set_user_attr("train_seconds", round(result.wall_seconds, 2))
+        for key in COST_ATTRS:
+            if key in result.cost:
+                trial.set_user_attr(key, float(result.cost[key]))
+        if objective.min_rtf > 0:
+            trial.set_constraint("min_rtf", objective.min_rtf - float(result.cost.get("rtf", 0.0)))
+        if not math.isfinite(result.val_esr):
+            raise ValueError(f"validation ESR is {result.val_esr}")
+        mlflow_runs.record_trial_outcome(self.tracking_uri, self.parent_run_id, self.spec.name, trial.number,
+                                         self.spec.base.experiment, "COMPLETE")
+        if objective.multi_objective:
+            return result.val_esr, float(result.cost["macs_per_sample"])
+        return result.val_esr
+
+    def _finish_run(self, trial: optuna.Trial, state: str, error: str, run_status: str) -> None:
+        try:
+            run_id = mlflow_runs.record_trial_outcome(
+                self.tracking_uri, self.parent_run_id, self.spec.name, trial.number,
+                self.spec.base.experiment, state, error=error, run_status=run_status)
+            trial.set_user_attr(mlflow_runs.RUN_ID_ATTR, run_id)
+        except Exception as err:  # tracking trouble must not mask the trial's own error
+            optuna.logging.get_logger("ampstudy").warning(f"could not tag MLflow run of trial {trial.number}: {err}")
+
+
+def _analytic_macs(cfg) -> float:
+    from ampmodel.cost import analytic_macs_per_sample
+    from ampmodel.wavenet import WaveNet
+
+    return float(analytic_macs_per_sample(WaveNet(cfg.model)))

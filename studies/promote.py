@@ -1,0 +1,226 @@
+"""`ampstudy promote`: test the study's best trial and register it; move `champion` only if better.
+
+Steps: pick the best COMPLETE trial (lowest validation ESR) that meets the compute constraint;
+evaluate it once on the held-out test split; log a pyfunc model into the trial's MLflow run and
+register it as a new version of the registered model, tagged with its numbers; then, under a lock,
+compare its test ESR with the current champion's and move the alias only if it is lower. ESRs are
+compared on the same test data: when the champion was tested on another dataset it is re-evaluated
+on this study's test split first. Aliases only (model stages are deprecated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ampstudy import tracking
+from ampstudy.errors import AmpStudyError
+from studies import mlflow_runs
+from studies.runner import find_study_storage, resolve_tracking_uri
+from studies.spec import StudySpec
+from studies.storage import file_lock, is_postgres, open_storage
+
+ALIAS = "champion"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    trial_number: int
+    version: str
+    test_esr: float
+    champion_before: str | None  # version that held the alias before, if any
+    champion_after: str
+    moved: bool
+    message: str
+
+
+def pick_trial(study: Any, max_macs: float | None, min_rtf: float | None, trial_number: int | None = None) -> Any:
+    """The COMPLETE trial with the lowest validation ESR meeting the limits (or the given number)."""
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.values and math.isfinite(t.values[0]) and t.user_attrs.get(mlflow_runs.RUN_ID_ATTR)]
+    if trial_number is not None:
+        trials = [t for t in trials if t.number == trial_number]
+        if not trials:
+            raise AmpStudyError(f"trial {trial_number} of study '{study.study_name}' is not a complete tracked trial")
+    if max_macs:
+        trials = [t for t in trials if t.user_attrs.get("macs_per_sample", math.inf) <= max_macs]
+    if min_rtf:
+        trials = [t for t in trials if t.user_attrs.get("rtf", 0.0) >= min_rtf]
+    if not trials:
+        limits = " and ".join(x for x in (max_macs and f"MACs/sample <= {max_macs:g}",
+                                          min_rtf and f"real-time factor >= {min_rtf:g}") if x)
+        raise AmpStudyError(f"study '{study.study_name}' has no complete trial" + (f" with {limits}" if limits else "")
+                            + "; run more trials or relax the limit")
+    return min(trials, key=lambda t: t.values[0])
+
+
+@contextlib.contextmanager
+def registry_lock(tracking_uri: str, model_name: str) -> Iterator[None]:
+    """Serialise promotions of one registered model: file lock beside a SQLite store, advisory lock on
+    PostgreSQL; other stores (an MLflow server) rely on the re-check after setting the alias."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        with file_lock(db.parent / f".promote-{model_name}.lock", timeout=900):
+            yield
+    elif is_postgres(tracking_uri):
+        from studies.storage import storage_lock
+
+        with storage_lock(tracking_uri, f"promote:{model_name}", timeout=900):
+            yield
+    else:
+        yield
+
+
+def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: str | None = None,
+            max_macs: float | None = None, min_rtf: float | None = None, model_name: str | None = None,
+            trial_number: int | None = None) -> Promotion:
+    import optuna
+
+    from ampstudy.evaluate import evaluate_model
+    from ampstudy.model_io import load_model
+    from studies.registry_model import log_pyfunc_model
+
+    url = find_study_storage(spec, storage_url)
+    if url is None:
+        raise AmpStudyError(f"no study named '{spec.name}' found; run `ampstudy study run {spec.path}` first "
+                            "(or pass --storage)")
+    uri = resolve_tracking_uri(spec, tracking_uri)
+    name = model_name or spec.options.registered_model
+    if max_macs is None and min_rtf is None:  # default to the study's own constraint
+        max_macs = spec.objective.max_macs_per_sample or None
+        min_rtf = spec.objective.min_rtf or None
+    study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
+    trial = pick_trial(study, max_macs, min_rtf, trial_number)
+    run_id = trial.user_attrs[mlflow_runs.RUN_ID_ATTR]
+    client = tracking.client(uri)
+    print(f"best trial: #{trial.number}  val ESR {trial.values[0]:.5g}  "
+          f"MACs/sample {trial.user_attrs.get('macs_per_sample', float('nan')):.0f}  run {run_id}")
+    with tempfile.TemporaryDirectory(prefix="ampstudy-promote-") as tmp:
+        model_dir = _download_model_dir(f"runs:/{run_id}/model", Path(tmp))
+        loaded = load_model(model_dir)
+        test = evaluate_model(loaded, loaded.run_config.data, split="test")
+        test_esr = float(test["esr"])
+        if not math.isfinite(test_esr):
+            raise AmpStudyError("the test split gave no ESR; give base.data.split a test share > 0")
+        print(f"test ESR: {test_esr:.5g}")
+        for key, value in test.items():
+            if isinstance(value, float) and math.isfinite(value):
+                client.log_metric(run_id, f"test_{key}", value)
+        model_uri = log_pyfunc_model(model_dir, loaded.data_info, run_id)
+        data_hash = str(loaded.data_info.get("dataset_hash", ""))
+        tags = {"study": spec.name, "trial": str(trial.number), "test_esr": repr(test_esr),
+                "val_esr": repr(trial.values[0]), "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
+                "rtf": repr(trial.user_attrs.get("rtf")), "params": repr(trial.user_attrs.get("params")),
+                "data_hash": data_hash, "mlflow_run_id": run_id}
+        version = _register(client, model_uri, name, tags, trial)
+        with registry_lock(uri, name):
+            result = _maybe_move_champion(client, name, version, test_esr, data_hash, loaded.run_config.data)
+    print(result.message)
+    return Promotion(trial.number, version, test_esr, result.champion_before, result.champion_after,
+                     result.moved, result.message)
+
+
+def _download_model_dir(artifact_uri: str, into: Path) -> Path:
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(into)))
+    for candidate in [local, *sorted(p.parent for p in local.rglob("config.json"))]:
+        if (candidate / "config.json").is_file() and (candidate / "state_dict.pt").is_file():
+            return candidate
+    raise AmpStudyError(f"{artifact_uri}: holds no ampstudy model directory")
+
+
+def _register(client: Any, model_uri: str, name: str, tags: dict[str, str], trial: Any) -> str:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="WaveNet models of the SPICE Bassman 5F6-A preamp; "
+                                                         "alias 'champion' = lowest test ESR so far")
+    except MlflowException:
+        pass  # exists (possibly created by a racing promotion a moment ago)
+    mv = mlflow.register_model(model_uri, name, tags=tags)
+    client.update_model_version(name, mv.version, description=(
+        f"study {tags['study']} trial {trial.number}: test ESR {float(tags['test_esr']):.5g}, "
+        f"validation ESR {trial.values[0]:.5g}"))
+    return str(mv.version)
+
+
+@dataclass(frozen=True)
+class _AliasDecision:
+    champion_before: str | None
+    champion_after: str
+    moved: bool
+    message: str
+
+
+def _maybe_move_champion(client: Any, name: str, version: str, test_esr: float, data_hash: str,
+                         data_cfg: Any) -> _AliasDecision:
+    champion = _current_champion(client, name)  # its .version is an int in some MLflow calls: use str()
+    if champion is None:
+        client.set_registered_model_alias(name, ALIAS, version)
+        decision = _AliasDecision(None, version, True, f"{name} v{version} is the first '{ALIAS}' "
+                                                       f"(test ESR {test_esr:.5g})")
+    else:
+        their = _comparable_esr(client, name, champion, data_hash, data_cfg)
+        if their is None or test_esr < their:
+            client.set_registered_model_alias(name, ALIAS, version)
+            was = "not comparable" if their is None else f"{their:.5g}"
+            decision = _AliasDecision(str(champion.version), version, True,
+                                      f"'{ALIAS}' moved v{champion.version} -> v{version}: test ESR {test_esr:.5g} "
+                                      f"beats {was}")
+        else:
+            decision = _AliasDecision(str(champion.version), str(champion.version), False,
+                                      f"'{ALIAS}' stays v{champion.version} (test ESR {their:.5g}); "
+                                      f"v{version} registered with test ESR {test_esr:.5g} is not better")
+    _recheck(client, name, version, test_esr, data_hash)
+    return decision
+
+
+def _current_champion(client: Any, name: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        return None
+
+
+def _comparable_esr(client: Any, name: str, champion: Any, data_hash: str, data_cfg: Any) -> float | None:
+    """The champion's test ESR on our test data: its tag when the data match, else re-evaluated."""
+    if champion.tags.get("data_hash") == data_hash and champion.tags.get("test_esr"):
+        return float(champion.tags["test_esr"])
+    from ampstudy.evaluate import evaluate_model
+    from ampstudy.model_io import load_model
+
+    print(f"champion v{champion.version} was tested on other data; evaluating it on this study's test split")
+    try:
+        with tempfile.TemporaryDirectory(prefix="ampstudy-champion-") as tmp:
+            directory = _download_model_dir(f"models:/{name}/{champion.version}", Path(tmp))
+            return float(evaluate_model(load_model(directory), data_cfg, split="test")["esr"])
+    except Exception as err:  # e.g. other sample rate: the old champion cannot run on this data
+        print(f"could not evaluate champion v{champion.version} on this data ({err}); treating it as not comparable")
+        return None
+
+
+def _recheck(client: Any, name: str, version: str, test_esr: float, data_hash: str, rounds: int = 3) -> None:
+    """After deciding, re-read the alias: if a racing promotion (on a store without locks) left a
+    worse version there, put ours back. A no-op under the lock."""
+    for _ in range(rounds):
+        time.sleep(0.2)
+        champion = _current_champion(client, name)
+        if champion is None or str(champion.version) == version:
+            return
+        if champion.tags.get("data_hash") != data_hash:
+            return
+        if float(champion.tags.get("test_esr", "inf")) <= test_esr:
+            return
+        client.set_registered_model_alias(name, ALIAS, version)

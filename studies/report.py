@@ -1,0 +1,204 @@
+"""Study report: trials table (CSV), optimisation history, parameter importances and the Pareto
+front (validation ESR vs MACs/sample) as matplotlib PNGs, logged to the study's MLflow parent run
+under `study/`, plus a summary table printed to the terminal. Needs no plotly."""
+
+from __future__ import annotations
+
+import csv
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ampstudy import tracking
+from studies import mlflow_runs
+from studies.budget import EXCESS_ATTR
+
+SUMMARY_ROWS = 10
+
+
+def trial_rows(study: Any) -> list[dict[str, Any]]:
+    """One flat dict per trial: number, state, values, params, cost and run id, error."""
+    rows = []
+    multi = len(study.directions) > 1
+    for t in study.get_trials(deepcopy=False):
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+            if t.datetime_complete and t.datetime_start else None
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name,
+                               "val_esr": (t.values[0] if t.values else None)}
+        if multi:
+            row["objective_macs_per_sample"] = t.values[1] if t.values else None
+        row["seconds"] = round(duration, 1) if duration is not None else None
+        row.update({f"param.{k}": v for k, v in t.params.items()})
+        for key in ("macs_per_sample", "rtf", "params", "receptive_field_samples", "epochs",
+                    mlflow_runs.RUN_ID_ATTR, "error", EXCESS_ATTR):
+            if key in t.user_attrs:
+                row[key] = t.user_attrs[key]
+        if t.system_attrs.get("failed_trial") is not None:
+            row["retry_of"] = t.system_attrs["failed_trial"]
+        row["feasible"] = all(v <= 0 for v in t.constraints.values()) if t.constraints else ""
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def complete_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["state"] == "COMPLETE" and _finite(r.get("val_esr"))]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated in (minimise x, minimise y)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for x2, y2 in points):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot_history(rows: list[dict[str, Any]], path: Path) -> Path:
+    from matplotlib.figure import Figure  # Figure + Agg canvas: no pyplot, no GUI backend
+
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    done = complete_rows(rows)
+    ax.scatter([r["number"] for r in done], [r["val_esr"] for r in done], s=18, label="complete")
+    best, so_far = [], math.inf
+    for r in done:
+        so_far = min(so_far, r["val_esr"])
+        best.append(so_far)
+    if done:  # the best-so-far line runs to the last trial, whatever its state
+        last = max(r["number"] for r in rows)
+        ax.step([r["number"] for r in done] + [last], best + best[-1:], where="post", color="C3",
+                label="best so far")
+    for state, marker, color in (("PRUNED", "x", "0.5"), ("FAIL", "v", "C1")):
+        others = [r["number"] for r in rows if r["state"] == state]
+        if others and done:
+            ax.scatter(others, [max(r["val_esr"] for r in done)] * len(others), marker=marker, color=color,
+                       label=f"{state.lower()} (drawn at top)")
+    ax.set(xlabel="trial", ylabel="validation ESR", title="Optimisation history")
+    if done and min(r["val_esr"] for r in done) > 0:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_importances(study: Any, path: Path) -> Path | None:
+    import optuna
+
+    try:
+        importances = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return None  # too few complete trials, or no parameter varied yet
+    if not importances:
+        return None
+    from matplotlib.figure import Figure
+
+    names = list(importances)[::-1]
+    fig = Figure(figsize=(7, 0.4 * len(names) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.barh(names, [importances[n] for n in names])
+    ax.set(xlabel="importance for validation ESR (PED-ANOVA, normalised)", title="Parameter importances")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    done = [r for r in complete_rows(rows) if _finite(r.get("macs_per_sample"))]
+    if not done:
+        return None
+    from matplotlib.figure import Figure
+
+    points = [(r["macs_per_sample"], r["val_esr"]) for r in done]
+    front = pareto_front(points)
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(*zip(*points), s=18, color="0.6", label="trials")
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "o-", color="C3", label="Pareto front")
+    for i in front:
+        ax.annotate(f"#{done[i]['number']}", points[i], fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="MACs per output sample", ylabel="validation ESR", title="Accuracy vs compute")
+    ax.set_xscale("log")
+    if min(p[1] for p in points) > 0:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def summary_text(study: Any, rows: list[dict[str, Any]], top: int = SUMMARY_ROWS) -> str:
+    """Counts by state, then the best `top` complete trials as an aligned table."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    lines = [f"study '{study.study_name}': {len(rows)} trials (" +
+             ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")"]
+    done = sorted(complete_rows(rows), key=lambda r: r["val_esr"])[:top]
+    if not done:
+        return "\n".join(lines + ["no complete trials yet"])
+    params = sorted({k for r in done for k in r if k.startswith("param.")})
+    header = ["#", "val ESR", "MACs/smp", "RTF", *[p.removeprefix("param.").split(".")[-1] for p in params]]
+    table = [header]
+    for r in done:
+        table.append([str(r["number"]), f"{r['val_esr']:.4g}", _num(r.get("macs_per_sample"), ".0f"),
+                      _num(r.get("rtf"), ".1f"), *[_short(r.get(p)) for p in params]])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines.append(f"best {len(done)} complete trial(s) by validation ESR:")
+    lines.extend("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table)
+    failed = [r for r in rows if r["state"] == "FAIL" and r.get("error")]
+    for r in failed[:5]:
+        lines.append(f"  trial {r['number']} failed: {str(r['error'])[:150]}")
+    return "\n".join(lines)
+
+
+def report_study(study: Any, spec: Any, tracking_uri: str, parent_run_id: str | None, quiet: bool = False) -> str:
+    """Write the report files, log them to the parent run (if any) and print the summary."""
+    rows = trial_rows(study)
+    text = summary_text(study, rows)
+    with tempfile.TemporaryDirectory(prefix="ampstudy-report-") as tmp:
+        out = Path(tmp)
+        files = [write_csv(rows, out / "trials.csv"), plot_history(rows, out / "optimization_history.png"),
+                 plot_importances(study, out / "param_importances.png"), plot_pareto(rows, out / "pareto_front.png")]
+        (out / "summary.txt").write_text(text + "\n")
+        files.append(out / "summary.txt")
+        if parent_run_id:
+            client = tracking.client(tracking_uri)
+            for file in files:
+                if file is not None:
+                    client.log_artifact(parent_run_id, str(file), "study")
+            done = complete_rows(rows)
+            if done:
+                client.log_metric(parent_run_id, "best_val_esr", min(r["val_esr"] for r in done))
+            for state in ("COMPLETE", "PRUNED", "FAIL"):
+                client.log_metric(parent_run_id, f"trials_{state.lower()}", sum(r["state"] == state for r in rows))
+    if not quiet:
+        print(text)
+        if parent_run_id:
+            print(f"report logged to MLflow run {parent_run_id} (artifacts: study/)")
+    return text
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _num(value: Any, fmt: str) -> str:
+    return format(value, fmt) if _finite(value) else "-"
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

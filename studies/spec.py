@@ -1,0 +1,186 @@
+"""A study file (TOML) as frozen, validated dataclasses: `load_study_spec(path) -> StudySpec`.
+
+Everything that could stop a study halfway (unknown keys, empty ranges, a bad storage URL, an
+unknown sampler, a search value the model would reject) is caught here, before any data is
+simulated or any trial runs, with a ConfigError naming the dotted field. See studies/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ampstudy.configs import from_mapping, load_toml, require
+from ampstudy.errors import ConfigError
+from ampstudy.run_config import RunConfig, run_config_from_mapping
+from studies.space import SearchParam, parse_space
+from studies.storage import check_storage_url
+
+SAMPLERS = ("tpe", "random", "qmc", "nsga2", "gp")
+PRUNERS = ("median", "percentile", "hyperband", "none")
+METRICS = ("val_esr",)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    kind: str = "tpe"
+    seed: int = -1  # -1 = fresh randomness; >= 0 reproducible (worker k of a run uses seed + k)
+    startup_trials: int = 8  # random trials before TPE/GP start modelling
+    multivariate: bool = True  # TPE: model parameters jointly (with group=True for conditional ones)
+
+    def __post_init__(self) -> None:
+        require(self.kind in SAMPLERS, "kind", f"'{self.kind}' is not one of {', '.join(SAMPLERS)}")
+        require(self.seed >= -1, "seed", "must be >= 0, or -1 for a random seed")
+        require(self.startup_trials >= 0, "startup_trials", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    kind: str = "median"
+    startup_trials: int = 4  # complete trials before anything is pruned
+    warmup_epochs: int = 1  # validation checks of a trial before it may be pruned
+    percentile: float = 50.0  # kind = "percentile": prune below this percentile
+    reduction_factor: int = 3  # kind = "hyperband"
+
+    def __post_init__(self) -> None:
+        require(self.kind in PRUNERS, "kind", f"'{self.kind}' is not one of {', '.join(PRUNERS)}")
+        require(self.startup_trials >= 0, "startup_trials", "must be >= 0")
+        require(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
+        require(0 < self.percentile < 100, "percentile", "must be in (0, 100)")
+        require(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    metric: str = "val_esr"  # minimised; the whole-signal validation ESR of the best checkpoint
+    multi_objective: bool = False  # true: minimise (val_esr, macs_per_sample) -> a Pareto front
+    max_macs_per_sample: float = 0.0  # constraint; 0 = none
+    min_rtf: float = 0.0  # constraint on the real-time factor measured after training; 0 = none
+
+    def __post_init__(self) -> None:
+        require(self.metric in METRICS, "metric", f"'{self.metric}' is not one of {', '.join(METRICS)}")
+        require(self.max_macs_per_sample >= 0, "max_macs_per_sample", "must be >= 0 (0 = no limit)")
+        require(self.min_rtf >= 0, "min_rtf", "must be >= 0 (0 = no limit)")
+
+    @property
+    def constrained(self) -> bool:
+        return self.max_macs_per_sample > 0 or self.min_rtf > 0
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    n_trials: int = 0  # total trials of the study (failed ones count, crash re-queues don't); 0 = no limit
+    timeout_minutes: float = 0.0  # per `study run` invocation (each worker); 0 = no limit
+    trial_max_minutes: float = 0.0  # wall-clock limit of one trial's fit (overrides base.train.max_minutes)
+
+    def __post_init__(self) -> None:
+        require(self.n_trials >= 0, "n_trials", "must be >= 0 (0 = no limit)")
+        require(self.timeout_minutes >= 0, "timeout_minutes", "must be >= 0 (0 = no limit)")
+        require(self.n_trials > 0 or self.timeout_minutes > 0, "n_trials",
+                "give n_trials and/or timeout_minutes: a study needs a budget")
+        require(self.trial_max_minutes >= 0, "trial_max_minutes", "must be >= 0 (0 = no limit)")
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    url: str = ""  # "" = default (SQLite/journal file under mlruns/); or sqlite:///, postgresql://, journal:PATH
+    heartbeat_seconds: int = 30  # SQL storages: a RUNNING trial without a heartbeat for grace_seconds is failed
+    grace_seconds: int = 120
+    max_retries: int = 2  # times a trial of a crashed/killed worker is re-queued with the same parameters
+
+    def __post_init__(self) -> None:
+        if self.url:
+            check_storage_url(self.url, "url")
+        require(self.heartbeat_seconds >= 1, "heartbeat_seconds", "must be >= 1")
+        require(self.grace_seconds > self.heartbeat_seconds, "grace_seconds", "must be > heartbeat_seconds")
+        require(self.max_retries >= 0, "max_retries", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """The top-level keys of a study file besides [base] and [space]."""
+
+    name: str = ""
+    description: str = ""
+    registered_model: str = "bassman-wavenet"  # MLflow Model Registry name used by `ampstudy promote`
+    tracking_uri: str = ""  # "" = MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    storage: StorageSpec = field(default_factory=StorageSpec)
+
+    def __post_init__(self) -> None:
+        require(bool(self.name.strip()), "name", "every study needs a name (it identifies the study in storage)")
+        require(all(ch.isalnum() or ch in "-_." for ch in self.name), "name",
+                f"'{self.name}': use letters, digits, '-', '_' and '.' only")
+        require(bool(self.registered_model.strip()), "registered_model", "must not be empty")
+        if self.objective.multi_objective:
+            require(self.pruner.kind == "none", "pruner.kind",
+                    "Optuna cannot prune multi-objective studies; set kind = \"none\"")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    options: StudyOptions
+    base: RunConfig
+    space: tuple[SearchParam, ...]
+    path: str = ""  # the file it came from ("" when built in code)
+
+    # Short-hands for the common fields.
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def objective(self) -> ObjectiveSpec:
+        return self.options.objective
+
+    @property
+    def budget(self) -> BudgetSpec:
+        return self.options.budget
+
+    @property
+    def directions(self) -> list[str]:
+        return ["minimize", "minimize"] if self.objective.multi_objective else ["minimize"]
+
+
+def study_spec_from_mapping(data: Mapping[str, Any], path: str = "") -> StudySpec:
+    """Validate a parsed study file; errors are 'dotted.field: message'."""
+    table = dict(data)
+    base_table = table.pop("base", None)
+    space_table = table.pop("space", None)
+    options = from_mapping(StudyOptions, table)
+    if base_table is not None and not isinstance(base_table, Mapping):
+        raise ConfigError("base: expected a table ([base], [base.data], [base.model], [base.train])")
+    try:
+        base = run_config_from_mapping(base_table or {})
+    except ConfigError as err:
+        raise ConfigError(f"base.{err}") from None
+    if options.budget.trial_max_minutes > 0:
+        import dataclasses  # local: only needed for this override
+
+        base = dataclasses.replace(
+            base, train=dataclasses.replace(base.train, max_minutes=options.budget.trial_max_minutes))
+    space = parse_space(space_table, base)
+    if options.objective.multi_objective and not space:
+        raise ConfigError("space: a multi-objective study needs a search space")
+    _check_finite(options)
+    return StudySpec(options=options, base=base, space=space, path=path)
+
+
+def load_study_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study TOML file; ConfigError messages start with the file name."""
+    try:
+        return study_spec_from_mapping(load_toml(path), str(path))
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+
+
+def _check_finite(options: StudyOptions) -> None:
+    for name in ("max_macs_per_sample", "min_rtf"):
+        require(math.isfinite(getattr(options.objective, name)), f"objective.{name}", "must be finite")

@@ -1,0 +1,253 @@
+"""Where Optuna keeps a study, and the cross-process locks and crash recovery that go with it.
+
+Storage URLs:
+  sqlite:///PATH             one process (the default: sqlite:///mlruns/optuna.db)
+  journal:PATH               several local worker processes (default for --workers > 1:
+                             journal:mlruns/optuna-journal.log; Optuna's JournalFileBackend)
+  postgresql://USER@HOST/DB  many machines (RDBStorage with heartbeats)
+
+A worker that dies (SIGKILL, OOM killer, power cut) leaves its trial RUNNING. SQL storages notice
+through missed heartbeats; every storage also notices immediately when the dead worker was a
+process on this host (each trial records host and pid). Either way the trial is marked FAIL and a
+copy with the same parameters is queued (up to `max_retries` times), and its MLflow run is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ampstudy.errors import ConfigError
+
+DEFAULT_SQLITE = "sqlite:///mlruns/optuna.db"
+DEFAULT_JOURNAL = "journal:mlruns/optuna-journal.log"
+WORKER_ATTR = "worker"  # trial user attr "host:pid" of the process running it
+RETRY_ATTR = "retry_history"  # trial system attr written by Optuna's retry callback convention
+_POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres")
+
+
+def check_storage_url(url: str, where: str = "storage") -> str:
+    """Raise ConfigError unless `url` is a storage this tool supports; returns it unchanged."""
+    if url.startswith("journal:"):
+        if not journal_path(url):
+            raise ConfigError(f"{where}: '{url}' names no file; write journal:PATH, "
+                              "e.g. journal:mlruns/optuna-journal.log")
+        return url
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:"):
+            raise ConfigError(f"{where}: '{url}': write sqlite:///relative/path.db or sqlite:////absolute/path.db "
+                              "(an in-memory database cannot be shared by trials)")
+        return url
+    if parsed.scheme in _POSTGRES_SCHEMES:
+        if not parsed.hostname or not parsed.path.strip("/"):
+            raise ConfigError(f"{where}: '{url}': expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+        return url
+    raise ConfigError(f"{where}: '{url}' is not a supported storage; use sqlite:///PATH (one process), "
+                      "journal:PATH (local worker processes) or postgresql://USER@HOST/DB (many machines)")
+
+
+def journal_path(url: str) -> str:
+    return url.removeprefix("journal:").removeprefix("//")
+
+
+def is_postgres(url: str) -> bool:
+    return urlparse(url).scheme in _POSTGRES_SCHEMES
+
+
+def sqlalchemy_url(url: str) -> str:
+    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; ampstudy ships psycopg2-binary, so
+    name that driver unless psycopg 3 is importable or the URL names a driver itself."""
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            return f"postgresql+psycopg2{sep}{rest}"
+        return f"postgresql{sep}{rest}"
+    return url
+
+
+def absolute_url(url: str) -> str:
+    """Resolve relative file paths against the current directory, so spawned workers agree."""
+    if url.startswith("journal:"):
+        return f"journal:{Path(journal_path(url)).resolve()}"
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
+    return url
+
+
+def local_file(url: str) -> Path | None:
+    """The file behind a file-based storage URL (None for servers)."""
+    if url.startswith("journal:"):
+        return Path(journal_path(url))
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def open_storage(url: str, *, heartbeat_seconds: int = 30, grace_seconds: int = 120,
+                 on_stale: Callable[[Any, Any], None] | None = None) -> Any:
+    """An Optuna storage object for `url`; SQL storages get heartbeats and `on_stale(study, trial)`."""
+    import optuna
+
+    check_storage_url(url)
+    url = absolute_url(url)
+    path = local_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9 and work fine
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            sqlalchemy_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
+            grace_period=grace_seconds, heartbeat_stale_trial_callback=on_stale)
+
+
+def study_names(storage: Any) -> list[str]:
+    import optuna
+
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+
+
+@contextlib.contextmanager
+def storage_lock(url: str, name: str, timeout: float = 120.0) -> Iterator[None]:
+    """Mutual exclusion between processes sharing `url` (file lock, or a PostgreSQL advisory lock)."""
+    if is_postgres(url):
+        with _postgres_advisory_lock(url, name, timeout):
+            yield
+        return
+    file = local_file(absolute_url(url))
+    lock_dir = file.parent if file is not None else Path("mlruns")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    safe = hashlib.sha1(f"{file}:{name}".encode()).hexdigest()[:16]
+    with file_lock(lock_dir / f".ampstudy-{safe}.lock", timeout):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout: float = 120.0) -> Iterator[None]:
+    """An flock()ed file; released by the kernel even if the holder is killed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with open(path, "a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"waited {timeout:.0f} s for lock {path}") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _postgres_advisory_lock(url: str, name: str, timeout: float) -> Iterator[None]:
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+    engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            deadline = time.monotonic() + timeout
+            while not conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"waited {timeout:.0f} s for PostgreSQL advisory lock '{name}'")
+                time.sleep(0.05)
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def dead_local_trials(study: Any, grace_seconds: float) -> list[Any]:
+    """RUNNING trials whose worker was a process on this host that no longer exists.
+
+    A trial killed before it recorded its worker is caught once it is older than `grace_seconds`
+    with no worker recorded (the ask-to-record gap is milliseconds).
+    """
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    now = datetime.now()
+    dead = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if worker is None:
+            started = trial.datetime_start or now
+            if now - started > timedelta(seconds=grace_seconds):
+                dead.append(trial)
+            continue
+        worker_host, _, pid = str(worker).rpartition(":")
+        if worker_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            dead.append(trial)
+    return dead
+
+
+def fail_dead_local_trials(study: Any, grace_seconds: float, on_stale: Callable[[Any, Any], None]) -> int:
+    """Mark trials of dead local workers FAIL (once, even if several workers race) and re-queue them."""
+    import copy
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    failed = 0
+    for trial in dead_local_trials(study, grace_seconds):
+        try:
+            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue  # another worker got there first
+        failed += 1
+        on_stale(study, copy.deepcopy(study._storage.get_trial(trial._trial_id)))
+    return failed
+
+
+def requeue_trial(study: Any, trial: Any, max_retries: int) -> bool:
+    """Queue a WAITING copy of a crashed trial (same params), like Optuna's RetryHeartbeatStaleTrialCallback.
+
+    Returns False once the trial has been retried `max_retries` times.
+    """
+    import optuna
+
+    history = [*trial.system_attrs.get(RETRY_ATTR, []), trial.number]
+    if len(history) > max_retries:
+        return False
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        system_attrs={"failed_trial": history[0], RETRY_ATTR: history}))
+    return True

@@ -1,0 +1,125 @@
+"""Shared fixtures. Study tests: a throwaway PostgreSQL server, the tiny SPICE dataset (simulated once
+per session), and a per-test working directory so mlruns/ and optuna files land in tmp."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_STUDY = REPO / "studies" / "tiny.toml"
+
+
+def _postgres_bindir() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").is_file() and Path(candidate, "pg_ctl").is_file():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    return Path(found).parent if found and shutil.which("pg_ctl") else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """postgresql:// URL of a fresh server on 127.0.0.1 in a temp dir (stopped after the session).
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` system user
+    (created by the Debian package) and commands go through runuser.
+    """
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed; `make system` installs them")
+    as_root = os.geteuid() == 0
+    if as_root and not shutil.which("runuser"):
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as an unprivileged user")
+    root = Path(tempfile.mkdtemp(prefix="ampstudy-pg-"))
+    data, sockets = root / "data", root / "sock"
+    sockets.mkdir()
+    prefix: list[str] = []
+    if as_root:
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to own the test cluster")
+        for path in (root, sockets):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+
+    def run(*cmd: str) -> None:
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
+        "-o", f"-k {sockets} -p {port} -h 127.0.0.1 -c max_connections=200 -c fsync=off", "start")
+    try:
+        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
+        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def study_data_dir(tmp_path_factory):
+    """The tiny study's SPICE dataset, simulated once for every study test."""
+    from datamodules.dataset import prepare_dataset
+    from studies.spec import load_study_spec
+
+    directory = tmp_path_factory.mktemp("study-data")
+    spec = load_study_spec(TINY_STUDY)
+    import dataclasses
+
+    prepare_dataset(dataclasses.replace(spec.base.data, data_dir=str(directory)), progress=False)
+    return directory
+
+
+@pytest.fixture
+def study_workdir(tmp_path, monkeypatch):
+    """Run in a fresh directory (mlruns/ lands there) with the default MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def write_study_file(path: Path, data_dir: Path, *, name: str = "tiny-test", n_trials: int = 3,
+                     extra: str = "", replace: dict[str, str] | None = None) -> Path:
+    """studies/tiny.toml adapted for a test: its own name and budget, the shared dataset, faster trials."""
+    text = TINY_STUDY.read_text()
+    text = text.replace('name = "tiny"', f'name = "{name}"', 1)
+    text = text.replace("n_trials = 10", f"n_trials = {n_trials}", 1)
+    text = text.replace("[base.data]\n", f'[base.data]\ndata_dir = "{data_dir}"\n', 1)
+    # Faster trials: audio examples and plots are the bulk of a tiny trial's time.
+    text = text.replace("max_epochs = 3", "max_epochs = 2", 1).replace("audio_seconds = 0.25", "audio_seconds = 0", 1)
+    text = text.replace("limit_train_batches = 6", "limit_train_batches = 3", 1)
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path.write_text(text + extra)
+    return path
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -1,0 +1,129 @@
+"""Storage plumbing without training: the shared budget, dead-worker recovery, cross-process locks."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from studies.budget import EXCESS_ATTR, counted_trials, is_excess, remaining_trials
+from studies.storage import (RETRY_ATTR, WORKER_ATTR, check_storage_url, fail_dead_local_trials, file_lock,
+                             open_storage, requeue_trial, storage_lock, worker_id)
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture(params=["journal", "sqlite"])
+def study(request, tmp_path):
+    url = f"journal:{tmp_path / 'j.log'}" if request.param == "journal" else f"sqlite:///{tmp_path / 'o.db'}"
+    return optuna.create_study(storage=open_storage(url), study_name="s")
+
+
+def _finish(study, value=1.0):
+    trial = study.ask()
+    trial.set_user_attr(WORKER_ATTR, worker_id())
+    study.tell(trial, value)
+
+
+def test_dead_local_worker_trial_is_failed_once_and_requeued(study):
+    _finish(study)
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    orphan.set_user_attr(WORKER_ATTR, f"{worker_id().rpartition(':')[0]}:{_dead_pid()}")
+    alive = study.ask()
+    alive.set_user_attr(WORKER_ATTR, worker_id())  # this process: alive, must not be touched
+    seen = []
+    assert fail_dead_local_trials(study, 60, lambda s, t: seen.append(t) or requeue_trial(s, t, 2)) == 1
+    assert fail_dead_local_trials(study, 60, lambda s, t: seen.append(t)) == 0  # idempotent
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
+    assert [t.number for t in seen] == [orphan.number]
+    retry = study.get_trials(states=(TrialState.WAITING,))[0]
+    assert retry.params == orphan.params and retry.system_attrs[RETRY_ATTR] == [orphan.number]
+
+
+def test_requeue_stops_after_max_retries(study):
+    trial = study.ask()
+    study.tell(trial, state=TrialState.FAIL)
+    frozen = study.get_trials()[0]
+    frozen.system_attrs[RETRY_ATTR] = [7, 8]
+    assert not requeue_trial(study, frozen, max_retries=2)
+    assert requeue_trial(study, frozen, max_retries=3)
+
+
+def test_budget_counts_every_trial_except_requeued_crashes(study):
+    for _ in range(2):
+        _finish(study)
+    crashed = study.ask()
+    study.tell(crashed, state=TrialState.FAIL)
+    requeue_trial(study, study.get_trials()[crashed.number], 2)
+    trials = study.get_trials()
+    assert [t.number for t in counted_trials(trials)] == [0, 1, 3]  # 2 is replaced by its retry 3
+    assert remaining_trials(study, 3) == 1  # the queued retry still has to run
+    retry = study.ask()  # pops the WAITING retry
+    assert retry.number == 3 and not is_excess(study, retry.number, 3)
+    study.tell(retry, 1.0)
+    assert remaining_trials(study, 3) == 0
+    surplus = study.ask()
+    assert is_excess(study, surplus.number, 3)
+    surplus.set_user_attr(EXCESS_ATTR, True)
+    study.tell(surplus, state=TrialState.FAIL)
+    assert len(counted_trials(study.get_trials())) == 3
+
+
+def test_storage_urls():
+    assert check_storage_url("postgresql://u:p@host:5432/db")
+    assert check_storage_url("journal:some/file.log")
+    assert check_storage_url("sqlite:///x.db")
+
+
+def _hold_lock(path, started, results):
+    with file_lock(path):
+        started.set()
+        time.sleep(0.5)
+        results.put(("first", time.monotonic()))
+
+
+def test_file_lock_excludes_other_processes(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    started, results = context.Event(), context.Queue()
+    holder = context.Process(target=_hold_lock, args=(tmp_path / "l.lock", started, results))
+    holder.start()
+    assert started.wait(30)
+    with file_lock(tmp_path / "l.lock"):
+        acquired = time.monotonic()
+    _, released = results.get(timeout=30)
+    holder.join(30)
+    assert acquired >= released
+
+
+def test_postgres_advisory_lock(postgres_url):
+    with storage_lock(postgres_url, "a"):
+        with pytest.raises(TimeoutError):
+            with storage_lock(postgres_url, "a", timeout=0.3):
+                pass
+    with storage_lock(postgres_url, "a", timeout=1):
+        pass
+
+
+def test_sql_heartbeat_fails_and_requeues_a_silent_remote_trial(tmp_path):
+    seen = []
+    storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_seconds=1, grace_seconds=2,
+                           on_stale=lambda s, t: seen.append(t.number) or requeue_trial(s, t, 2))
+    study = optuna.create_study(storage=storage, study_name="hb")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr(WORKER_ATTR, "another-machine:1234")  # not ours: only the heartbeat can tell
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(3.3)  # SQLite timestamps have 1 s resolution: be sure to pass the 2 s grace
+    optuna.storages.fail_stale_trials(study)
+    assert seen == [trial.number]
+    assert study.get_trials()[trial.number].state == TrialState.FAIL
+    assert study.get_trials(states=(TrialState.WAITING,))[0].params == trial.params
