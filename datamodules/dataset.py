@@ -41,7 +41,7 @@ from datamodules.knob_settings import STREAM_SPLIT, held_out_indices, resolve_se
 from datamodules.netlist import netlist_hash, render_netlist
 from datamodules import spice
 
-DATASET_FORMAT = 2  # bump when the files or their processing change meaning
+DATASET_FORMAT = 3  # bump when the files or their processing change meaning
 WAV_GAP_SECONDS = 0.1  # silence before each user wav: the amp settles between recordings
 SPLITS = ("train", "val", "test")
 NOT_CONTENT_FIELDS = ("data_dir", "workers", "wav_files")
@@ -104,21 +104,40 @@ def plan_regions(n_samples: int, fs: int, region_seconds: float) -> list[tuple[i
     return bounds
 
 
-def assign_splits(n_regions: int, split: tuple[float, float, float], seed: int) -> list[str]:
-    """Split name per region: a seeded permutation, >= 1 train and val region, test only if share > 0."""
+def audible_regions(x: np.ndarray, regions: list[tuple[int, int]], min_rms_dbfs: float = -45.0) -> list[bool]:
+    """Whether each region's input carries signal: a near-silent region would make its ESR
+    (error energy / target energy) meaningless, so it may only be used for training."""
+    floor = 10 ** (min_rms_dbfs / 20)
+    return [float(np.sqrt(np.mean(np.square(x[a:b], dtype=np.float64)))) >= floor for a, b in regions]
+
+
+def assign_splits(n_regions: int, split: tuple[float, float, float], seed: int,
+                  audible: list[bool] | None = None) -> list[str]:
+    """Split name per region: a seeded permutation, >= 1 train and val region, test only if share > 0.
+
+    Validation and test regions are taken from the end of the permutation, skipping regions that
+    are not `audible`; with every region audible this is a plain seeded permutation split.
+    """
     n_val = max(1, int(round(split[1] * n_regions)))
     n_test = max(1, int(round(split[2] * n_regions))) if split[2] > 0 else 0
     n_train = n_regions - n_val - n_test
+    audible = [True] * n_regions if audible is None else list(audible)
     if n_train < 1:
         needed = 2 + (split[2] > 0)
         raise ConfigError(f"region_seconds: the audio holds only {n_regions} region(s), need at least "
                           f"{max(needed, n_regions + 1 - n_train)} for split {split}; lower region_seconds "
                           "or add audio (corpus_seconds, wav_files)")
-    names = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    if sum(audible) < n_val + n_test:
+        raise ConfigError(f"region_seconds: only {sum(audible)} of {n_regions} regions carry signal, need "
+                          f"{n_val + n_test} for validation and test; add audio or change region_seconds")
     order = seeded_rng(seed, STREAM_SPLIT).permutation(n_regions)
-    assigned = [""] * n_regions
-    for name, region in zip(names, order):
-        assigned[int(region)] = name
+    assigned = ["train"] * n_regions
+    wanted = ["test"] * n_test + ["val"] * n_val
+    for region in order[::-1]:
+        if not wanted:
+            break
+        if audible[int(region)]:
+            assigned[int(region)] = wanted.pop(0)
     return assigned
 
 
@@ -206,7 +225,7 @@ def plan_dataset(cfg: DataConfig) -> DatasetPlan:
     x, sources = build_input(cfg)
     input_sha = hashlib.sha256(x.tobytes()).hexdigest()
     regions = plan_regions(len(x), cfg.sample_rate, cfg.region_seconds)
-    assign_splits(len(regions), cfg.split, cfg.seed)  # fail before any simulation
+    assign_splits(len(regions), cfg.split, cfg.seed, audible_regions(x, regions))  # fail before any simulation
     return DatasetPlan(cfg, settings, held_out, x, sources, input_sha,
                        dataset_hash(cfg, settings, input_sha))
 
@@ -219,7 +238,7 @@ def prepare_dataset(cfg: DataConfig, progress: bool = True) -> Path:
         return plan.path
     fs = cfg.sample_rate
     regions = plan_regions(len(plan.input), fs, cfg.region_seconds)
-    region_splits = assign_splits(len(regions), cfg.split, cfg.seed)
+    region_splits = assign_splits(len(regions), cfg.split, cfg.seed, audible_regions(plan.input, regions))
     n_chunks = len(spice.plan_chunks(len(plan.input), fs, cfg.chunk_seconds, cfg.warmup_seconds))
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cfg.data_dir, prefix=f".{plan.key}."))

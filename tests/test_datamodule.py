@@ -130,6 +130,20 @@ def test_splits_depend_only_on_seed_and_length():
         ds.assign_splits(2, (0.8, 0.1, 0.1), seed=0)
 
 
+def test_silent_regions_are_never_validation_or_test():
+    audible = [i % 3 != 0 for i in range(30)]  # every third region is silence
+    a = ds.assign_splits(30, (0.6, 0.2, 0.2), seed=0, audible=audible)
+    assert (a.count("train"), a.count("val"), a.count("test")) == (18, 6, 6)
+    assert all(name == "train" for name, heard in zip(a, audible) if not heard)
+    assert ds.assign_splits(40, (0.8, 0.1, 0.1), seed=0, audible=[True] * 40) == ds.assign_splits(
+        40, (0.8, 0.1, 0.1), seed=0)
+    with pytest.raises(ConfigError, match="carry signal"):
+        ds.assign_splits(10, (0.6, 0.2, 0.2), seed=0, audible=[True] * 3 + [False] * 7)
+    fs = 1000
+    x = np.concatenate([np.zeros(fs), 0.1 * np.ones(fs), 1e-4 * np.ones(fs)]).astype(np.float32)
+    assert ds.audible_regions(x, ds.plan_regions(len(x), fs, 1.0)) == [False, True, False]
+
+
 def test_manifest_records_what_was_built(prepared):
     cfg, dm = prepared
     m = dm.manifest
@@ -146,7 +160,8 @@ def test_manifest_records_what_was_built(prepared):
     regions = [(r["start"], r["end"]) for r in m["regions"]]
     assert regions[0][0] == 0 and regions[-1][1] == m["input"]["samples"]
     assert all(a[1] == b[0] for a, b in zip(regions, regions[1:]))
-    assert [r["split"] for r in m["regions"]] == ds.assign_splits(len(regions), cfg.split, cfg.seed)
+    assert [r["split"] for r in m["regions"]] == ds.assign_splits(
+        len(regions), cfg.split, cfg.seed, ds.audible_regions(dm._data.input, regions))
     assert m["wall_seconds"] > 0
     assert m["target_scales"] == [s["target_scale_volts"] for s in m["settings"]]
     assert len(set(m["target_scales"])) == 1  # one scale for all settings keeps level differences
