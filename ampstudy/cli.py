@@ -7,6 +7,7 @@ Every subcommand has `--help` with examples. User mistakes end with one line nam
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -172,7 +173,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _run_config(args)
     result = train(cfg, tracking_uri=args.tracking_uri, evaluate_test=True)
     print(f"run id: {result.run_id}")
-    print(f"validation ESR: {result.val_esr:.5f}   test ESR: {result.test_esr:.5f}")
+    has_test = result.test_esr is not None and math.isfinite(result.test_esr)
+    test = f"{result.test_esr:.5f}" if has_test else "n/a (data.split gives the test split no audio)"
+    print(f"validation ESR: {result.val_esr:.5f}   test ESR: {test}")
     print(f"params: {result.cost.get('params')}  MACs/sample: {result.cost.get('macs_per_sample'):.0f}  "
           f"real-time factor: {result.cost.get('rtf', float('nan')):.1f}x  model: {result.model_dir}")
     return 0
