@@ -7,10 +7,12 @@ Every subcommand has `--help` with examples. User mistakes end with one line nam
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import sys
 import time
+import warnings
 
 from ampstudy.errors import AmpStudyError, ConfigError
 
@@ -29,6 +31,7 @@ typical session:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_library_chatter()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -42,6 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ampstudy: interrupted; everything logged so far is kept", file=sys.stderr)
         return 130
+
+
+def _quiet_library_chatter() -> None:
+    """Advice meant for library developers (MLflow's type-hint hints, Optuna's small-sample notes)
+    buries our own output; set AMPSTUDY_DEBUG=1 to see it."""
+    if os.environ.get("AMPSTUDY_DEBUG"):
+        return
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|optuna)(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\.|$)")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
 
 
 def build_parser() -> argparse.ArgumentParser:
