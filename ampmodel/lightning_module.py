@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ampmodel.losses import MultiResolutionSTFTLoss, dc_loss, esr
+from ampmodel.losses import MultiResolutionSTFTLoss, dc_loss, esr, pre_emphasis
 from ampmodel.metrics import ESRAccumulator
 from ampmodel.wavenet import WaveNet
 from ampstudy.configs import to_dict
@@ -29,6 +29,12 @@ class AmpModule(pl.LightningModule):
         train = run_config.train
         self.stft_loss = MultiResolutionSTFTLoss() if train.loss == "esr_stft" else None
         self._accumulators: dict[str, ESRAccumulator] = {}
+        # 1 / mean target power per knob setting (set from the datamodule); None = plain ESR.
+        self.setting_weights: torch.Tensor | None = None
+
+    def set_target_power(self, power: list[float]) -> None:
+        """Balance the ESR loss across knob settings: each setting counts as if at unit power."""
+        self.setting_weights = None if len(power) < 2 else 1.0 / torch.tensor(power, dtype=torch.float32)
 
     @property
     def conditioned(self) -> bool:
@@ -40,9 +46,14 @@ class AmpModule(pl.LightningModule):
     def _predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self(batch["input"], batch["controls"])
 
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor, setting: torch.Tensor | None = None) -> torch.Tensor:
         train = self.run_config.train
-        loss = esr(pred, target, pre_emphasis=train.pre_emphasis)
+        if self.setting_weights is None or setting is None:
+            loss = esr(pred, target, pre_emphasis=train.pre_emphasis)
+        else:
+            weight = self.setting_weights.to(pred.device)[setting].view(-1, 1, 1)
+            p, t = pre_emphasis(pred, train.pre_emphasis), pre_emphasis(target, train.pre_emphasis)
+            loss = (weight * (t - p) ** 2).sum() / ((weight * t**2).sum() + 1e-8)
         if train.loss == "esr_dc":
             loss = loss + train.aux_weight * dc_loss(pred, target)
         elif self.stft_loss is not None:
@@ -50,7 +61,7 @@ class AmpModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self._predict(batch), batch["target"])
+        loss = self._loss(self._predict(batch), batch["target"], batch.get("setting"))
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"training loss became {loss.item()} at step {self.global_step}; lower train.learning_rate "
@@ -68,12 +79,10 @@ class AmpModule(pl.LightningModule):
 
     def _finish(self, stage: str) -> dict[str, float]:
         acc = self._accumulators.pop(stage)
-        metrics = {f"{stage}_esr": acc.esr()}
+        metrics = {f"{stage}_esr": acc.esr(), f"{stage}_esr_pooled": acc.pooled_esr()}
         per_setting = acc.per_setting()
         for setting, value in per_setting.items():
             metrics[f"{stage}_esr_setting_{setting}"] = value
-        if per_setting:
-            metrics[f"{stage}_esr_mean_over_settings"] = sum(per_setting.values()) / len(per_setting)
         held_out = [s for s in self.held_out_settings if s in per_setting]
         if held_out:
             metrics[f"{stage}_esr_held_out_settings"] = acc.esr(held_out)

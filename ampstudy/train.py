@@ -67,6 +67,7 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
     datamodule.prepare_data()  # the only expensive data step (ngspice), cached by content hash
     datamodule.setup("fit")
     module.held_out_settings = tuple(datamodule.test_settings_held_out)
+    module.set_target_power(datamodule.target_power)
 
     uri = tracking_uri or tracking.default_tracking_uri()
     client = tracking.client(uri) if track else None

@@ -155,6 +155,12 @@ class BassmanDataModule(pl.LightningDataModule):
         self._train_candidates = self._train_segment_candidates()
         self.val_windows = self._windows("val")
         self.test_windows = self._windows("test")
+        spans = merged_spans(data.regions, "train")
+        # Mean power of each setting's training target: the loss divides by it so that quiet knob
+        # settings (low volume) weigh as much as loud ones despite the shared target scale.
+        self.target_power = [
+            float(np.mean(np.concatenate([t[s:e] for s, e in spans]).astype(np.float64) ** 2)) or 1.0
+            for t in data.targets]
 
     def _require_setup(self) -> LoadedDataset:
         if self._data is None:
