@@ -33,8 +33,9 @@ class AmpModule(pl.LightningModule):
         self.setting_weights: torch.Tensor | None = None
 
     def set_target_power(self, power: list[float]) -> None:
-        """Balance the ESR loss across knob settings: each setting counts as if at unit power."""
-        self.setting_weights = None if len(power) < 2 else 1.0 / torch.tensor(power, dtype=torch.float32)
+        """With train.balance_settings, each knob setting counts in the loss as if at unit power."""
+        balance = self.run_config.train.balance_settings and len(power) > 1
+        self.setting_weights = 1.0 / torch.tensor(power, dtype=torch.float32) if balance else None
 
     @property
     def conditioned(self) -> bool:
@@ -79,7 +80,7 @@ class AmpModule(pl.LightningModule):
 
     def _finish(self, stage: str) -> dict[str, float]:
         acc = self._accumulators.pop(stage)
-        metrics = {f"{stage}_esr": acc.esr(), f"{stage}_esr_pooled": acc.pooled_esr()}
+        metrics = {f"{stage}_esr": acc.esr(), f"{stage}_esr_mean_over_settings": acc.mean_over_settings()}
         per_setting = acc.per_setting()
         for setting, value in per_setting.items():
             metrics[f"{stage}_esr_setting_{setting}"] = value

@@ -35,15 +35,16 @@ class ESRAccumulator:
             self.energy[s] = self.energy.get(s, 0.0) + float(energy[i])
 
     def esr(self, settings: list[int] | None = None) -> float:
-        """Mean over knob settings of each setting's whole-signal ESR (plain ESR for one setting):
-        with one target scale for all settings, a pooled ESR would hide the quiet settings."""
-        per_setting = self.per_setting()
-        keys = list(per_setting) if settings is None else [s for s in settings if s in per_setting]
-        return sum(per_setting[s] for s in keys) / len(keys) if keys else float("nan")
+        """Whole-signal ESR of the given settings (all by default) pooled together: error energy
+        over target energy, as the training loss sees them."""
+        keys = list(self.error) if settings is None else [s for s in settings if s in self.error]
+        energy = sum(self.energy[s] for s in keys)
+        return sum(self.error[s] for s in keys) / max(energy, 1e-12) if keys else float("nan")
 
-    def pooled_esr(self) -> float:
-        """Error energy over target energy of all settings together (dominated by loud settings)."""
-        return sum(self.error.values()) / max(sum(self.energy.values()), 1e-12) if self.error else float("nan")
+    def mean_over_settings(self) -> float:
+        """Mean of the per-setting ESRs: every knob setting counts the same, quiet ones included."""
+        per_setting = self.per_setting()
+        return sum(per_setting.values()) / len(per_setting) if per_setting else float("nan")
 
     def per_setting(self) -> dict[int, float]:
         return {s: self.error[s] / max(self.energy[s], 1e-12) for s in sorted(self.error)}

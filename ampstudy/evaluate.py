@@ -29,8 +29,8 @@ def evaluate_net(net: WaveNet, datamodule: BassmanDataModule, split: str) -> dic
     held_out = [s for s in datamodule.test_settings_held_out if s in per_setting]
     seen = [s for s in per_setting if s not in held_out]
     return {
-        "esr": acc.esr(),  # mean of the per-setting ESRs
-        "esr_pooled": acc.pooled_esr(),
+        "esr": acc.esr(),
+        "esr_mean_over_settings": acc.mean_over_settings(),
         "esr_per_setting": {datamodule.settings[s].label(): v for s, v in per_setting.items()},
         "settings_table": [{"setting": s, **to_dict(datamodule.settings[s]), "held_out": s in held_out,
                             f"{split}_esr": v} for s, v in per_setting.items()],

@@ -45,6 +45,10 @@ class TrainConfig:
     pre_emphasis: float = 0.95  # first-order pre-emphasis coefficient of the ESR loss (0 = off)
     loss: str = "esr"  # esr, esr_dc (adds DC term), esr_stft (adds multi-resolution STFT)
     aux_weight: float = 1.0  # weight of the DC or STFT term
+    # Weight each knob setting by 1 / its target power, so quiet settings count as much as loud ones.
+    # Off by default: measured on 6 random settings it let a near-silent setting (volume 0.06)
+    # dominate and left every setting worse (benchmarks/conditioning.py).
+    balance_settings: bool = False
     gradient_clip: float = 1.0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default

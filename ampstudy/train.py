@@ -136,6 +136,7 @@ def _trainer(cfg: RunConfig, callbacks: Sequence[Callback], uri: str, run_id: st
         check_val_every_n_epoch=train.val_every_epochs, gradient_clip_val=train.gradient_clip or None,
         callbacks=[checkpoint, stopper, *callbacks], logger=logger, enable_progress_bar=progress,
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
+        log_every_n_steps=10,  # short epochs (small datasets) still get a train-loss curve
         default_root_dir=str(work),
     )
     return trainer, checkpoint

@@ -130,21 +130,22 @@ def test_nan_loss_fails_the_run_with_a_clear_error(store):
     assert "cost_params" in runs[0].data.metrics  # what was logged before the failure is kept
 
 
-def test_loss_and_reported_esr_balance_quiet_and_loud_settings():
-    """With one target scale, a quiet setting must count as much as a loud one."""
+def test_balanced_loss_option_and_per_setting_metrics():
+    """Pooled ESR by default; train.balance_settings makes a quiet setting count as much as a loud one."""
     from ampmodel.lightning_module import AmpModule
     from ampmodel.metrics import ESRAccumulator
 
-    cfg = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..2"}, "train": {"pre_emphasis": 0.0}})
-    module = AmpModule(cfg)
     target = torch.stack([torch.ones(1, 100), 0.01 * torch.ones(1, 100)])  # loud, quiet (power 1e-4)
-    pred = 0.5 * target  # 25% ESR on each setting
     setting = torch.tensor([0, 1])
-    module.set_target_power([1.0, 1e-4])
-    assert module._loss(pred, target, setting).item() == pytest.approx(0.25, rel=1e-4)
-    worse_quiet = torch.stack([pred[0], torch.zeros(1, 100)])  # quiet setting fully wrong: ESR 1
-    assert module._loss(worse_quiet, target, setting).item() == pytest.approx((0.25 + 1) / 2, rel=1e-3)
+    worse_quiet = torch.stack([0.5 * target[0], torch.zeros(1, 100)])  # ESR 0.25 loud, 1.0 quiet
+    pooled = (0.25 * 100 + 1e-4 * 100) / (100 + 1e-4 * 100)
+    for balance, expected in ((False, pooled), (True, (0.25 + 1) / 2)):
+        cfg = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..2"},
+                                       "train": {"pre_emphasis": 0.0, "balance_settings": balance}})
+        module = AmpModule(cfg)
+        module.set_target_power([1.0, 1e-4])
+        assert module._loss(worse_quiet, target, setting).item() == pytest.approx(expected, rel=1e-3)
     acc = ESRAccumulator(pre_emphasis=0.0)
     acc.update(worse_quiet, target, setting)
-    assert acc.esr() == pytest.approx(0.625) and acc.esr([1]) == pytest.approx(1.0)
-    assert acc.pooled_esr() == pytest.approx((0.25 * 100 + 1e-4 * 100) / (100 + 1e-4 * 100), rel=1e-6)
+    assert acc.esr() == pytest.approx(pooled, rel=1e-6) and acc.esr([1]) == pytest.approx(1.0)
+    assert acc.mean_over_settings() == pytest.approx(0.625)
