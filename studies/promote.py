@@ -114,14 +114,18 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
         for key, value in test.items():
             if isinstance(value, float) and math.isfinite(value):
                 client.log_metric(run_id, f"test_{key}", value)
-        model_uri = log_pyfunc_model(model_dir, loaded.data_info, run_id)
         data_hash = str(loaded.data_info.get("dataset_hash", ""))
         tags = {"study": spec.name, "trial": str(trial.number), "test_esr": repr(test_esr),
                 "val_esr": repr(trial.values[0]), "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
                 "rtf": repr(trial.user_attrs.get("rtf")), "params": repr(trial.user_attrs.get("params")),
                 "data_hash": data_hash, "mlflow_run_id": run_id}
-        version = _register(client, model_uri, name, tags, trial)
-        with registry_lock(uri, name):
+        with registry_lock(uri, name):  # also makes "already registered?" + register one step
+            version = _registered_version(client, name, run_id)
+            if version is None:
+                model_uri = log_pyfunc_model(model_dir, loaded.data_info, run_id)
+                version = _register(client, model_uri, name, tags, trial)
+            else:
+                print(f"trial #{trial.number} is already {name} v{version}; not registering it again")
             result = _maybe_move_champion(client, name, version, test_esr, data_hash, loaded.run_config.data)
     print(result.message)
     return Promotion(trial.number, version, test_esr, result.champion_before, result.champion_after,
@@ -136,6 +140,13 @@ def _download_model_dir(artifact_uri: str, into: Path) -> Path:
         if (candidate / "config.json").is_file() and (candidate / "state_dict.pt").is_file():
             return candidate
     raise AmpStudyError(f"{artifact_uri}: holds no ampstudy model directory")
+
+
+def _registered_version(client: Any, name: str, run_id: str) -> str | None:
+    """The version already registered from this trial's run, if a promotion did it before."""
+    versions = [v for v in client.search_model_versions(f"name = '{name}'")
+                if v.tags.get("mlflow_run_id") == run_id]
+    return str(min(int(v.version) for v in versions)) if versions else None
 
 
 def _register(client: Any, model_uri: str, name: str, tags: dict[str, str], trial: Any) -> str:
