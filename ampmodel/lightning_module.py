@@ -37,12 +37,8 @@ class AmpModule(pl.LightningModule):
         balance = self.run_config.train.balance_settings and len(power) > 1
         self.setting_weights = 1.0 / torch.tensor(power, dtype=torch.float32) if balance else None
 
-    @property
-    def conditioned(self) -> bool:
-        return self.run_config.model.conditioning != "none"
-
     def forward(self, x: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x, controls if self.conditioned else None)
+        return self.net(x, controls)  # an unconditioned WaveNet ignores controls
 
     def _predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self(batch["input"], batch["controls"])
@@ -84,10 +80,9 @@ class AmpModule(pl.LightningModule):
         per_setting = acc.per_setting()
         for setting, value in per_setting.items():
             metrics[f"{stage}_esr_setting_{setting}"] = value
-        held_out = [s for s in self.held_out_settings if s in per_setting]
+        held_out, seen = acc.held_out_and_seen(self.held_out_settings)
         if held_out:
             metrics[f"{stage}_esr_held_out_settings"] = acc.esr(held_out)
-            seen = [s for s in per_setting if s not in held_out]
             metrics[f"{stage}_esr_seen_settings"] = acc.esr(seen) if seen else math.nan
         for name, value in metrics.items():
             self.log(name, value, prog_bar=name == f"{stage}_esr")

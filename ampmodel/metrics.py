@@ -46,5 +46,10 @@ class ESRAccumulator:
         per_setting = self.per_setting()
         return sum(per_setting.values()) / len(per_setting) if per_setting else float("nan")
 
+    def held_out_and_seen(self, held_out: list[int] | tuple[int, ...]) -> tuple[list[int], list[int]]:
+        """Accumulated settings split into (held out, seen in training)."""
+        settings = list(self.error)
+        return [s for s in settings if s in held_out], [s for s in settings if s not in held_out]
+
     def per_setting(self) -> dict[int, float]:
         return {s: self.error[s] / max(self.energy[s], 1e-12) for s in sorted(self.error)}

@@ -73,11 +73,10 @@ def log_examples(client: MlflowClient, run_id: str, net: WaveNet, datamodule, se
         return
     fs = datamodule.sample_rate
     rf = net.receptive_field
-    conditioned = net.cfg.conditioning != "none"
     with tempfile.TemporaryDirectory() as tmp:
         for setting in settings:
             x, target, controls = datamodule.example(split, setting, seconds)
-            pred = predict(net, x, controls if conditioned else None)
+            pred = predict(net, x, controls)
             input_ = x[rf - 1:]
             label = datamodule.settings[setting].label()
             folder = Path(tmp) / "audio" / f"setting_{setting}_{label}"

@@ -15,6 +15,7 @@ import time
 import warnings
 
 from ampstudy.errors import AmpStudyError, ConfigError
+from datamodules.config import CONTROL_NAMES
 
 EXAMPLES = """\
 typical session:
@@ -136,7 +137,7 @@ def _parse_pots(text: str) -> dict[str, float]:
         values = []
     if len(values) != 4:
         raise ConfigError(f"--pots {text}: expected four numbers volume,treble,bass,middle, e.g. 0.8,0.5,0.5,0.5")
-    return dict(zip(("volume", "treble", "bass", "middle"), values))
+    return dict(zip(CONTROL_NAMES, values))
 
 
 def _add_data(commands) -> None:
@@ -205,7 +206,7 @@ def _add_render(commands) -> None:
     parser.add_argument("model")
     parser.add_argument("input_wav")
     parser.add_argument("output_wav")
-    for knob in ("volume", "treble", "bass", "middle"):
+    for knob in CONTROL_NAMES:
         parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
     parser.add_argument("--block-seconds", type=float, default=0.1, help="streaming block length (default 0.1)")
     parser.set_defaults(handler=_cmd_render)
@@ -214,7 +215,7 @@ def _add_render(commands) -> None:
 def _cmd_render(args: argparse.Namespace) -> int:
     from ampstudy.render import render_file
 
-    knobs = {k: getattr(args, k) for k in ("volume", "treble", "bass", "middle")}
+    knobs = {k: getattr(args, k) for k in CONTROL_NAMES}
     seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds)
     print(f"wrote {args.output_wav}: {seconds:.2f} s of audio in {wall:.2f} s ({seconds / max(wall, 1e-9):.1f}x real time)")
     return 0

@@ -19,15 +19,13 @@ def evaluate_net(net: WaveNet, datamodule: BassmanDataModule, split: str) -> dic
     """ESR over every sample of `split` ('val' or 'test'): overall, per setting, held-out vs seen."""
     loader = {"val": datamodule.val_dataloader, "test": datamodule.test_dataloader}[split]()
     acc = ESRAccumulator(REPORTED_PRE_EMPHASIS)
-    conditioned = net.cfg.conditioning != "none"
     net.eval()
     with torch.inference_mode():
         for batch in loader:
-            pred = net(batch["input"], batch["controls"] if conditioned else None)
+            pred = net(batch["input"], batch["controls"])  # an unconditioned net ignores controls
             acc.update(pred, batch["target"], batch["setting"], batch.get("mask"))
     per_setting = acc.per_setting()
-    held_out = [s for s in datamodule.test_settings_held_out if s in per_setting]
-    seen = [s for s in per_setting if s not in held_out]
+    held_out, seen = acc.held_out_and_seen(datamodule.test_settings_held_out)
     return {
         "esr": acc.esr(),
         "esr_mean_over_settings": acc.mean_over_settings(),

@@ -81,7 +81,7 @@ def resolve_model(spec: str) -> LoadedModel:
     """Load from a local model dir, or any MLflow model/artifact URI (runs:/..., models:/name@alias)."""
     path = Path(spec)
     if path.is_dir():
-        found = _find_model_dir(path)
+        found = find_model_dir(path)
         if found is None:
             raise AmpStudyError(f"{spec}: no ampstudy model (config.json) inside this directory")
         return load_model(found)
@@ -96,7 +96,7 @@ def resolve_model(spec: str) -> LoadedModel:
         except Exception as err:  # MLflow raises many types for a missing model/alias
             raise AmpStudyError(f"{spec}: could not fetch from MLflow ({err}); "
                                 "check the name/alias with `mlflow ui` or `ampstudy promote`") from None
-        found = _find_model_dir(Path(local))
+        found = find_model_dir(Path(local))
         if found is None:
             raise AmpStudyError(f"{spec}: the MLflow artifact holds no ampstudy model directory")
         return load_model(found)
@@ -104,7 +104,8 @@ def resolve_model(spec: str) -> LoadedModel:
                         "(use e.g. models:/bassman-wavenet@champion or runs:/<run_id>/model)")
 
 
-def _find_model_dir(root: Path) -> Path | None:
+def find_model_dir(root: Path) -> Path | None:
+    """`root` itself or the first folder below it holding config.json + state_dict.pt."""
     if (root / "config.json").is_file() and (root / "state_dict.pt").is_file():
         return root
     for candidate in sorted(root.rglob("state_dict.pt")):

@@ -21,6 +21,7 @@ from typing import Any
 
 from ampstudy import tracking
 from ampstudy.errors import AmpStudyError
+from ampstudy.model_io import find_model_dir
 from studies import mlflow_runs
 from studies.runner import find_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
@@ -136,9 +137,9 @@ def _download_model_dir(artifact_uri: str, into: Path) -> Path:
     import mlflow
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(into)))
-    for candidate in [local, *sorted(p.parent for p in local.rglob("config.json"))]:
-        if (candidate / "config.json").is_file() and (candidate / "state_dict.pt").is_file():
-            return candidate
+    found = find_model_dir(local)
+    if found is not None:
+        return found
     raise AmpStudyError(f"{artifact_uri}: holds no ampstudy model directory")
 
 

@@ -27,7 +27,8 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-CONTROL_NAMES = ("volume", "treble", "bass", "middle")
+from datamodules.config import CONTROL_NAMES
+
 BLOCK = 1 << 16  # output samples per forward pass: bounds memory for long inputs
 
 
