@@ -177,6 +177,8 @@ class _AliasDecision:
 def _maybe_move_champion(client: Any, name: str, version: str, test_esr: float, data_hash: str,
                          data_cfg: Any) -> _AliasDecision:
     champion = _current_champion(client, name)  # its .version is an int in some MLflow calls: use str()
+    if champion is not None and str(champion.version) == version:
+        return _AliasDecision(version, version, False, f"v{version} already is '{ALIAS}' (test ESR {test_esr:.5g})")
     if champion is None:
         client.set_registered_model_alias(name, ALIAS, version)
         decision = _AliasDecision(None, version, True, f"{name} v{version} is the first '{ALIAS}' "
