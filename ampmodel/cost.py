@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode  # private, but stable since torch 2.0
 from torch.utils.flop_counter import FlopCounterMode
 
-from ampmodel.config import WaveNetConfig
-from ampmodel.streaming import StreamingWaveNet
-from ampmodel.wavenet import WaveNet
+from .config import WaveNetConfig
+from .streaming import StreamingWaveNet
+from .wavenet import WaveNet
 
 
 def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:

@@ -10,15 +10,12 @@ sees when the whole input history is zero (not a zero activation - biases make i
 processing x block by block equals `net(F.pad(x, (rf-1, 0)), controls)` exactly.
 """
 
-from typing import TYPE_CHECKING, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from ampmodel.wavenet import WaveNet
-
-if TYPE_CHECKING:  # numpy arrays are accepted and returned, but torch converts them itself
-    import numpy as np
+from .wavenet import WaveNet
 
 
 class StreamingWaveNet(nn.Module):
@@ -111,10 +108,10 @@ class StreamingWaveNet(nn.Module):
 
 def render(
     net: Union[WaveNet, StreamingWaveNet],
-    audio: "Union[np.ndarray, Tensor]",
-    controls: "Union[None, Sequence[float], np.ndarray, Tensor]" = None,
+    audio: Any,
+    controls: Union[None, Sequence[float], Tensor, Any] = None,
     block_size: int = 4096,
-) -> "Union[np.ndarray, Tensor]":
+) -> Any:
     """Run a whole (samples,) signal through `net` in blocks, from silence; same length and type out.
 
     controls: the knob positions (volume, treble, bass, middle) in 0..1, e.g. [0.5, 0.5, 0.5, 0.5];

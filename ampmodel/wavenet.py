@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ampmodel.conditioning import FiLM, checked_controls
-from ampmodel.config import PRESETS, ModelConfigError, WaveNetConfig
+from .conditioning import FiLM, checked_controls
+from .config import PRESETS, ModelConfigError, WaveNetConfig
 
 
 class ResidualLayer(nn.Module):

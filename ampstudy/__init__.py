@@ -1,3 +1,6 @@
-"""ampstudy: find the best neural model of a SPICE-simulated Fender Bassman 5F6-A preamp."""
+"""ampstudy: find the best neural model of a SPICE-simulated Fender Bassman 5F6-A preamp.
 
-__version__ = "0.1.0"
+This package is the top layer: the `ampstudy` command line. See docs/ARCHITECTURE.md for the layers.
+"""
+
+from foundation import __version__  # noqa: F401  (the one version string lives in the foundation)

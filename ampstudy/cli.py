@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 
-from ampstudy.errors import AmpStudyError, ConfigError
+from foundation.errors import AmpStudyError, ConfigError
 from datamodules.config import CONTROL_NAMES
 
 EXAMPLES = """\
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(commands)
     _add_train(commands)
     _add_render(commands)
-    from studies.cli import add_commands  # study run/report and promote live with the studies
+    from ampstudy.study_commands import add_commands
 
     add_commands(commands)
     return parser
@@ -89,8 +89,8 @@ def _run_config(args: argparse.Namespace):
     """RunConfig from --config, --preset and the shorthand options, validated with clear errors."""
     import tomllib
 
-    from ampstudy.configs import load_toml
-    from ampstudy.run_config import run_config_from_mapping
+    from foundation.configs import load_toml
+    from training.run_config import run_config_from_mapping
 
     table = load_toml(args.config) if args.config else {}
     for item in args.set:
@@ -182,7 +182,7 @@ def _add_train(commands) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ampstudy.train import train
+    from training.train import train
 
     cfg = _run_config(args)
     result = train(cfg, tracking_uri=args.tracking_uri, evaluate_test=True)
@@ -213,7 +213,7 @@ def _add_render(commands) -> None:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from ampstudy.render import render_file
+    from training.render import render_file
 
     knobs = {k: getattr(args, k) for k in CONTROL_NAMES}
     seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds)

@@ -16,8 +16,8 @@ import dataclasses
 from ampmodel.config import PRESETS
 from ampmodel.cost import compute_cost
 from ampmodel.wavenet import WaveNet
-from ampstudy.run_config import run_config_from_mapping
-from ampstudy.train import train
+from training.run_config import run_config_from_mapping
+from training.train import train
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from ampstudy.run_config import run_config_from_mapping
-from ampstudy.train import train
+from training.run_config import run_config_from_mapping
+from training.train import train
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ def trial_config(args: argparse.Namespace, data_dir: Path):
 
 
 def timed(cfg, track: bool, root: Path, uri: str) -> float:
-    from ampstudy.train import train
+    from training.train import train
 
     started = time.perf_counter()
     train(cfg, track=track, tracking_uri=uri, progress=False, work_dir=root / "work" / f"{track}-{time.time_ns()}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ampstudy.errors import AmpStudyError
+from foundation.errors import AmpStudyError
 
 SILENCE_DBFS = -60.0  # a DI whose peak is below this is almost certainly not a recording
 CLIP_LEVEL = 0.999  # samples at or above this magnitude count as clipped

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ampstudy.configs import require
+from foundation.configs import require
 
 CONTROL_NAMES = ("volume", "treble", "bass", "middle")
 

@@ -31,9 +31,9 @@ import numpy as np
 from scipy import signal
 from tqdm import tqdm
 
-import ampstudy
-from ampstudy.configs import to_dict
-from ampstudy.errors import AmpStudyError, ConfigError
+import foundation
+from foundation.configs import to_dict
+from foundation.errors import AmpStudyError, ConfigError
 from datamodules.audio_io import load_wav, read_float_wav, save_wav
 from datamodules.config import CONTROL_NAMES, DataConfig, PotSettings
 from datamodules.corpus import synth_corpus
@@ -48,7 +48,7 @@ NOT_CONTENT_FIELDS = ("data_dir", "workers", "wav_files")
 
 
 def code_version() -> str:
-    return f"{ampstudy.__version__}+ds{DATASET_FORMAT}"
+    return f"{foundation.__version__}+ds{DATASET_FORMAT}"
 
 
 def _sha256_json(value: Any) -> str:

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from ampstudy.errors import ConfigError
+from foundation.errors import ConfigError
 from datamodules.config import CONTROL_NAMES, DataConfig, PotSettings
 
 # Independent random streams of the data seed (numpy SeedSequence spawn keys): changing how

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ampstudy.errors import AmpStudyError
+from foundation.errors import AmpStudyError
 from datamodules.config import PotSettings
 from datamodules.netlist import OUTPUT_NODE, STAGE_NODES, render_netlist
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from ampstudy import tracking
+from training import tracking
 from studies.storage import storage_lock
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr

@@ -61,7 +61,7 @@ class TrialObjective:
         return apply_params(self.spec.base, values, run_name=name)
 
     def _train(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        from ampstudy.train import train  # heavy import (lightning), only inside workers
+        from training.train import train  # heavy import (lightning), only inside workers
 
         cfg = self.suggest_config(trial)
         objective = self.spec.objective

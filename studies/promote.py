@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ampstudy import tracking
-from ampstudy.errors import AmpStudyError
-from ampstudy.model_io import find_model_dir
+from training import tracking
+from foundation.errors import AmpStudyError
+from training.model_io import find_model_dir
 from studies import mlflow_runs
 from studies.runner import find_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
@@ -85,8 +85,8 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
             trial_number: int | None = None) -> Promotion:
     import optuna
 
-    from ampstudy.evaluate import evaluate_model
-    from ampstudy.model_io import load_model
+    from training.evaluate import evaluate_model
+    from training.model_io import load_model
     from studies.registry_model import log_pyfunc_model
 
     url = find_study_storage(spec, storage_url)
@@ -212,8 +212,8 @@ def _comparable_esr(client: Any, name: str, champion: Any, data_hash: str, data_
     """The champion's test ESR on our test data: its tag when the data match, else re-evaluated."""
     if champion.tags.get("data_hash") == data_hash and champion.tags.get("test_esr"):
         return float(champion.tags["test_esr"])
-    from ampstudy.evaluate import evaluate_model
-    from ampstudy.model_io import load_model
+    from training.evaluate import evaluate_model
+    from training.model_io import load_model
 
     print(f"champion v{champion.version} was tested on other data; evaluating it on this study's test split")
     try:

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ampstudy import tracking
+from training import tracking
 from studies import mlflow_runs
 from studies.budget import EXCESS_ATTR
 

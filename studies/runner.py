@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ampstudy import tracking
-from ampstudy.configs import to_dict
-from ampstudy.errors import AmpStudyError
+from training import tracking
+from foundation.configs import to_dict
+from foundation.errors import AmpStudyError
 from studies import mlflow_runs
 from studies.budget import BudgetCallback, remaining_trials
 from studies.objective import TrialObjective

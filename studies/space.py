@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ampmodel.config import WaveNetConfig
-from ampstudy.configs import from_mapping, to_dict
-from ampstudy.errors import ConfigError
-from ampstudy.run_config import RunConfig, TrainConfig, model_from_mapping
+from foundation.configs import from_mapping, to_dict
+from foundation.errors import ConfigError
+from training.run_config import RunConfig, TrainConfig, model_from_mapping
 
 STACK_KNOBS = ("layers_per_stack", "stacks")
 SECTIONS = ("model", "train")

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ampstudy.configs import from_mapping, load_toml, require
-from ampstudy.errors import ConfigError
-from ampstudy.run_config import RunConfig, run_config_from_mapping
+from foundation.configs import from_mapping, load_toml, require
+from foundation.errors import ConfigError
+from training.run_config import RunConfig, run_config_from_mapping
 from studies.space import SearchParam, parse_space
 from studies.storage import check_storage_url
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ampstudy.errors import ConfigError
+from foundation.errors import ConfigError
 
 DEFAULT_SQLITE = "sqlite:///mlruns/optuna.db"
 DEFAULT_JOURNAL = "journal:mlruns/optuna-journal.log"

@@ -4,9 +4,9 @@ import pytest
 
 from ampmodel.config import PRESETS, parse_dilations
 from ampstudy.cli import main
-from ampstudy.configs import from_mapping, to_dict
-from ampstudy.errors import ConfigError
-from ampstudy.run_config import RunConfig, TrainConfig, load_run_config, run_config_from_mapping
+from foundation.configs import from_mapping, to_dict
+from foundation.errors import ConfigError
+from training.run_config import RunConfig, TrainConfig, load_run_config, run_config_from_mapping
 
 
 @pytest.mark.parametrize("table, message", [

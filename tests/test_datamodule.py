@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-import ampstudy
-from ampstudy.errors import AmpStudyError, ConfigError
+import foundation
+from foundation.errors import AmpStudyError, ConfigError
 from datamodules import dataset as ds
 from datamodules import spice
 from datamodules.bassman import BassmanDataModule, merged_spans, tile_windows
@@ -150,7 +150,7 @@ def test_manifest_records_what_was_built(prepared):
     assert dm.dataset_dir.name == m["hash"] and dm.dataset_dir.parent.name == cfg.data_dir.split("/")[-1]
     assert json.loads((dm.dataset_dir / "manifest.json").read_text()) == m
     assert m["ngspice_version"] == spice.ngspice_version()
-    assert m["code_version"] == f"{ampstudy.__version__}+ds{ds.DATASET_FORMAT}"
+    assert m["code_version"] == f"{foundation.__version__}+ds{ds.DATASET_FORMAT}"
     assert m["seed"] == cfg.seed and m["sample_rate"] == cfg.sample_rate == dm.sample_rate
     assert m["input"]["samples"] == round(0.6 * cfg.sample_rate) and m["input_full_scale_volts"] == 1.0
     assert [s["netlist_hash"] for s in m["settings"]] == [netlist_hash(render_netlist(p)) for p in dm.settings]

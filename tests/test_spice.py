@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ampstudy.errors import AmpStudyError
+from foundation.errors import AmpStudyError
 from datamodules.config import PotSettings
 from datamodules.netlist import (MIN_POT_OHMS, TEMPLATE_PATH, netlist_hash, pot_values,
                                  render_netlist, taper)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from ampstudy import tracking
+from training import tracking
 from studies.promote import ALIAS, promote
 from studies.runner import run_study
 from studies.spec import load_study_spec
@@ -89,7 +89,7 @@ def test_champion_loads_as_pyfunc_and_renders_audio(in_study_dir):
     import torch
 
     from ampmodel.streaming import StreamingWaveNet
-    from ampstudy.model_io import resolve_model
+    from training.model_io import resolve_model
 
     tracking.client(tracking.default_tracking_uri())
     if not registry().search_model_versions(f"name = '{MODEL}'"):

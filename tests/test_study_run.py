@@ -13,7 +13,7 @@ import sys
 import optuna
 from optuna.trial import TrialState
 
-from ampstudy import tracking
+from training import tracking
 from studies.budget import EXCESS_ATTR, counted_trials
 from studies.mlflow_runs import PARENT_RUN_ATTR, RUN_ID_ATTR, STATE_TAG, TRIAL_TAG, trial_runs
 from studies.objective import ERROR_ATTR

@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from ampstudy.cli import main
-from ampstudy.errors import ConfigError
+from foundation.errors import ConfigError
 from studies.space import apply_params, stack_shape
 from studies.spec import load_study_spec, study_spec_from_mapping
 from tests.conftest import REPO, TINY_STUDY

@@ -10,10 +10,10 @@ import soundfile as sf
 import torch
 
 from ampstudy.cli import main
-from ampstudy.errors import TrainingDiverged
-from ampstudy.model_io import load_model, resolve_model
-from ampstudy.run_config import run_config_from_mapping
-from ampstudy.train import train
+from foundation.errors import TrainingDiverged
+from training.model_io import load_model, resolve_model
+from training.run_config import run_config_from_mapping
+from training.train import train
 
 TINY = {
     "experiment": "tiny",
@@ -132,7 +132,7 @@ def test_nan_loss_fails_the_run_with_a_clear_error(store):
 
 def test_balanced_loss_option_and_per_setting_metrics():
     """Pooled ESR by default; train.balance_settings makes a quiet setting count as much as a loud one."""
-    from ampmodel.lightning_module import AmpModule
+    from training.lightning_module import AmpModule
     from ampmodel.metrics import ESRAccumulator
 
     target = torch.stack([torch.ones(1, 100), 0.01 * torch.ones(1, 100)])  # loud, quiet (power 1e-4)

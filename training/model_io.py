@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from ampmodel.wavenet import WaveNet
-from ampstudy import __version__
-from ampstudy.configs import to_dict
-from ampstudy.errors import AmpStudyError
-from ampstudy.run_config import RunConfig, run_config_from_mapping
+from foundation import __version__
+from foundation.configs import to_dict
+from foundation.errors import AmpStudyError
+from training.run_config import RunConfig, run_config_from_mapping
 
 MODEL_FORMAT = 1
 
@@ -88,7 +88,7 @@ def resolve_model(spec: str) -> LoadedModel:
     if "://" in spec or spec.startswith(("runs:/", "models:/")):
         import mlflow  # lazy: rendering a local model needs no tracking stack
 
-        from ampstudy.tracking import client
+        from training.tracking import client
 
         client()  # points mlflow at the default store unless MLFLOW_TRACKING_URI says otherwise
         try:

@@ -93,7 +93,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 def cmd_study_report(args: argparse.Namespace) -> int:
     import optuna
 
-    from ampstudy.errors import AmpStudyError
+    from foundation.errors import AmpStudyError
     from studies import mlflow_runs
     from studies.report import report_study
     from studies.runner import find_study_storage, resolve_tracking_uri
@@ -117,7 +117,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     for flag, value in (("--max-macs", args.max_macs), ("--min-rtf", args.min_rtf)):
         if value is not None and value <= 0:
-            from ampstudy.errors import AmpStudyError
+            from foundation.errors import AmpStudyError
 
             raise AmpStudyError(f"{flag} {value:g}: must be > 0")
     spec = load_study_spec(args.study_file)

@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 from ampmodel.streaming import render
-from ampstudy.errors import AmpStudyError
-from ampstudy.model_io import LoadedModel, resolve_model
+from foundation.errors import AmpStudyError
+from training.model_io import LoadedModel, resolve_model
 from datamodules.audio_io import load_wav, save_wav
 from datamodules.config import CONTROL_NAMES
 

@@ -15,9 +15,9 @@ import torch
 from ampmodel.losses import MultiResolutionSTFTLoss, dc_loss, esr, pre_emphasis
 from ampmodel.metrics import ESRAccumulator
 from ampmodel.wavenet import WaveNet
-from ampstudy.configs import to_dict
-from ampstudy.errors import TrainingDiverged
-from ampstudy.run_config import RunConfig
+from foundation.configs import to_dict
+from foundation.errors import TrainingDiverged
+from training.run_config import RunConfig
 
 
 class AmpModule(pl.LightningModule):

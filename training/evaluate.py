@@ -9,8 +9,8 @@ import torch
 
 from ampmodel.metrics import REPORTED_PRE_EMPHASIS, ESRAccumulator
 from ampmodel.wavenet import WaveNet
-from ampstudy.configs import to_dict
-from ampstudy.model_io import LoadedModel
+from foundation.configs import to_dict
+from training.model_io import LoadedModel
 from datamodules.bassman import BassmanDataModule
 from datamodules.config import DataConfig
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from ampstudy.errors import ConfigError
+from foundation.errors import ConfigError
 
 T = TypeVar("T")
 
