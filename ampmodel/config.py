@@ -11,6 +11,7 @@ class ModelConfigError(ValueError):
 
 
 ACTIVATIONS = ("gated", "tanh", "softsign_gated")
+GATED_ACTIVATIONS = ("gated", "softsign_gated")
 CONDITIONINGS = ("none", "film", "concat")
 
 
@@ -76,6 +77,11 @@ class WaveNetConfig:
     @property
     def layers(self) -> int:
         return len(self.dilations)
+
+    @property
+    def pre_activation_channels(self) -> int:
+        """Channels out of each dilated conv: a gated activation multiplies two halves (tanh * sigmoid)."""
+        return 2 * self.channels if self.activation in GATED_ACTIVATIONS else self.channels
 
 
 PRESETS: dict[str, WaveNetConfig] = {

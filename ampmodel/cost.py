@@ -88,7 +88,7 @@ def analytic_macs_per_sample(net_or_cfg: WaveNet | WaveNetConfig) -> int:
     config too, so a search can reject too-expensive architectures without building them."""
     cfg = net_or_cfg.cfg if isinstance(net_or_cfg, WaveNet) else net_or_cfg
     c, k, layers = cfg.channels, cfg.kernel_size, cfg.layers
-    pre = c if cfg.activation == "tanh" else 2 * c
+    pre = cfg.pre_activation_channels
     input_ch = 1 + (cfg.num_controls if cfg.conditioning == "concat" else 0)
     mixer_out = cfg.head_hidden if cfg.head_hidden > 0 else 1
     head = cfg.head_hidden if cfg.head_hidden > 0 else 0

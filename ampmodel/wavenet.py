@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .conditioning import FiLM, checked_controls
-from .config import PRESETS, ModelConfigError, WaveNetConfig
+from .config import GATED_ACTIVATIONS, PRESETS, ModelConfigError, WaveNetConfig
 
 
 class ResidualLayer(nn.Module):
@@ -45,14 +45,14 @@ class ResidualLayer(nn.Module):
     the (B, L*C, T) concatenation, which dominated CPU time and memory.
     """
 
-    def __init__(self, channels: int, kernel_size: int, dilation: int, activation: str) -> None:
+    def __init__(self, cfg: WaveNetConfig, dilation: int) -> None:
         super().__init__()
-        self.gated = activation in ("gated", "softsign_gated")
-        self.softsign = activation == "softsign_gated"
+        channels = cfg.channels
+        self.gated = cfg.activation in GATED_ACTIVATIONS
+        self.softsign = cfg.activation == "softsign_gated"
         self.channels = channels
-        self.pre_activation_channels = 2 * channels if self.gated else channels
-        self.history = (kernel_size - 1) * dilation
-        self.dilated = nn.Conv1d(channels, self.pre_activation_channels, kernel_size, dilation=dilation)
+        self.history = (cfg.kernel_size - 1) * dilation
+        self.dilated = nn.Conv1d(channels, cfg.pre_activation_channels, cfg.kernel_size, dilation=dilation)
         self.residual = nn.Conv1d(channels, channels, 1)
 
     def skip_output(self, x: Tensor, film: Optional[Tensor] = None) -> Tensor:
@@ -105,11 +105,10 @@ class WaveNet(nn.Module):
         input_channels = 1 + (cfg.num_controls if self.concat_controls else 0)
         self.input_conv = nn.Conv1d(input_channels, c, 1)
         self.layers = nn.ModuleList(
-            [ResidualLayer(c, cfg.kernel_size, d, cfg.activation) for d in cfg.dilations]
+            [ResidualLayer(cfg, d) for d in cfg.dilations]
         )
-        pre_activation = 2 * c if cfg.activation != "tanh" else c
         self.film: Optional[FiLM] = (
-            FiLM(cfg.num_controls, cfg.film_hidden, cfg.layers, pre_activation)
+            FiLM(cfg.num_controls, cfg.film_hidden, cfg.layers, cfg.pre_activation_channels)
             if cfg.conditioning == "film"
             else None
         )

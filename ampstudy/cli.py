@@ -15,7 +15,7 @@ import time
 import warnings
 
 from foundation.errors import AmpStudyError, ConfigError
-from datamodules.config import CONTROL_NAMES
+from foundation.knobs import KNOB_NAMES
 
 EXAMPLES = """\
 typical session:
@@ -137,7 +137,7 @@ def _parse_pots(text: str) -> dict[str, float]:
         values = []
     if len(values) != 4:
         raise ConfigError(f"--pots {text}: expected four numbers volume,treble,bass,middle, e.g. 0.8,0.5,0.5,0.5")
-    return dict(zip(CONTROL_NAMES, values))
+    return dict(zip(KNOB_NAMES, values))
 
 
 def _add_data(commands) -> None:
@@ -206,7 +206,7 @@ def _add_render(commands) -> None:
     parser.add_argument("model")
     parser.add_argument("input_wav")
     parser.add_argument("output_wav")
-    for knob in CONTROL_NAMES:
+    for knob in KNOB_NAMES:
         parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
     parser.add_argument("--block-seconds", type=float, default=0.1, help="streaming block length (default 0.1)")
     parser.set_defaults(handler=_cmd_render)
@@ -215,7 +215,7 @@ def _add_render(commands) -> None:
 def _cmd_render(args: argparse.Namespace) -> int:
     from training.render import render_file
 
-    knobs = {k: getattr(args, k) for k in CONTROL_NAMES}
+    knobs = {k: getattr(args, k) for k in KNOB_NAMES}
     seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds)
     print(f"wrote {args.output_wav}: {seconds:.2f} s of audio in {wall:.2f} s ({seconds / max(wall, 1e-9):.1f}x real time)")
     return 0

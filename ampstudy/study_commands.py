@@ -93,18 +93,14 @@ def cmd_study_run(args: argparse.Namespace) -> int:
 def cmd_study_report(args: argparse.Namespace) -> int:
     import optuna
 
-    from foundation.errors import AmpStudyError
     from studies import mlflow_runs
     from studies.report import report_study
-    from studies.runner import find_study_storage, resolve_tracking_uri
+    from studies.runner import existing_study_storage, resolve_tracking_uri
     from studies.spec import load_study_spec
     from studies.storage import open_storage
 
     spec = load_study_spec(args.study_file)
-    url = find_study_storage(spec, args.storage)
-    if url is None:
-        raise AmpStudyError(f"no study named '{spec.name}' found; run `ampstudy study run {args.study_file}` first "
-                            "(or pass --storage)")
+    url = existing_study_storage(spec, args.storage)
     study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
     report_study(study, spec, resolve_tracking_uri(spec, args.tracking_uri),
                  study.user_attrs.get(mlflow_runs.PARENT_RUN_ATTR))

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from foundation.errors import AmpStudyError
 from datamodules.config import DataConfig, PotSettings
 from datamodules.dataset import LoadedDataset, load_dataset, locate_dataset, prepare_dataset
 from datamodules.knob_settings import held_out_indices, resolve_settings
+from foundation.errors import AmpStudyError
 
 
 def merged_spans(regions: list[tuple[int, int, str]], split: str | None) -> list[tuple[int, int]]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from foundation.configs import require
-
-CONTROL_NAMES = ("volume", "treble", "bass", "middle")
+from foundation.knobs import KNOB_NAMES, check_knob
 
 
 @dataclass(frozen=True)
@@ -22,15 +21,14 @@ class PotSettings:
     middle: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in CONTROL_NAMES:
-            value = getattr(self, name)
-            require(0.0 <= value <= 1.0, name, f"knob position {value} is outside 0..1")
+        for name in KNOB_NAMES:
+            check_knob(name, getattr(self, name))
 
     def as_tuple(self) -> tuple[float, float, float, float]:
         return (self.volume, self.treble, self.bass, self.middle)
 
     def label(self) -> str:
-        return "_".join(f"{n[0]}{getattr(self, n):.2f}" for n in CONTROL_NAMES)
+        return "_".join(f"{n[0]}{getattr(self, n):.2f}" for n in KNOB_NAMES)
 
 
 @dataclass(frozen=True)

@@ -32,18 +32,18 @@ from scipy import signal
 from tqdm import tqdm
 
 import foundation
-from foundation.configs import to_dict
-from foundation.errors import AmpStudyError, ConfigError
+from datamodules import spice
 from datamodules.audio_io import load_wav, read_float_wav, save_wav
-from datamodules.config import CONTROL_NAMES, DataConfig, PotSettings
+from datamodules.config import DataConfig, PotSettings
 from datamodules.corpus import synth_corpus
 from datamodules.knob_settings import STREAM_SPLIT, held_out_indices, resolve_settings, seeded_rng
 from datamodules.netlist import netlist_hash, render_netlist
-from datamodules import spice
+from foundation.configs import to_dict
+from foundation.errors import AmpStudyError, ConfigError
+from foundation.knobs import KNOB_NAMES
 
 DATASET_FORMAT = 3  # bump when the files or their processing change meaning
 WAV_GAP_SECONDS = 0.1  # silence before each user wav: the amp settles between recordings
-SPLITS = ("train", "val", "test")
 NOT_CONTENT_FIELDS = ("data_dir", "workers", "wav_files")
 
 
@@ -268,7 +268,7 @@ def prepare_dataset(cfg: DataConfig, progress: bool = True) -> Path:
         manifest = {
             "format": DATASET_FORMAT, "code_version": code_version(), "hash": plan.key,
             "ngspice_version": spice.ngspice_version(), "seed": cfg.seed, "sample_rate": fs,
-            "input_full_scale_volts": cfg.input_full_scale_volts, "control_names": list(CONTROL_NAMES),
+            "input_full_scale_volts": cfg.input_full_scale_volts, "control_names": list(KNOB_NAMES),
             "data_config": {k: v for k, v in to_dict(cfg).items() if k not in ("data_dir", "workers")},
             "input": {"file": "input.wav", "samples": len(plan.input), "seconds": len(plan.input) / fs,
                       "sha256": plan.input_sha256, "sources": plan.sources},

@@ -6,8 +6,9 @@ import itertools
 
 import numpy as np
 
+from datamodules.config import DataConfig, PotSettings
 from foundation.errors import ConfigError
-from datamodules.config import CONTROL_NAMES, DataConfig, PotSettings
+from foundation.knobs import KNOB_NAMES
 
 # Independent random streams of the data seed (numpy SeedSequence spawn keys): changing how
 # many random settings are drawn must not move the held-out choice or the split.
@@ -29,10 +30,10 @@ def resolve_settings(cfg: DataConfig) -> list[PotSettings]:
     found: list[PotSettings] = list(cfg.settings)
     rng = seeded_rng(cfg.seed, STREAM_RANDOM_SETTINGS)
     for _ in range(cfg.random_settings):
-        found.append(PotSettings(*np.round(rng.uniform(0.0, 1.0, len(CONTROL_NAMES)), 3).tolist()))
+        found.append(PotSettings(*np.round(rng.uniform(0.0, 1.0, len(KNOB_NAMES)), 3).tolist()))
     if cfg.grid_points >= 2:
         axis = np.linspace(0.0, 1.0, cfg.grid_points).round(6).tolist()
-        found += [PotSettings(*combo) for combo in itertools.product(axis, repeat=len(CONTROL_NAMES))]
+        found += [PotSettings(*combo) for combo in itertools.product(axis, repeat=len(KNOB_NAMES))]
     unique: list[PotSettings] = []
     for pots in found:
         if pots not in unique:

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from foundation.errors import AmpStudyError
 from datamodules.config import PotSettings
 from datamodules.netlist import OUTPUT_NODE, STAGE_NODES, render_netlist
+from foundation.errors import AmpStudyError
 
 INSTALL_HINT = "install it: sudo apt-get install ngspice"
 FADE_IN_SECONDS = 0.01  # raised-cosine fade at the start of each chunk's warm-up

@@ -11,8 +11,8 @@ from typing import Any
 
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from training import tracking
 from studies.storage import storage_lock
+from training import tracking
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr
 RUN_ID_ATTR = "mlflow_run_id"  # trial user attr
@@ -96,13 +96,3 @@ def record_trial_outcome(tracking_uri: str, parent_run_id: str, study_name: str,
     if run_status:
         client.set_terminated(run_id, run_status)
     return run_id
-
-
-def close_dead_trial_runs(tracking_uri: str, parent_run_id: str, trial_number: int, reason: str) -> None:
-    """A worker died mid-trial: end its still-RUNNING run as KILLED so the UI does not show it live."""
-    client = tracking.client(tracking_uri)
-    for run in trial_runs(tracking_uri, parent_run_id, trial_number):
-        client.set_tag(run.info.run_id, STATE_TAG, "FAIL")
-        client.set_tag(run.info.run_id, "error", reason)
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, "KILLED")

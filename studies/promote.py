@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training import tracking
 from foundation.errors import AmpStudyError
-from training.model_io import find_model_dir
+from foundation.uris import sqlite_path
 from studies import mlflow_runs
-from studies.runner import find_study_storage, resolve_tracking_uri
+from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
 from studies.storage import file_lock, is_postgres, open_storage
+from training import tracking
+from training.model_io import find_model_dir
 
 ALIAS = "champion"
 
@@ -67,8 +68,8 @@ def pick_trial(study: Any, max_macs: float | None, min_rtf: float | None, trial_
 def registry_lock(tracking_uri: str, model_name: str) -> Iterator[None]:
     """Serialise promotions of one registered model: file lock beside a SQLite store, advisory lock on
     PostgreSQL; other stores (an MLflow server) rely on the re-check after setting the alias."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db = sqlite_path(tracking_uri)
+    if db is not None:
         with file_lock(db.parent / f".promote-{model_name}.lock", timeout=900):
             yield
     elif is_postgres(tracking_uri):
@@ -85,14 +86,11 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
             trial_number: int | None = None) -> Promotion:
     import optuna
 
+    from studies.registry_model import log_pyfunc_model
     from training.evaluate import evaluate_model
     from training.model_io import load_model
-    from studies.registry_model import log_pyfunc_model
 
-    url = find_study_storage(spec, storage_url)
-    if url is None:
-        raise AmpStudyError(f"no study named '{spec.name}' found; run `ampstudy study run {spec.path}` first "
-                            "(or pass --storage)")
+    url = existing_study_storage(spec, storage_url)
     uri = resolve_tracking_uri(spec, tracking_uri)
     name = model_name or spec.options.registered_model
     if max_macs is None and min_rtf is None:  # default to the study's own constraint

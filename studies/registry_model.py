@@ -27,7 +27,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-from datamodules.config import CONTROL_NAMES
+from foundation.knobs import KNOB_NAMES
 
 BLOCK = 1 << 16  # output samples per forward pass: bounds memory for long inputs
 
@@ -58,7 +58,7 @@ class BassmanWaveNetModel(mlflow.pyfunc.PythonModel):
             bad = {k: v for k, v in knobs.items() if not 0.0 <= v <= 1.0}
             if bad:
                 raise ValueError(f"knob positions must be in 0..1, got {bad}")
-            controls = torch.tensor([[knobs[k] for k in CONTROL_NAMES]], dtype=torch.float32)
+            controls = torch.tensor([[knobs[k] for k in KNOB_NAMES]], dtype=torch.float32)
         history = self.receptive_field - 1
         padded = np.concatenate([np.zeros(history, np.float32), audio])  # "silence before the signal"
         out = np.empty(len(audio), np.float32)
@@ -74,13 +74,13 @@ def split_input(model_input: Any, params: dict[str, Any]) -> tuple[np.ndarray, d
     """(audio as 1-D float32, knob positions) from an array, list or DataFrame plus params."""
     import pandas as pd
 
-    knobs = {k: float(params[k]) for k in CONTROL_NAMES if params.get(k) is not None}
+    knobs = {k: float(params[k]) for k in KNOB_NAMES if params.get(k) is not None}
     if isinstance(model_input, pd.DataFrame):
         if "audio" not in model_input.columns:
             if model_input.shape[1] != 1:
                 raise ValueError("a DataFrame input needs an 'audio' column (plus optional volume/treble/bass/middle)")
             model_input = model_input.rename(columns={model_input.columns[0]: "audio"})
-        for name in CONTROL_NAMES:
+        for name in KNOB_NAMES:
             if name in model_input.columns:
                 column = model_input[name].to_numpy(dtype=np.float64)
                 if len(column) and not np.all(column == column[0]):
@@ -101,7 +101,7 @@ def split_input(model_input: Any, params: dict[str, Any]) -> tuple[np.ndarray, d
 def default_knobs(data_info: dict[str, Any]) -> dict[str, float]:
     """The first knob setting seen in training: the params' defaults."""
     settings = data_info.get("settings") or [{}]
-    return {k: float(settings[0].get(k, 0.5)) for k in CONTROL_NAMES}
+    return {k: float(settings[0].get(k, 0.5)) for k in KNOB_NAMES}
 
 
 def signature(data_info: dict[str, Any]) -> Any:
@@ -112,7 +112,7 @@ def signature(data_info: dict[str, Any]) -> Any:
     return ModelSignature(
         inputs=None,  # checked in predict (see module docstring)
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,), "amp_output")]),
-        params=ParamSchema([ParamSpec(k, "double", defaults[k]) for k in CONTROL_NAMES]))
+        params=ParamSchema([ParamSpec(k, "double", defaults[k]) for k in KNOB_NAMES]))
 
 
 def log_pyfunc_model(model_dir: Path, data_info: dict[str, Any], run_id: str) -> str:

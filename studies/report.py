@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from training import tracking
 from studies import mlflow_runs
 from studies.budget import EXCESS_ATTR
+from training import tracking
 
 SUMMARY_ROWS = 10
 

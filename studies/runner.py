@@ -8,7 +8,6 @@ then run workers: in this process for --workers 1, else N spawned processes on a
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -18,16 +17,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training import tracking
 from foundation.configs import to_dict
 from foundation.errors import AmpStudyError
+from foundation.uris import sqlite_path
 from studies import mlflow_runs
 from studies.budget import BudgetCallback, remaining_trials
 from studies.objective import TrialObjective
 from studies.spec import StudySpec
-from studies.storage import (DEFAULT_JOURNAL, DEFAULT_SQLITE, absolute_url, check_storage_url,
-                             fail_dead_local_trials, file_lock, local_file, open_storage, requeue_trial,
-                             storage_lock, study_names)
+from studies.storage import (
+    DEFAULT_JOURNAL,
+    DEFAULT_SQLITE,
+    absolute_url,
+    check_storage_url,
+    fail_dead_local_trials,
+    file_lock,
+    local_file,
+    open_storage,
+    requeue_trial,
+    storage_lock,
+    study_names,
+)
+from training import tracking
 
 SPEC_HASH_ATTR = "spec_sha256"
 
@@ -65,6 +75,15 @@ def find_study_storage(spec: StudySpec, override: str | None = None) -> str | No
     if len(found) > 1:
         raise AmpStudyError(f"study '{spec.name}' exists in both {found[0]} and {found[1]}; pass --storage")
     return found[0] if found else None
+
+
+def existing_study_storage(spec: StudySpec, override: str | None = None) -> str:
+    """The storage URL of a study that must exist already (report, promote), else a clear error."""
+    url = find_study_storage(spec, override)
+    if url is None:
+        raise AmpStudyError(f"no study named '{spec.name}' found; run `ampstudy study run {spec.path}` first "
+                            "(or pass --storage)")
+    return url
 
 
 def storage_for_run(spec: StudySpec, override: str | None, workers: int) -> str:
@@ -157,8 +176,8 @@ def create_or_load_study(spec: StudySpec, storage_url: str) -> Any:
 def init_tracking_store(tracking_uri: str, experiment: str) -> None:
     """Create the MLflow store and experiment once, under a file lock for a SQLite store: two
     processes migrating a fresh SQLite file at the same moment can fail."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db = sqlite_path(tracking_uri)
+    if db is not None:
         with file_lock(db.parent / ".ampstudy-init.lock"):
             tracking.ensure_experiment(experiment, tracking_uri)
     else:
@@ -281,9 +300,3 @@ def _limit_threads(plan: RunPlan) -> None:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))
-
-
-def with_trial_limit(spec: StudySpec, n_trials: int) -> StudySpec:
-    """A copy of `spec` with another trial budget (used by benchmarks and tests)."""
-    budget = dataclasses.replace(spec.options.budget, n_trials=n_trials)
-    return dataclasses.replace(spec, options=dataclasses.replace(spec.options, budget=budget))

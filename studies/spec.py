@@ -15,9 +15,9 @@ from typing import Any
 
 from foundation.configs import from_mapping, load_toml, require
 from foundation.errors import ConfigError
-from training.run_config import RunConfig, run_config_from_mapping
 from studies.space import SearchParam, parse_space
 from studies.storage import check_storage_url
+from training.run_config import RunConfig, run_config_from_mapping
 
 SAMPLERS = ("tpe", "random", "qmc", "nsga2", "gp")
 PRUNERS = ("median", "percentile", "hyperband", "none")
@@ -64,10 +64,6 @@ class ObjectiveSpec:
         require(self.metric in METRICS, "metric", f"'{self.metric}' is not one of {', '.join(METRICS)}")
         require(self.max_macs_per_sample >= 0, "max_macs_per_sample", "must be >= 0 (0 = no limit)")
         require(self.min_rtf >= 0, "min_rtf", "must be >= 0 (0 = no limit)")
-
-    @property
-    def constrained(self) -> bool:
-        return self.max_macs_per_sample > 0 or self.min_rtf > 0
 
 
 @dataclass(frozen=True)

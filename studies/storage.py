@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from foundation.errors import ConfigError
+from foundation.uris import sqlite_path
 
 DEFAULT_SQLITE = "sqlite:///mlruns/optuna.db"
 DEFAULT_JOURNAL = "journal:mlruns/optuna-journal.log"
@@ -82,8 +83,9 @@ def absolute_url(url: str) -> str:
     """Resolve relative file paths against the current directory, so spawned workers agree."""
     if url.startswith("journal:"):
         return f"journal:{Path(journal_path(url)).resolve()}"
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        return f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
+    db = sqlite_path(url)
+    if db is not None and not db.is_absolute():
+        return f"sqlite:///{db.resolve()}"
     return url
 
 
@@ -91,9 +93,7 @@ def local_file(url: str) -> Path | None:
     """The file behind a file-based storage URL (None for servers)."""
     if url.startswith("journal:"):
         return Path(journal_path(url))
-    if url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///"))
-    return None
+    return sqlite_path(url)
 
 
 def open_storage(url: str, *, heartbeat_seconds: int = 30, grace_seconds: int = 120,

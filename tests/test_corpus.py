@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from foundation.errors import AmpStudyError
 from datamodules.audio_io import load_wav, save_wav
 from datamodules.corpus import bass_line, guitar_line, pluck, segment_generators, synth_corpus
+from foundation.errors import AmpStudyError
 
 FS = 44100
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import foundation
-from foundation.errors import AmpStudyError, ConfigError
 from datamodules import dataset as ds
 from datamodules import spice
 from datamodules.bassman import BassmanDataModule, merged_spans, tile_windows
 from datamodules.config import DataConfig, PotSettings
 from datamodules.knob_settings import held_out_indices, resolve_settings
 from datamodules.netlist import netlist_hash, render_netlist
+from foundation.errors import AmpStudyError, ConfigError
 
 RF, SEGMENT = 64, 1000
 DARK, BRIGHT = PotSettings(treble=0.0), PotSettings(treble=1.0)

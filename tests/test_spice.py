@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from foundation.errors import AmpStudyError
 from datamodules.config import PotSettings
-from datamodules.netlist import (MIN_POT_OHMS, TEMPLATE_PATH, netlist_hash, pot_values,
-                                 render_netlist, taper)
+from datamodules.netlist import MIN_POT_OHMS, TEMPLATE_PATH, netlist_hash, pot_values, render_netlist, taper
 from datamodules.spice import SpiceError, ngspice_version, operating_point, simulate
+from foundation.errors import AmpStudyError
 
 FS = 16000  # low rate keeps ngspice runs short; the circuit does not care
 

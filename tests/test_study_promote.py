@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from training import tracking
 from studies.promote import ALIAS, promote
 from studies.runner import run_study
 from studies.spec import load_study_spec
 from tests.conftest import write_study_file
+from training import tracking
 
 MODEL = "bassman-wavenet"
 

@@ -13,7 +13,6 @@ import sys
 import optuna
 from optuna.trial import TrialState
 
-from training import tracking
 from studies.budget import EXCESS_ATTR, counted_trials
 from studies.mlflow_runs import PARENT_RUN_ATTR, RUN_ID_ATTR, STATE_TAG, TRIAL_TAG, trial_runs
 from studies.objective import ERROR_ATTR
@@ -21,6 +20,7 @@ from studies.runner import create_or_load_study, find_study_storage, run_study
 from studies.spec import load_study_spec
 from studies.storage import open_storage
 from tests.conftest import wait_for, write_study_file
+from training import tracking
 
 # A trial whose training data cannot hold one segment: train() raises a real AmpStudyError.
 FAILING_SPACE = "\n[space.train.segment_samples]\nchoices = [1024, 1000000]\n"

@@ -12,8 +12,17 @@ import pytest
 from optuna.trial import TrialState
 
 from studies.budget import EXCESS_ATTR, counted_trials, is_excess, remaining_trials
-from studies.storage import (RETRY_ATTR, WORKER_ATTR, check_storage_url, fail_dead_local_trials, file_lock,
-                             open_storage, requeue_trial, storage_lock, worker_id)
+from studies.storage import (
+    RETRY_ATTR,
+    WORKER_ATTR,
+    check_storage_url,
+    fail_dead_local_trials,
+    file_lock,
+    open_storage,
+    requeue_trial,
+    storage_lock,
+    worker_id,
+)
 
 
 def _dead_pid() -> int:

@@ -100,7 +100,7 @@ def test_render_cli_streams_and_checks_knobs(trained, store, tmp_path, capsys):
     assert "give --volume --treble --bass --middle" in capsys.readouterr().err
     assert main(["render", model, str(tmp_path / "di.wav"), str(out), "--volume", "1.5", "--treble", "0.5",
                  "--bass", "0.5", "--middle", "0.5"]) == 2
-    assert "knob positions are 0..1" in capsys.readouterr().err
+    assert "volume: knob position 1.5 is outside 0..1" in capsys.readouterr().err
     assert main(["render", model, str(tmp_path / "di.wav"), str(out), "--volume", "0.9", "--treble", "0.9",
                  "--bass", "0.5", "--middle", "0.5", "--block-seconds", "0.01"]) == 0
     rendered, rate = sf.read(out)
@@ -132,8 +132,8 @@ def test_nan_loss_fails_the_run_with_a_clear_error(store):
 
 def test_balanced_loss_option_and_per_setting_metrics():
     """Pooled ESR by default; train.balance_settings makes a quiet setting count as much as a loud one."""
-    from training.lightning_module import AmpModule
     from ampmodel.metrics import ESRAccumulator
+    from training.lightning_module import AmpModule
 
     target = torch.stack([torch.ones(1, 100), 0.01 * torch.ones(1, 100)])  # loud, quiet (power 1e-4)
     setting = torch.tensor([0, 1])

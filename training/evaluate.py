@@ -9,10 +9,10 @@ import torch
 
 from ampmodel.metrics import REPORTED_PRE_EMPHASIS, ESRAccumulator
 from ampmodel.wavenet import WaveNet
-from foundation.configs import to_dict
-from training.model_io import LoadedModel
 from datamodules.bassman import BassmanDataModule
 from datamodules.config import DataConfig
+from foundation.configs import to_dict
+from training.model_io import LoadedModel
 
 
 def evaluate_net(net: WaveNet, datamodule: BassmanDataModule, split: str) -> dict[str, Any]:

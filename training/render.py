@@ -7,10 +7,10 @@ import time
 import numpy as np
 
 from ampmodel.streaming import render
-from foundation.errors import AmpStudyError
-from training.model_io import LoadedModel, resolve_model
 from datamodules.audio_io import load_wav, save_wav
-from datamodules.config import CONTROL_NAMES
+from foundation.errors import AmpStudyError
+from foundation.knobs import KNOB_NAMES, check_knob
+from training.model_io import LoadedModel, resolve_model
 
 
 def control_vector(model: LoadedModel, knobs: dict[str, float | None]) -> np.ndarray | None:
@@ -23,13 +23,10 @@ def control_vector(model: LoadedModel, knobs: dict[str, float | None]) -> np.nda
                 f"this model was trained without knob conditioning (fixed knobs {trained[:1]}); "
                 f"drop --{' --'.join(given)} or use a conditioned model")
         return None
-    missing = [k for k in CONTROL_NAMES if k not in given]
+    missing = [k for k in KNOB_NAMES if k not in given]
     if missing:
         raise AmpStudyError(f"this model follows the amp's knobs: give --{' --'.join(missing)} (positions 0..1)")
-    for name, value in given.items():
-        if not 0.0 <= value <= 1.0:
-            raise AmpStudyError(f"--{name} {value}: knob positions are 0..1 (0 = fully counter-clockwise)")
-    return np.array([given[k] for k in CONTROL_NAMES], dtype=np.float32)
+    return np.array([check_knob(k, given[k]) for k in KNOB_NAMES], dtype=np.float32)
 
 
 def render_file(model_spec: str, input_wav: str, output_wav: str, knobs: dict[str, float | None],

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ampmodel.config import PRESETS, ModelConfigError, WaveNetConfig, parse_dilations
+from datamodules.config import DataConfig
 from foundation.configs import from_mapping, load_toml, require, to_dict
 from foundation.errors import ConfigError
-from datamodules.config import DataConfig
 
 LOSSES = ("esr", "esr_dc", "esr_stft")
 

@@ -14,6 +14,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from foundation.uris import sqlite_path
+
 TRACKING_DIR = "mlruns"
 
 
@@ -28,10 +30,8 @@ def default_tracking_uri() -> str:
 
 def artifact_root(tracking_uri: str) -> str | None:
     """Artifacts for a SQLite store go to mlruns/artifacts beside the database; a server decides its own."""
-    if tracking_uri.startswith("sqlite:///"):
-        db_path = Path(tracking_uri.removeprefix("sqlite:///"))
-        return (db_path.parent / "artifacts").resolve().as_uri()
-    return None
+    db_path = sqlite_path(tracking_uri)
+    return None if db_path is None else (db_path.parent / "artifacts").resolve().as_uri()
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:

@@ -26,14 +26,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from optuna.exceptions import TrialPruned
 
 from ampmodel.cost import compute_cost
-from training.lightning_module import AmpModule
-from training import artifacts, tracking
+from datamodules.bassman import BassmanDataModule
 from foundation.configs import flatten, to_dict
 from foundation.errors import AmpStudyError
+from training import artifacts, tracking
 from training.evaluate import evaluate_net
+from training.lightning_module import AmpModule
 from training.model_io import save_model
 from training.run_config import RunConfig
-from datamodules.bassman import BassmanDataModule
 
 MAX_EXAMPLE_SETTINGS = 3  # audio/plots for at most this many knob settings per run
 

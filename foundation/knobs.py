@@ -1,0 +1,25 @@
+"""The amp's four knobs: their names, and the one check of a knob position a user or config gives.
+
+Positions are what the player sees: 0 = fully counter-clockwise, 1 = fully clockwise (the taper
+that turns a position into resistance lives with the netlist). Inside a model, the same rule is
+enforced on tensors by `ampmodel.conditioning.checked_controls` (TorchScript cannot call this).
+"""
+
+from __future__ import annotations
+
+import math
+
+from foundation.errors import ConfigError
+
+KNOB_NAMES = ("volume", "treble", "bass", "middle")
+
+
+def check_knob(name: str, value: float) -> float:
+    """`value` as a float if it is a finite position in 0..1, else ConfigError naming the knob."""
+    if name not in KNOB_NAMES:
+        raise ConfigError(f"{name}: not a knob of the amp; the knobs are {', '.join(KNOB_NAMES)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}: knob position {value!r} is outside 0..1 "
+                          "(0 = fully counter-clockwise, 1 = fully clockwise; divide dial numbers 0..10 by 10)")
+    return float(value)
