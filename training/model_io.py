@@ -24,6 +24,7 @@ from ampmodel.wavenet import WaveNet
 from foundation import __version__
 from foundation.configs import to_dict
 from foundation.errors import AmpStudyError
+from foundation.files import as_created
 from training.run_config import RunConfig, run_config_from_mapping
 
 MODEL_FORMAT = 1
@@ -49,6 +50,7 @@ def save_model(directory: str | Path, net: WaveNet, run_config: RunConfig, data_
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    as_created(tmp, directory=True)  # mkdtemp makes 0700: the model folder would be private
     net = net.eval().cpu()
     meta = {"format": MODEL_FORMAT, "ampstudy_version": __version__,
             "run_config": to_dict(run_config), "data": data_info}
