@@ -10,7 +10,7 @@ sees when the whole input history is zero (not a zero activation - biases make i
 processing x block by block equals `net(F.pad(x, (rf-1, 0)), controls)` exactly.
 """
 
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -106,6 +106,36 @@ class StreamingWaveNet(nn.Module):
         return states
 
 
+def render_blocks(
+    net: Union[WaveNet, StreamingWaveNet],
+    blocks: Iterable[Any],
+    controls: Union[None, Sequence[float], Tensor, Any] = None,
+) -> Iterator[Any]:
+    """Run consecutive (samples,) blocks of one signal through `net` from silence, yielding each
+    output block as it is computed (same length and type: numpy in -> float32 numpy out). Memory is
+    one block plus the stream state, whatever the length of the signal.
+
+    controls: the knob positions (volume, treble, bass, middle) in 0..1, e.g. [0.5, 0.5, 0.5, 0.5];
+    None for an unconditioned net.
+    """
+    stream = net if isinstance(net, StreamingWaveNet) else StreamingWaveNet(net)
+    stream.reset()
+    param = next(stream.parameters())
+    ctl = None if controls is None else torch.as_tensor(controls, dtype=param.dtype, device=param.device)
+    try:
+        for block in blocks:
+            as_numpy = not isinstance(block, Tensor)
+            x = torch.as_tensor(block, dtype=torch.float32) if as_numpy else block  # numpy without importing it
+            if x.dim() != 1:
+                raise ValueError(f"render expects a mono signal of shape (samples,), got {tuple(x.shape)}")
+            # Per block, not around the loop: the caller's code between blocks must not run in inference mode.
+            with torch.inference_mode():
+                y = stream.process(x.to(device=param.device, dtype=param.dtype), ctl)
+            yield y.cpu().numpy() if as_numpy else y
+    finally:
+        stream.reset()
+
+
 def render(
     net: Union[WaveNet, StreamingWaveNet],
     audio: Any,
@@ -114,22 +144,14 @@ def render(
 ) -> Any:
     """Run a whole (samples,) signal through `net` in blocks, from silence; same length and type out.
 
-    controls: the knob positions (volume, treble, bass, middle) in 0..1, e.g. [0.5, 0.5, 0.5, 0.5];
-    None for an unconditioned net. numpy in -> float32 numpy out; tensor in -> tensor out.
+    controls: as for `render_blocks`. numpy in -> float32 numpy out; tensor in -> tensor out.
     """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    stream = net if isinstance(net, StreamingWaveNet) else StreamingWaveNet(net)
-    stream.reset()
     as_numpy = not isinstance(audio, Tensor)
-    x = torch.as_tensor(audio, dtype=torch.float32) if as_numpy else audio  # numpy without importing it
+    x = torch.as_tensor(audio, dtype=torch.float32) if as_numpy else audio
     if x.dim() != 1:
         raise ValueError(f"render expects a mono signal of shape (samples,), got {tuple(x.shape)}")
-    param = next(stream.parameters())
-    x = x.to(device=param.device, dtype=param.dtype)
-    ctl = None if controls is None else torch.as_tensor(controls, dtype=param.dtype, device=param.device)
-    with torch.inference_mode():
-        blocks = [stream.process(x[i : i + block_size], ctl) for i in range(0, x.numel(), block_size)]
-        out = torch.cat(blocks) if blocks else x.clone()
-    stream.reset()
-    return out.cpu().numpy() if as_numpy else out
+    out = list(render_blocks(net, (x[i : i + block_size] for i in range(0, x.numel(), block_size)), controls))
+    y = torch.cat(out) if out else x.clone()
+    return y.cpu().numpy() if as_numpy else y

@@ -1,13 +1,22 @@
-"""Render a wav through a trained model with streaming (block-by-block) inference."""
+"""Render a wav through a trained model with streaming (block-by-block) inference.
+
+Everything that could stop a render is checked before any audio is processed: the output path
+(not a folder, not the input itself, writable), the input's format (readable, mono, the model's
+sample rate) and levels (a read-only pass over the file), the knobs. Then the file is read, run
+through `ampmodel.streaming.render_blocks` and written block by block, so memory stays at a few
+blocks whatever the file's length; the output appears only when the whole render succeeded.
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
-from ampmodel.streaming import render
-from datamodules.audio_io import load_wav, save_wav
+from ampmodel.streaming import render_blocks
+from datamodules.audio_io import check_wav_format, check_wav_levels, wav_blocks, wav_writer
 from foundation.errors import AmpStudyError
 from foundation.knobs import KNOB_NAMES, check_knob
 from training.model_io import LoadedModel, resolve_model
@@ -29,16 +38,37 @@ def control_vector(model: LoadedModel, knobs: dict[str, float | None]) -> np.nda
     return np.array([check_knob(k, given[k]) for k in KNOB_NAMES], dtype=np.float32)
 
 
+def check_output_path(input_wav: str | Path, output_wav: str | Path) -> None:
+    """The output must be a new or replaceable file that is not the input (also via a link or
+    another spelling of the same path)."""
+    source, target = Path(input_wav), Path(output_wav)
+    if target.is_dir():
+        raise AmpStudyError(f"{target}: is a folder; give the output file name, e.g. {target / 'amp.wav'}")
+    same = target.resolve() == source.resolve()
+    if not same and target.exists() and source.exists():
+        same = os.path.samefile(source, target)  # hard links
+    if same:
+        raise AmpStudyError(f"{target}: is the input recording {source}; rendering would overwrite it, "
+                            "choose another output file")
+    folder = next((p for p in [target.parent, *target.parent.parents] if p.exists()), Path("."))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AmpStudyError(f"{target}: cannot write in {folder} (permission denied); choose another output file")
+
+
 def render_file(model_spec: str, input_wav: str, output_wav: str, knobs: dict[str, float | None],
                 block_seconds: float = 0.1) -> tuple[float, float]:
     """Returns (seconds of audio, wall seconds spent rendering)."""
+    if not 0 < block_seconds <= 60:
+        raise AmpStudyError(f"--block-seconds {block_seconds}: must be > 0 and <= 60")
+    check_output_path(input_wav, output_wav)
+    rate = check_wav_format(input_wav, None).samplerate  # readable and mono, from the header
+    samples = check_wav_levels(input_wav, rate, min_seconds=0.0)  # any length can be rendered
     model = resolve_model(model_spec)
+    check_wav_format(input_wav, model.sample_rate)  # at the model's rate, or one line naming the resampling
     controls = control_vector(model, knobs)
-    audio = load_wav(input_wav, model.sample_rate, min_seconds=0.0)  # any length can be rendered
-    if block_seconds <= 0:
-        raise AmpStudyError(f"--block-seconds {block_seconds}: must be > 0")
     started = time.perf_counter()
-    out = render(model.net, audio, controls, block_size=max(1, int(block_seconds * model.sample_rate)))
-    wall = time.perf_counter() - started
-    save_wav(output_wav, out, model.sample_rate)
-    return len(audio) / model.sample_rate, wall
+    block = max(1, int(block_seconds * rate))
+    with wav_writer(output_wav, rate) as write:
+        for out in render_blocks(model.net, wav_blocks(input_wav, rate, block), controls):
+            write(out)
+    return samples / rate, time.perf_counter() - started
