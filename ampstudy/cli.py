@@ -14,7 +14,8 @@ import sys
 import time
 import warnings
 
-from foundation.errors import AmpStudyError, ConfigError
+from ampstudy.options import OneLineParser, number
+from foundation.errors import AmpStudyError, ConfigError, StopRequested
 from foundation.knobs import KNOB_NAMES
 
 EXAMPLES = """\
@@ -31,13 +32,19 @@ typical session:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a bad option (2, one line already printed)
+        return int(done.code or 0)
     _quiet_library_chatter()
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
     try:
         return int(args.handler(args) or 0)
+    except StopRequested as stop:
+        print(f"ampstudy: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     except AmpStudyError as err:
         if os.environ.get("AMPSTUDY_DEBUG"):
             raise
@@ -59,7 +66,7 @@ def _quiet_library_chatter() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ampstudy", description=__doc__.split("\n")[0], epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -77,12 +84,13 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                         help="override one setting, e.g. --set train.learning_rate=0.002 --set data.seed=3 "
                              "(values are TOML: numbers, true/false, \"strings\", [lists])")
-    parser.add_argument("--seconds", type=float, help="seconds of synthetic guitar/bass DI per knob setting")
+    parser.add_argument("--seconds", type=number(low=0, above=True, unit="seconds"),
+                        help="seconds of synthetic guitar/bass DI per knob setting")
     parser.add_argument("--pots", metavar="V,T,B,M", action="append",
                         help="a knob setting volume,treble,bass,middle in 0..1; repeat for several")
-    parser.add_argument("--random-settings", type=int, help="add N seeded random knob settings")
+    parser.add_argument("--random-settings", type=number(int, low=0), help="add N seeded random knob settings")
     parser.add_argument("--data-dir", help="dataset cache directory (default: data)")
-    parser.add_argument("--workers", type=int, help="parallel ngspice processes (default: all cores)")
+    parser.add_argument("--workers", type=number(int, low=1), help="parallel ngspice processes (default: all cores)")
 
 
 def _run_config(args: argparse.Namespace):
@@ -175,8 +183,8 @@ def _add_train(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_options(parser)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a paper architecture")
-    parser.add_argument("--max-minutes", type=float, help="wall-clock budget for fitting")
-    parser.add_argument("--max-epochs", type=int, help="epoch limit")
+    parser.add_argument("--max-minutes", type=number(low=0, unit="minutes"), help="wall-clock budget for fitting")
+    parser.add_argument("--max-epochs", type=number(int, low=1), help="epoch limit")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
     parser.set_defaults(handler=_cmd_train)
 
@@ -208,7 +216,8 @@ def _add_render(commands) -> None:
     parser.add_argument("output_wav")
     for knob in KNOB_NAMES:
         parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
-    parser.add_argument("--block-seconds", type=float, default=0.1, help="streaming block length (default 0.1)")
+    parser.add_argument("--block-seconds", type=number(low=0, above=True, high=60, unit="seconds"), default=0.1,
+                        help="streaming block length (default 0.1)")
     parser.set_defaults(handler=_cmd_render)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ampstudy.options import number
+
 STORAGE_HELP = ("Optuna storage URL (default: the study file's storage.url, else sqlite:///mlruns/optuna.db for "
                 "one process or journal:mlruns/optuna-journal.log for --workers > 1; an existing study is found "
                 "in either). Many machines: postgresql://USER:PASSWORD@HOST/DB")
@@ -36,11 +38,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                "      --storage postgresql://optuna:secret@db/optuna", formatter_class=raw)
     run.add_argument("study_file", metavar="STUDY", help="study TOML file, e.g. studies/tiny.toml")
     run.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
-    run.add_argument("--trials", type=int, metavar="N",
+    run.add_argument("--trials", type=number(int, low=0), metavar="N",
                      help="total trials the study should have, over all runs (default: budget.n_trials)")
-    run.add_argument("--timeout", type=float, metavar="S",
+    run.add_argument("--timeout", type=number(low=0, unit="seconds"), metavar="S",
                      help="stop starting trials after S seconds (default: budget.timeout_minutes)")
-    run.add_argument("--workers", type=int, default=1, metavar="N",
+    run.add_argument("--workers", type=number(int, low=1, high=256), default=1, metavar="N",
                      help="local worker processes sharing the study (default 1)")
     run.add_argument("--tracking-uri", metavar="URI", help=TRACKING_HELP)
     run.set_defaults(handler=cmd_study_run)
@@ -67,10 +69,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                "  ampstudy promote studies/bassman_wavenet.toml --max-macs 2000   # a cheaper model\n"
                "  ampstudy promote studies/bassman_wavenet.toml --min-rtf 20", formatter_class=raw)
     promote.add_argument("study_file", metavar="STUDY")
-    promote.add_argument("--max-macs", type=float, metavar="N", help="only trials with at most N MACs per sample")
-    promote.add_argument("--min-rtf", type=float, metavar="X",
+    promote.add_argument("--max-macs", type=number(low=0, above=True), metavar="N", help="only trials with at most N MACs per sample")
+    promote.add_argument("--min-rtf", type=number(low=0, above=True), metavar="X",
                          help="only trials running at least X times faster than real time (measured in training)")
-    promote.add_argument("--trial", type=int, metavar="N", help="promote this trial instead of the best one")
+    promote.add_argument("--trial", type=number(int, low=0), metavar="N", help="promote this trial instead of the best one")
     promote.add_argument("--model-name", metavar="NAME", help="registered model name (default: registered_model "
                                                               "in the study file, bassman-wavenet)")
     promote.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
@@ -111,11 +113,6 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from studies.promote import promote
     from studies.spec import load_study_spec
 
-    for flag, value in (("--max-macs", args.max_macs), ("--min-rtf", args.min_rtf)):
-        if value is not None and value <= 0:
-            from foundation.errors import AmpStudyError
-
-            raise AmpStudyError(f"{flag} {value:g}: must be > 0")
     spec = load_study_spec(args.study_file)
     promote(spec, storage_url=args.storage, tracking_uri=args.tracking_uri, max_macs=args.max_macs,
             min_rtf=args.min_rtf, model_name=args.model_name, trial_number=args.trial)

@@ -19,7 +19,7 @@ from typing import Any
 
 from foundation.configs import to_dict
 from foundation.errors import AmpStudyError
-from foundation.uris import sqlite_path
+from foundation.uris import masked, sqlite_path
 from studies import mlflow_runs
 from studies.budget import BudgetCallback, remaining_trials
 from studies.objective import TrialObjective
@@ -159,7 +159,7 @@ def create_or_load_study(spec: StudySpec, storage_url: str) -> Any:
         study = optuna.create_study(storage=storage, study_name=spec.name, directions=spec.directions,
                                     load_if_exists=True)
     if len(study.directions) != len(spec.directions):
-        raise AmpStudyError(f"study '{spec.name}' in {storage_url} has {len(study.directions)} objective(s) but the "
+        raise AmpStudyError(f"study '{spec.name}' in {masked(storage_url)} has {len(study.directions)} objective(s) but the "
                             f"file now asks for {len(spec.directions)}; rename the study (name = ...)")
     digest = spec_digest(spec)
     previous = study.user_attrs.get(SPEC_HASH_ATTR)
@@ -216,7 +216,7 @@ def run_study(spec: StudySpec, *, storage_url: str | None = None, n_trials: int 
     parent = mlflow_runs.ensure_parent_run(study, spec.base.experiment, url, uri, spec.options.description)
     plan = RunPlan(spec=spec, storage_url=url, tracking_uri=uri, parent_run_id=parent, n_trials=n_trials,
                    timeout_seconds=timeout_minutes * 60, workers=workers)
-    print(f"study '{spec.name}': storage {url}\n  MLflow parent run {parent} ({uri})")
+    print(f"study '{spec.name}': storage {masked(url)}\n  MLflow parent run {parent} ({masked(uri)})")
     mlflow_runs.set_parent_status(uri, parent, "RUNNING")
     try:
         if workers == 1:

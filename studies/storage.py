@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from foundation.errors import ConfigError
-from foundation.uris import sqlite_path
+from foundation.errors import AmpStudyError, ConfigError
+from foundation.uris import masked, sqlite_path
 
 DEFAULT_SQLITE = "sqlite:///mlruns/optuna.db"
 DEFAULT_JOURNAL = "journal:mlruns/optuna-journal.log"
 WORKER_ATTR = "worker"  # trial user attr "host:pid" of the process running it
 RETRY_ATTR = "retry_history"  # trial system attr written by Optuna's retry callback convention
 _POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres")
+CONNECT_TIMEOUT = 15  # seconds; an unreachable server fails instead of hanging
 
 
 def check_storage_url(url: str, where: str = "storage") -> str:
@@ -52,9 +53,9 @@ def check_storage_url(url: str, where: str = "storage") -> str:
         return url
     if parsed.scheme in _POSTGRES_SCHEMES:
         if not parsed.hostname or not parsed.path.strip("/"):
-            raise ConfigError(f"{where}: '{url}': expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+            raise ConfigError(f"{where}: '{masked(url)}': expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
         return url
-    raise ConfigError(f"{where}: '{url}' is not a supported storage; use sqlite:///PATH (one process), "
+    raise ConfigError(f"{where}: '{masked(url)}' is not a supported storage; use sqlite:///PATH (one process), "
                       "journal:PATH (local worker processes) or postgresql://USER@HOST/DB (many machines)")
 
 
@@ -110,12 +111,28 @@ def open_storage(url: str, *, heartbeat_seconds: int = 30, grace_seconds: int = 
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(str(path)))
-    engine_kwargs = {"pool_pre_ping": True} if is_postgres(url) else {"connect_args": {"timeout": 60}}
-    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9 and work fine
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    engine_kwargs = ({"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
+                     if is_postgres(url) else {"connect_args": {"timeout": 60}})
+    with warnings.catch_warnings(), unreachable_as_error(url):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental", fine
         return optuna.storages.RDBStorage(
             sqlalchemy_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
             grace_period=grace_seconds, heartbeat_stale_trial_callback=on_stale)
+
+
+@contextlib.contextmanager
+def unreachable_as_error(url: str) -> Iterator[None]:
+    """A database that cannot be reached (server down, wrong host/password, unwritable file) ends in
+    one line naming the storage, its password masked, instead of a SQLAlchemy traceback."""
+    import sqlalchemy
+
+    try:
+        yield
+    except sqlalchemy.exc.DBAPIError as err:
+        reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or ["unknown error"])[0]
+        raise AmpStudyError(f"cannot open the study storage {masked(url)}: {reason}; check that the database "
+                            "server runs and the host, port, database name, user and password "
+                            "(or pass another --storage)") from None
 
 
 def study_names(storage: Any) -> list[str]:
@@ -164,9 +181,12 @@ def _postgres_advisory_lock(url: str, name: str, timeout: float) -> Iterator[Non
     import sqlalchemy
 
     key = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
-    engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.pool.NullPool)
+    engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args={"connect_timeout": CONNECT_TIMEOUT})
     try:
-        with engine.connect() as conn:
+        with unreachable_as_error(url):
+            conn = engine.connect()
+        with conn:
             deadline = time.monotonic() + timeout
             while not conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
                 if time.monotonic() > deadline:

@@ -1,0 +1,86 @@
+"""Every bad command-line value or unreadable input ends in one line naming the fix (exit 2)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from ampstudy.cli import main
+from foundation.configs import load_toml
+from foundation.errors import ConfigError
+
+
+def one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["study", "run", "s.toml", "--timeout", "nan"], "--timeout: nan is not a finite number"),
+    (["study", "run", "s.toml", "--timeout", "-1"], "--timeout: -1: must be >= 0"),
+    (["study", "run", "s.toml", "--trials", "2.5"], "--trials: '2.5' is not a whole number"),
+    (["study", "run", "s.toml", "--workers", "0"], "--workers: 0: must be >= 1"),
+    (["data", "--seconds", "inf"], "--seconds: inf is not a finite number"),
+    (["train", "--max-minutes", "nan"], "--max-minutes: nan is not a finite number"),
+    (["render", "m", "in.wav", "out.wav", "--block-seconds", "nan"], "--block-seconds: nan is not a finite number"),
+    (["promote", "s.toml", "--max-macs", "inf"], "--max-macs: inf is not a finite number"),
+    (["promote", "s.toml", "--min-rtf", "0"], "--min-rtf: 0: must be > 0"),
+    (["study", "run", "s.toml", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_numbers_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_nan_or_inf_in_a_config_value_is_named(tmp_path, capsys):
+    assert main(["train", "--set", "data.corpus_seconds=inf"]) == 2
+    assert "data.corpus_seconds: inf is not a finite number" in one_line_error(capsys)
+    path = tmp_path / "run.toml"
+    path.write_text("[train]\nlearning_rate = nan\n")
+    assert main(["train", "--config", str(path)]) == 2
+    assert "train.learning_rate: nan is not a finite number" in one_line_error(capsys)
+
+
+def test_non_utf8_study_file_is_one_line(tmp_path, capsys):
+    path = tmp_path / "s.toml"
+    path.write_bytes(b'name = "caf\xe9"\n')  # latin-1
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_toml(path)
+    assert main(["study", "run", str(path)]) == 2
+    assert "not UTF-8" in one_line_error(capsys)
+
+
+def test_unreachable_postgres_is_one_line_with_the_password_masked(study_workdir, study_data_dir, capsys):
+    from tests.conftest import write_study_file
+
+    path = write_study_file(study_workdir / "s.toml", study_data_dir, name="nopg", n_trials=1)
+    assert main(["study", "run", str(path), "--storage", "postgresql://amp:s3cret@127.0.0.1:1/optuna"]) == 2
+    line = one_line_error(capsys)
+    assert "cannot open the study storage postgresql://amp:***@127.0.0.1:1/optuna" in line
+    assert "s3cret" not in line
+
+
+def test_saved_wav_and_model_folder_follow_the_umask(tmp_path):
+    import torch
+
+    from ampmodel.config import WaveNetConfig
+    from ampmodel.wavenet import WaveNet
+    from datamodules.audio_io import save_wav
+    from training.model_io import save_model
+    from training.run_config import RunConfig
+
+    old = os.umask(0o027)
+    try:
+        save_wav(tmp_path / "a.wav", np.zeros(10, np.float32), 16000)
+        cfg = RunConfig(model=WaveNetConfig(channels=2, dilations=(1, 2), kernel_size=2))
+        model = save_model(tmp_path / "model", WaveNet(cfg.model), cfg, {"sample_rate": 16000})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.wav").stat().st_mode) == 0o640
+    assert stat.S_IMODE(model.stat().st_mode) == 0o750
+    assert torch.load(model / "state_dict.pt", weights_only=True)
