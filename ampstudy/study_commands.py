@@ -45,6 +45,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--workers", type=number(int, low=1, high=256), default=1, metavar="N",
                      help="local worker processes sharing the study (default 1)")
     run.add_argument("--tracking-uri", metavar="URI", help=TRACKING_HELP)
+    run.add_argument("--allow-changed-space", action="store_true",
+                     help="resume although the search space, base config or objective changed since the study "
+                          "was run: new trials are tagged with the new fingerprint and promote compares only "
+                          "trials of one fingerprint (without this flag such a resume stops and names the changes)")
     run.set_defaults(handler=cmd_study_run)
 
     report = commands.add_parser(
@@ -69,10 +73,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                "  ampstudy promote studies/bassman_wavenet.toml --max-macs 2000   # a cheaper model\n"
                "  ampstudy promote studies/bassman_wavenet.toml --min-rtf 20", formatter_class=raw)
     promote.add_argument("study_file", metavar="STUDY")
-    promote.add_argument("--max-macs", type=number(low=0, above=True), metavar="N", help="only trials with at most N MACs per sample")
+    promote.add_argument("--max-macs", type=number(low=0, above=True), metavar="N",
+                         help="only trials with at most N MACs per sample")
     promote.add_argument("--min-rtf", type=number(low=0, above=True), metavar="X",
                          help="only trials running at least X times faster than real time (measured in training)")
-    promote.add_argument("--trial", type=number(int, low=0), metavar="N", help="promote this trial instead of the best one")
+    promote.add_argument("--trial", type=number(int, low=0), metavar="N",
+                         help="promote this trial instead of the best one")
+    promote.add_argument("--all-fingerprints", action="store_true",
+                         help="compare trials run under every setting of the study (see study run "
+                              "--allow-changed-space); default: only trials run with this study file's settings")
     promote.add_argument("--model-name", metavar="NAME", help="registered model name (default: registered_model "
                                                               "in the study file, bassman-wavenet)")
     promote.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
@@ -88,7 +97,7 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     spec = load_study_spec(args.study_file)
     run_study(spec, storage_url=args.storage, n_trials=args.trials,
               timeout_minutes=None if args.timeout is None else args.timeout / 60,
-              workers=args.workers, tracking_uri=args.tracking_uri)
+              workers=args.workers, tracking_uri=args.tracking_uri, allow_changed_space=args.allow_changed_space)
     return 0
 
 
@@ -115,5 +124,6 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     spec = load_study_spec(args.study_file)
     promote(spec, storage_url=args.storage, tracking_uri=args.tracking_uri, max_macs=args.max_macs,
-            min_rtf=args.min_rtf, model_name=args.model_name, trial_number=args.trial)
+            min_rtf=args.min_rtf, model_name=args.model_name, trial_number=args.trial,
+            all_fingerprints=args.all_fingerprints)
     return 0

@@ -1,11 +1,12 @@
 """The trial budget of a study shared by any number of workers.
 
 `n_trials` is the total number of trials the study should have, whoever runs them. Every trial
-counts (complete, pruned, failed, running, queued) except a trial of a crashed worker that was
-re-queued: its WAITING copy counts instead. A worker stops asking for trials once the count is
-reached; if two workers ask for the last trial at the same moment, the one with the higher trial
-number sees it is surplus and ends it unrun (FAIL, user attr `budget_exceeded`), so the study
-never trains more than `n_trials` models.
+counts (complete, pruned, failed, running, queued) except:
+- a trial of a crashed or stopped worker that was re-queued: its WAITING copy counts instead;
+- a trial that was never trained: a surplus trial (if two workers ask for the last trial at the
+  same moment, the one with the higher number ends unrun, FAIL with user attr `budget_exceeded`)
+  or a duplicate proposal (FAIL with user attr `duplicate_of`, see studies/sampling.py).
+So the study never trains more than `n_trials` models and never counts a model it did not train.
 """
 
 from __future__ import annotations
@@ -15,19 +16,25 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from studies.storage import RETRY_ATTR
+from studies.recovery import RETRY_ATTR
 
 EXCESS_ATTR = "budget_exceeded"
+DUPLICATE_ATTR = "duplicate_of"
 
 
 class BudgetExceeded(Exception):
     """Raised by the objective for a surplus trial; Optuna records it as FAIL."""
 
 
+def never_trained(trial: Any) -> bool:
+    """A trial ended before training: a surplus trial or a duplicate proposal."""
+    return bool(trial.user_attrs.get(EXCESS_ATTR)) or DUPLICATE_ATTR in trial.user_attrs
+
+
 def counted_trials(trials: list[Any]) -> list[Any]:
     """The trials that use up the budget (see the module docstring)."""
     replaced = {n for t in trials for n in t.system_attrs.get(RETRY_ATTR, [])}
-    return [t for t in trials if t.number not in replaced and not t.user_attrs.get(EXCESS_ATTR)]
+    return [t for t in trials if t.number not in replaced and not never_trained(t)]
 
 
 def remaining_trials(study: Any, n_trials: int) -> int:
@@ -43,14 +50,18 @@ def is_excess(study: Any, trial_number: int, n_trials: int) -> bool:
 
 
 class BudgetCallback:
-    """Optuna callback run after every trial: recover dead workers' trials, stop at the budget."""
+    """Optuna callback run after every trial: recover dead workers' trials, then stop the worker's
+    optimize loop at the budget, on a stop signal, or when `should_stop()` says so."""
 
-    def __init__(self, n_trials: int, recover: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, n_trials: int, recover: Callable[[Any], Any] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> None:
         self.n_trials = n_trials
         self.recover = recover
+        self.should_stop = should_stop
 
     def __call__(self, study: Any, trial: Any) -> None:
         if self.recover is not None:
             self.recover(study)
-        if self.n_trials and remaining_trials(study, self.n_trials) <= 0:
+        if (self.should_stop is not None and self.should_stop()) or \
+                (self.n_trials and remaining_trials(study, self.n_trials) <= 0):
             study.stop()

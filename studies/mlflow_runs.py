@@ -20,10 +20,14 @@ STUDY_TAG = "optuna.study"
 TRIAL_TAG = "optuna.trial"
 STATE_TAG = "optuna.state"
 ROLE_TAG = "ampstudy.role"
+FINGERPRINT_TAG = "ampstudy.fingerprint"
 
 
-def trial_tags(study_name: str, trial_number: int) -> dict[str, str]:
-    return {STUDY_TAG: study_name, TRIAL_TAG: str(trial_number), ROLE_TAG: "trial"}
+def trial_tags(study_name: str, trial_number: int, fingerprint: str = "") -> dict[str, str]:
+    tags = {STUDY_TAG: study_name, TRIAL_TAG: str(trial_number), ROLE_TAG: "trial"}
+    if fingerprint:  # the settings the trial ran under (studies/fingerprint.py)
+        tags[FINGERPRINT_TAG] = fingerprint
+    return tags
 
 
 def ensure_parent_run(study: Any, experiment: str, storage_url: str, tracking_uri: str,
@@ -51,7 +55,8 @@ def ensure_parent_run(study: Any, experiment: str, storage_url: str, tracking_ur
 
 
 def set_parent_status(tracking_uri: str, run_id: str, status: str) -> None:
-    """RUNNING while some `study run` works on it, FINISHED after (a resume reopens it)."""
+    """RUNNING while some worker works on the study; FINISHED (or KILLED when stopped by a signal,
+    FAILED on an error) once the last one left; a resume reopens it."""
     client = tracking.client(tracking_uri)
     if status == "RUNNING":
         client.update_run(run_id, status="RUNNING")
@@ -77,7 +82,8 @@ def trial_runs(tracking_uri: str, parent_run_id: str, trial_number: int | None =
 
 
 def record_trial_outcome(tracking_uri: str, parent_run_id: str, study_name: str, trial_number: int,
-                         experiment: str, state: str, error: str = "", run_status: str | None = None) -> str:
+                         experiment: str, state: str, error: str = "", run_status: str | None = None,
+                         fingerprint: str = "") -> str:
     """Tag the trial's run with its Optuna state (and error), creating a stub run if train never
     got to create one (e.g. an invalid architecture). Returns the run id."""
     client = tracking.client(tracking_uri)
@@ -85,7 +91,7 @@ def record_trial_outcome(tracking_uri: str, parent_run_id: str, study_name: str,
     if runs:
         run_id = runs[0].info.run_id
     else:
-        tags = {**trial_tags(study_name, trial_number), MLFLOW_PARENT_RUN_ID: parent_run_id}
+        tags = {**trial_tags(study_name, trial_number, fingerprint), MLFLOW_PARENT_RUN_ID: parent_run_id}
         run = client.create_run(tracking.ensure_experiment(experiment, tracking_uri), tags=tags,
                                 run_name=f"{study_name}-t{trial_number:03d}")
         run_id = run.info.run_id

@@ -1,9 +1,11 @@
 """The Optuna objective: sampled parameters -> RunConfig -> `train()` -> validation ESR.
 
-Each trial records on itself the worker running it, its MLflow run id and the model's cost, sets
-constraint values (MACs/sample, real-time factor) for constrained samplers, and leaves its MLflow
-run tagged with the final Optuna state. Exceptions propagate so Optuna marks the trial FAIL
-(the runner optimises with catch=(Exception,), so the study carries on).
+Each trial records on itself the worker running it, the study fingerprint it runs under, its
+MLflow run id and the model's cost, sets constraint values (MACs/sample, real-time factor) for
+constrained samplers, and leaves its MLflow run tagged with the final Optuna state. Exceptions
+propagate so Optuna marks the trial FAIL (the runner optimises with catch=(Exception,), so the
+study carries on). A trial whose parameters were tried before is not trained (studies/sampling.py);
+a stop signal during training fails the trial with its run closed KILLED (studies/stopping.py).
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from typing import Any
 
 import optuna
 
+from foundation.errors import StopRequested
 from studies import mlflow_runs
-from studies.budget import EXCESS_ATTR, BudgetExceeded, is_excess
+from studies.budget import DUPLICATE_ATTR, EXCESS_ATTR, BudgetExceeded, is_excess
+from studies.fingerprint import FINGERPRINT_ATTR
+from studies.recovery import WORKER_ATTR
+from studies.sampling import MAX_DUPLICATES_IN_A_ROW, DuplicateParams, find_duplicate
 from studies.space import apply_params, effective_values
 from studies.spec import StudySpec
-from studies.storage import WORKER_ATTR, worker_id
+from studies.stopping import GracefulStop
+from studies.workers import worker_id
 
 ERROR_ATTR = "error"
 COST_ATTRS = ("params", "receptive_field_samples", "macs_per_sample", "rtf")
@@ -26,14 +33,22 @@ COST_ATTRS = ("params", "receptive_field_samples", "macs_per_sample", "rtf")
 class TrialObjective:
     """Callable objective bound to one study, its parent MLflow run and its trial budget."""
 
-    def __init__(self, spec: StudySpec, parent_run_id: str, tracking_uri: str, n_trials: int) -> None:
+    def __init__(self, spec: StudySpec, parent_run_id: str, tracking_uri: str, n_trials: int,
+                 fingerprint: str = "", stop: GracefulStop | None = None) -> None:
         self.spec = spec
         self.parent_run_id = parent_run_id
         self.tracking_uri = tracking_uri
         self.n_trials = n_trials
+        self.fingerprint = fingerprint
+        self.stop = stop or GracefulStop()  # not entered: no handlers, never requested
+        self.duplicates_in_a_row = 0
+        self.exhausted = False  # the sampler only proposes parameters tried before
+        self.stopped_trial: int | None = None  # the trial a stop signal failed
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         trial.set_user_attr(WORKER_ATTR, worker_id())  # lets a restart detect this trial if we die
+        if self.fingerprint:
+            trial.set_user_attr(FINGERPRINT_ATTR, self.fingerprint)
         if self.n_trials and is_excess(trial.study, trial.number, self.n_trials):
             # Two workers asked for the last trial at once; this one is surplus and never trains.
             trial.set_user_attr(EXCESS_ATTR, True)
@@ -41,6 +56,16 @@ class TrialObjective:
             raise BudgetExceeded(f"study budget of {self.n_trials} trials already taken by other workers")
         try:
             return self._train(trial)
+        except DuplicateParams:
+            raise  # never trained: no MLflow run
+        except StopRequested as err:
+            message = (f"{err}: the worker was stopped mid-trial (re-queued with the same parameters, "
+                       "up to storage.max_retries times)")
+            trial.set_user_attr(ERROR_ATTR, message)
+            self._finish_run(trial, "FAIL", error=message, run_status="KILLED")
+            self.stopped_trial = trial.number
+            trial.study.stop()
+            raise
         except optuna.TrialPruned as err:
             self._finish_run(trial, "PRUNED", error=str(err), run_status="KILLED")
             raise
@@ -64,6 +89,7 @@ class TrialObjective:
         from training.train import train  # heavy import (lightning), only inside workers
 
         cfg = self.suggest_config(trial)
+        self._skip_duplicate(trial)
         objective = self.spec.objective
         macs = _analytic_macs(cfg)
         if objective.max_macs_per_sample > 0:
@@ -78,9 +104,10 @@ class TrialObjective:
             from optuna_integration import PyTorchLightningPruningCallback
 
             callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val_esr"))
-        result = train(cfg, callbacks=callbacks, parent_run_id=self.parent_run_id,
-                       tags=mlflow_runs.trial_tags(self.spec.name, trial.number),
-                       tracking_uri=self.tracking_uri, progress=False)
+        with self.stop.training():
+            result = train(cfg, callbacks=callbacks, parent_run_id=self.parent_run_id,
+                           tags=mlflow_runs.trial_tags(self.spec.name, trial.number, self.fingerprint),
+                           tracking_uri=self.tracking_uri, progress=False)
         trial.set_user_attr(mlflow_runs.RUN_ID_ATTR, result.run_id)
         trial.set_user_attr("epochs", result.epochs)
         trial.set_user_attr("train_seconds", round(result.wall_seconds, 2))
@@ -97,11 +124,24 @@ class TrialObjective:
             return result.val_esr, float(result.cost["macs_per_sample"])
         return result.val_esr
 
+    def _skip_duplicate(self, trial: optuna.Trial) -> None:
+        earlier = find_duplicate(trial.study, trial._trial_id)
+        if earlier is None:
+            self.duplicates_in_a_row = 0
+            return
+        trial.set_user_attr(DUPLICATE_ATTR, earlier)
+        self.duplicates_in_a_row += 1
+        if self.duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+            self.exhausted = True
+            trial.study.stop()
+        raise DuplicateParams(f"same parameters as trial {earlier}; sampling again instead of training them twice")
+
     def _finish_run(self, trial: optuna.Trial, state: str, error: str, run_status: str) -> None:
         try:
             run_id = mlflow_runs.record_trial_outcome(
                 self.tracking_uri, self.parent_run_id, self.spec.name, trial.number,
-                self.spec.base.experiment, state, error=error, run_status=run_status)
+                self.spec.base.experiment, state, error=error, run_status=run_status,
+                fingerprint=self.fingerprint)
             trial.set_user_attr(mlflow_runs.RUN_ID_ATTR, run_id)
         except Exception as err:  # tracking trouble must not mask the trial's own error
             optuna.logging.get_logger("ampstudy").warning(f"could not tag MLflow run of trial {trial.number}: {err}")

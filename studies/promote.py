@@ -1,6 +1,8 @@
 """`ampstudy promote`: test the study's best trial and register it; move `champion` only if better.
 
-Steps: pick the best COMPLETE trial (lowest validation ESR) that meets the compute constraint;
+Steps: pick the best COMPLETE trial (lowest validation ESR) that meets the compute constraint,
+among the trials run with the study file's settings (its fingerprint, studies/fingerprint.py;
+`--all-fingerprints` compares trials of every setting, `--trial N` takes that trial);
 evaluate it once on the held-out test split; log a pyfunc model into the trial's MLflow run and
 register it as a new version of the registered model, tagged with its numbers; then, under a lock,
 compare its test ESR with the current champion's and move the alias only if it is lower. ESRs are
@@ -22,6 +24,7 @@ from typing import Any
 from foundation.errors import AmpStudyError
 from foundation.uris import sqlite_path
 from studies import mlflow_runs
+from studies.fingerprint import spec_fingerprint, trial_fingerprint
 from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
 from studies.storage import file_lock, is_postgres, open_storage
@@ -42,8 +45,10 @@ class Promotion:
     message: str
 
 
-def pick_trial(study: Any, max_macs: float | None, min_rtf: float | None, trial_number: int | None = None) -> Any:
-    """The COMPLETE trial with the lowest validation ESR meeting the limits (or the given number)."""
+def pick_trial(study: Any, max_macs: float | None, min_rtf: float | None, trial_number: int | None = None,
+               fingerprint: str | None = None) -> Any:
+    """The COMPLETE trial with the lowest validation ESR meeting the limits (or the given number),
+    among the trials run under `fingerprint` (None: all; a named trial is taken whatever it ran under)."""
     from optuna.trial import TrialState
 
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -52,6 +57,15 @@ def pick_trial(study: Any, max_macs: float | None, min_rtf: float | None, trial_
         trials = [t for t in trials if t.number == trial_number]
         if not trials:
             raise AmpStudyError(f"trial {trial_number} of study '{study.study_name}' is not a complete tracked trial")
+    elif fingerprint is not None:
+        attrs = study.user_attrs
+        others = sorted({trial_fingerprint(t, attrs) for t in trials} - {fingerprint})
+        trials = [t for t in trials if trial_fingerprint(t, attrs) == fingerprint]
+        if not trials and others:
+            raise AmpStudyError(
+                f"study '{study.study_name}' has no complete trial run with this study file's settings (fingerprint "
+                f"{fingerprint}), only under {', '.join(others)}; run trials with this file, or pass "
+                "--all-fingerprints to compare trials run under different settings")
     if max_macs:
         trials = [t for t in trials if t.user_attrs.get("macs_per_sample", math.inf) <= max_macs]
     if min_rtf:
@@ -83,7 +97,7 @@ def registry_lock(tracking_uri: str, model_name: str) -> Iterator[None]:
 
 def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: str | None = None,
             max_macs: float | None = None, min_rtf: float | None = None, model_name: str | None = None,
-            trial_number: int | None = None) -> Promotion:
+            trial_number: int | None = None, all_fingerprints: bool = False) -> Promotion:
     import optuna
 
     from studies.registry_model import log_pyfunc_model
@@ -97,7 +111,7 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
         max_macs = spec.objective.max_macs_per_sample or None
         min_rtf = spec.objective.min_rtf or None
     study = optuna.load_study(study_name=spec.name, storage=open_storage(url))
-    trial = pick_trial(study, max_macs, min_rtf, trial_number)
+    trial = pick_trial(study, max_macs, min_rtf, trial_number, None if all_fingerprints else spec_fingerprint(spec))
     run_id = trial.user_attrs[mlflow_runs.RUN_ID_ATTR]
     client = tracking.client(uri)
     print(f"best trial: #{trial.number}  val ESR {trial.values[0]:.5g}  "

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from studies import mlflow_runs
-from studies.budget import EXCESS_ATTR
+from studies.budget import DUPLICATE_ATTR, EXCESS_ATTR
+from studies.fingerprint import HISTORY_ATTR, spec_fingerprint, trial_fingerprint
 from training import tracking
 
 SUMMARY_ROWS = 10
@@ -21,6 +22,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     """One flat dict per trial: number, state, values, params, cost and run id, error."""
     rows = []
     multi = len(study.directions) > 1
+    attrs = study.user_attrs
     for t in study.get_trials(deepcopy=False):
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
@@ -30,8 +32,10 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
             row["objective_macs_per_sample"] = t.values[1] if t.values else None
         row["seconds"] = round(duration, 1) if duration is not None else None
         row.update({f"param.{k}": v for k, v in t.params.items()})
+        if HISTORY_ATTR in attrs:
+            row["fingerprint"] = trial_fingerprint(t, attrs)
         for key in ("macs_per_sample", "rtf", "params", "receptive_field_samples", "epochs",
-                    mlflow_runs.RUN_ID_ATTR, "error", EXCESS_ATTR):
+                    mlflow_runs.RUN_ID_ATTR, "error", EXCESS_ATTR, DUPLICATE_ATTR):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
         if t.system_attrs.get("failed_trial") is not None:
@@ -136,14 +140,22 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def summary_text(study: Any, rows: list[dict[str, Any]], top: int = SUMMARY_ROWS) -> str:
-    """Counts by state, then the best `top` complete trials as an aligned table."""
+def summary_text(study: Any, rows: list[dict[str, Any]], top: int = SUMMARY_ROWS, fingerprint: str = "") -> str:
+    """Counts by state, then the best `top` complete trials as an aligned table (only those run
+    under `fingerprint` when the study has trials of several settings)."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     lines = [f"study '{study.study_name}': {len(rows)} trials (" +
              ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")"]
-    done = sorted(complete_rows(rows), key=lambda r: r["val_esr"])[:top]
+    done = complete_rows(rows)
+    fingerprints = sorted({r["fingerprint"] for r in rows if r.get("fingerprint")})
+    if len(fingerprints) > 1:
+        lines.append("trials ran under different settings (fingerprints): " + ", ".join(
+            f"{f} ({sum(r.get('fingerprint') == f for r in rows)} trials{', this file' if f == fingerprint else ''})"
+            for f in fingerprints) + "; the table compares only this file's")
+        done = [r for r in done if r.get("fingerprint") == fingerprint]
+    done = sorted(done, key=lambda r: r["val_esr"])[:top]
     if not done:
         return "\n".join(lines + ["no complete trials yet"])
     params = sorted({k for r in done for k in r if k.startswith("param.")})
@@ -164,7 +176,7 @@ def summary_text(study: Any, rows: list[dict[str, Any]], top: int = SUMMARY_ROWS
 def report_study(study: Any, spec: Any, tracking_uri: str, parent_run_id: str | None, quiet: bool = False) -> str:
     """Write the report files, log them to the parent run (if any) and print the summary."""
     rows = trial_rows(study)
-    text = summary_text(study, rows)
+    text = summary_text(study, rows, fingerprint=spec_fingerprint(spec))
     with tempfile.TemporaryDirectory(prefix="ampstudy-report-") as tmp:
         out = Path(tmp)
         files = [write_csv(rows, out / "trials.csv"), plot_history(rows, out / "optimization_history.png"),

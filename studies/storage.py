@@ -6,10 +6,8 @@ Storage URLs:
                              journal:mlruns/optuna-journal.log; Optuna's JournalFileBackend)
   postgresql://USER@HOST/DB  many machines (RDBStorage with heartbeats)
 
-A worker that dies (SIGKILL, OOM killer, power cut) leaves its trial RUNNING. SQL storages notice
-through missed heartbeats; every storage also notices immediately when the dead worker was a
-process on this host (each trial records host and pid). Either way the trial is marked FAIL and a
-copy with the same parameters is queued (up to `max_retries` times), and its MLflow run is closed.
+SQL storages get Optuna's trial heartbeats; what happens to the trial of a worker that died is
+in studies/recovery.py.
 """
 
 from __future__ import annotations
@@ -17,12 +15,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
-import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -32,8 +27,6 @@ from foundation.uris import masked, sqlite_path
 
 DEFAULT_SQLITE = "sqlite:///mlruns/optuna.db"
 DEFAULT_JOURNAL = "journal:mlruns/optuna-journal.log"
-WORKER_ATTR = "worker"  # trial user attr "host:pid" of the process running it
-RETRY_ATTR = "retry_history"  # trial system attr written by Optuna's retry callback convention
 _POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres")
 CONNECT_TIMEOUT = 15  # seconds; an unreachable server fails instead of hanging
 
@@ -198,76 +191,3 @@ def _postgres_advisory_lock(url: str, name: str, timeout: float) -> Iterator[Non
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
     finally:
         engine.dispose()
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def dead_local_trials(study: Any, grace_seconds: float) -> list[Any]:
-    """RUNNING trials whose worker was a process on this host that no longer exists.
-
-    A trial killed before it recorded its worker is caught once it is older than `grace_seconds`
-    with no worker recorded (the ask-to-record gap is milliseconds).
-    """
-    from optuna.trial import TrialState
-
-    host = socket.gethostname()
-    now = datetime.now()
-    dead = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get(WORKER_ATTR)
-        if worker is None:
-            started = trial.datetime_start or now
-            if now - started > timedelta(seconds=grace_seconds):
-                dead.append(trial)
-            continue
-        worker_host, _, pid = str(worker).rpartition(":")
-        if worker_host == host and pid.isdigit() and not _pid_alive(int(pid)):
-            dead.append(trial)
-    return dead
-
-
-def fail_dead_local_trials(study: Any, grace_seconds: float, on_stale: Callable[[Any, Any], None]) -> int:
-    """Mark trials of dead local workers FAIL (once, even if several workers race) and re-queue them."""
-    import copy
-
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
-    failed = 0
-    for trial in dead_local_trials(study, grace_seconds):
-        try:
-            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
-        except UpdateFinishedTrialError:
-            continue  # another worker got there first
-        failed += 1
-        on_stale(study, copy.deepcopy(study._storage.get_trial(trial._trial_id)))
-    return failed
-
-
-def requeue_trial(study: Any, trial: Any, max_retries: int) -> bool:
-    """Queue a WAITING copy of a crashed trial (same params), like Optuna's RetryHeartbeatStaleTrialCallback.
-
-    Returns False once the trial has been retried `max_retries` times.
-    """
-    import optuna
-
-    history = [*trial.system_attrs.get(RETRY_ATTR, []), trial.number]
-    if len(history) > max_retries:
-        return False
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        system_attrs={"failed_trial": history[0], RETRY_ATTR: history}))
-    return True

@@ -123,3 +123,22 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_for_output(path: Path, text: str, process, timeout: float = 240) -> None:
+    """Wait until a subprocess logging to `path` printed `text` (it must not have exited first)."""
+    def printed():
+        if process.poll() is not None:
+            raise AssertionError(f"the process ended (exit {process.returncode}) before printing {text!r}:\n"
+                                 + path.read_text()[-3000:])
+        return text in path.read_text()
+    wait_for(printed, timeout, interval=0.1, what=repr(text))
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP `pid` and wait until it is stopped: what it wrote so far is all it will have written."""
+    import signal
+
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt", 10,
+             interval=0.01, what=f"process {pid} to stop")

@@ -19,7 +19,7 @@ from studies.objective import ERROR_ATTR
 from studies.runner import create_or_load_study, find_study_storage, run_study
 from studies.spec import load_study_spec
 from studies.storage import open_storage
-from tests.conftest import wait_for, write_study_file
+from tests.conftest import freeze, wait_for, wait_for_output, write_study_file
 from training import tracking
 
 # A trial whose training data cannot hold one segment: train() raises a real AmpStudyError.
@@ -96,35 +96,40 @@ def test_two_processes_share_a_postgres_study(study_workdir, study_data_dir, pos
     assert [p.info.run_id for p in parents] == [study.user_attrs[PARENT_RUN_ATTR]]  # created exactly once
 
 
+def training_trial(study_name: str, url: str, process, *, after_done: int = 0):
+    """A RUNNING trial whose MLflow run exists (it is in train()) once `after_done`
+    trials have finished, with `process` frozen (SIGSTOP) so that the trial cannot finish any more;
+    None (process running again) otherwise. Call only once the study exists (it printed its storage):
+    opening a database that is still being created races its table creation."""
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if len(done) < after_done or not running or PARENT_RUN_ATTR not in study.user_attrs \
+            or not runs_by_trial(study).get(running[0].number):
+        return None
+    freeze(process.pid)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    if study.get_trials(deepcopy=False)[running[0].number].state == TrialState.RUNNING:
+        return running[0]  # a FrozenTrial, true even for trial 0
+    os.kill(process.pid, signal.SIGCONT)  # it finished between the two looks: try the next one
+    return None
+
+
 def test_killed_worker_trial_is_failed_and_retried_on_restart(study_workdir, study_data_dir):
     path = write_study_file(study_workdir / "s.toml", study_data_dir, name="killed", n_trials=3,
-                            replace={"max_epochs = 2": "max_epochs = 20",  # trials long enough to kill one
-                                     "early_stopping_patience = 2": "early_stopping_patience = 20",
+                            replace={"max_epochs = 2": "max_epochs = 8",  # trials long enough to catch one in training
+                                     "early_stopping_patience = 2": "early_stopping_patience = 8",
                                      '[pruner]\nkind = "median"': '[pruner]\nkind = "none"'})
     spec = load_study_spec(path)
-    log = open(study_workdir / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "study", "run", str(path)],
-                              stdout=log, stderr=subprocess.STDOUT)
+    log_path = study_workdir / "worker.log"
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "study", "run", str(path)],
+                                  stdout=log, stderr=subprocess.STDOUT)
     url = f"sqlite:///{study_workdir / 'mlruns' / 'optuna.db'}"
-
-    def training_second_trial():
-        if worker.poll() is not None:
-            raise AssertionError("the study ended before it could be killed:\n"
-                                 + (study_workdir / "worker.log").read_text()[-3000:])
-        if not (study_workdir / "mlruns" / "optuna.db").exists():
-            return None
-        try:
-            study = optuna.load_study(study_name="killed", storage=open_storage(url))
-        except KeyError:
-            return None
-        running = study.get_trials(states=(TrialState.RUNNING,))
-        done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if done and running and PARENT_RUN_ATTR in study.user_attrs and runs_by_trial(study).get(running[0].number):
-            return running[0].number
-        return None
-
-    killed = wait_for(training_second_trial, timeout=240, interval=0.1, what="a trial in training")
-    os.kill(worker.pid, signal.SIGKILL)
+    wait_for_output(log_path, "study 'killed': storage", worker)
+    killed = wait_for(lambda: training_trial("killed", url, worker, after_done=1), timeout=240, interval=0.1,
+                      what="a trial in training").number
+    os.kill(worker.pid, signal.SIGKILL)  # frozen mid-training: the trial cannot have finished
     worker.wait(30)
     before = {t.number: (t.state, t.values) for t in optuna.load_study(
         study_name="killed", storage=open_storage(url)).get_trials() if t.state.is_finished()}
@@ -137,7 +142,7 @@ def test_killed_worker_trial_is_failed_and_retried_on_restart(study_workdir, stu
     assert all((trials[n].state, trials[n].values) == kept for n, kept in before.items())
     assert_one_run_per_trial(study, 3)
     killed_run = runs_by_trial(study)[killed][0]
-    assert killed_run.info.status == "KILLED" and "worker died" in killed_run.data.tags["error"]
+    assert killed_run.info.status == "FAILED" and "worker died" in killed_run.data.tags["error"]
 
 
 def test_cli_study_run_and_report(study_workdir, study_data_dir, capsys):

@@ -12,17 +12,9 @@ import pytest
 from optuna.trial import TrialState
 
 from studies.budget import EXCESS_ATTR, counted_trials, is_excess, remaining_trials
-from studies.storage import (
-    RETRY_ATTR,
-    WORKER_ATTR,
-    check_storage_url,
-    fail_dead_local_trials,
-    file_lock,
-    open_storage,
-    requeue_trial,
-    storage_lock,
-    worker_id,
-)
+from studies.recovery import RETRY_ATTR, WORKER_ATTR, fail_orphaned_trials, requeue_trial
+from studies.storage import check_storage_url, file_lock, open_storage, storage_lock
+from studies.workers import worker_id
 
 
 def _dead_pid() -> int:
@@ -50,8 +42,8 @@ def test_dead_local_worker_trial_is_failed_once_and_requeued(study):
     alive = study.ask()
     alive.set_user_attr(WORKER_ATTR, worker_id())  # this process: alive, must not be touched
     seen = []
-    assert fail_dead_local_trials(study, 60, lambda s, t: seen.append(t) or requeue_trial(s, t, 2)) == 1
-    assert fail_dead_local_trials(study, 60, lambda s, t: seen.append(t)) == 0  # idempotent
+    assert fail_orphaned_trials(study, 60, lambda s, t, why: seen.append(t) or requeue_trial(s, t, 2)) == 1
+    assert fail_orphaned_trials(study, 60, lambda s, t, why: seen.append(t)) == 0  # idempotent
     states = {t.number: t.state for t in study.get_trials()}
     assert states[orphan.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
     assert [t.number for t in seen] == [orphan.number]

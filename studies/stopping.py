@@ -1,0 +1,106 @@
+"""Ending a worker on SIGTERM or SIGINT without leaving anything RUNNING.
+
+`GracefulStop` replaces the two handlers while a worker runs. A signal during a trial's training
+raises `StopRequested` right there: the trial ends as FAIL (and is re-queued), its MLflow run is
+closed KILLED with the reason, and the worker leaves the study (closing the parent run if it was
+the last worker). A signal at any other moment only sets `requested`; the worker stops before its
+next trial. Repeated signals are ignored while stopping (a terminal's Ctrl-C reaches the workers
+and their parent, which forwards it too).
+
+Local worker processes (`--workers N`) ask the kernel for SIGTERM when their parent dies
+(`die_with_parent`, Linux prctl PR_SET_PDEATHSIG), so `kill -9` of the parent ends them gracefully.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+from foundation.errors import StopRequested
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PR_SET_PDEATHSIG = 1
+
+
+class GracefulStop:
+    """Context manager installing the SIGTERM/SIGINT handlers (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._training = False
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            logging.getLogger("ampstudy").warning(
+                f"{signal.Signals(signum).name}: stopping; the running trial (if any) is failed and re-queued")
+        if self._training:
+            self._training = False  # raise once; the trial's clean-up must not be interrupted again
+            raise StopRequested(signum, f"{signal.Signals(signum).name} during training")
+
+    def check(self) -> None:
+        """Raise StopRequested if a signal came in (before starting work)."""
+        if self.signum is not None:
+            raise StopRequested(self.signum)
+
+    @contextlib.contextmanager
+    def training(self) -> Iterator[None]:
+        """The span in which a signal interrupts the work at once."""
+        self.check()
+        self._training = True
+        try:
+            yield
+        finally:
+            self._training = False
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask for SIGTERM when the parent process dies (Linux); exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:  # died before prctl took effect
+        raise StopRequested(signal.SIGTERM, "the parent process is gone")
+
+
+@contextlib.contextmanager
+def forward_signals(pids: list[int]) -> Iterator[list[int]]:
+    """In the parent of local worker processes: pass SIGTERM/SIGINT on to them and keep waiting for
+    them to finish their clean-up. Yields the list of signals received."""
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in SIGNALS}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
