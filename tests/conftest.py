@@ -135,6 +135,19 @@ def wait_for_output(path: Path, text: str, process, timeout: float = 240) -> Non
     wait_for(printed, timeout, interval=0.1, what=repr(text))
 
 
+def start_study_run(path: Path, name: str, *args: str):
+    """`ampstudy study run PATH ARGS` in a subprocess writing to PATH.log, returned once it printed that
+    study `name` exists (so opening its database no longer races the creation of its tables)."""
+    import sys
+
+    log_path = path.with_suffix(".log")
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "study", "run", str(path), *args],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    wait_for_output(log_path, f"study '{name}': storage", process)
+    return process
+
+
 def freeze(pid: int) -> None:
     """SIGSTOP `pid` and wait until it is stopped: what it wrote so far is all it will have written."""
     import signal

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from ampstudy.cli import main
@@ -29,7 +28,7 @@ from studies.runner import check_budget, run_study
 from studies.spec import load_study_spec
 from studies.storage import open_storage, sqlalchemy_url
 from studies.workers import RUNS_ATTR, WORKER_PREFIX, WorkerPresence, registered_workers
-from tests.conftest import freeze, wait_for, wait_for_output, write_study_file
+from tests.conftest import freeze, start_study_run, wait_for, write_study_file
 from tests.test_study_run import runs_by_trial, training_trial
 from training import tracking
 
@@ -136,7 +135,7 @@ def test_orphaned_trials_are_found_on_every_storage(kind, tmp_path, request):
     # A worker that never registered (another version): on SQL storages Optuna's trial heartbeat tells.
     # Optuna 5's JournalStorage has no heartbeat at all, so there only the worker entries can tell.
     storage = study._storage
-    assert isinstance(getattr(storage, "_backend", storage), optuna.storages.RDBStorage) == (kind != "journal")
+    assert isinstance(storage, BaseHeartbeat) == (kind != "journal")
     if kind != "journal":
         import sqlalchemy
 
@@ -256,12 +255,9 @@ def test_promote_compares_trials_of_one_fingerprint(tmp_path):
 def test_sigterm_mid_trial_leaves_nothing_running(in_shared_dir, study_data_dir):
     """Issue 10 #4: SIGTERM (timeout, systemd, schedulers) left the trial and the parent run RUNNING."""
     path = write_study_file(in_shared_dir / "term.toml", study_data_dir, name="term", n_trials=2, replace=LONG_TRIALS)
-    log_path = in_shared_dir / "term.log"
-    with open(log_path, "w") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "study", "run", str(path)],
-                                  stdout=log, stderr=subprocess.STDOUT)
+    worker = start_study_run(path, "term")
+    log_path = path.with_suffix(".log")
     url = f"sqlite:///{in_shared_dir / 'mlruns' / 'optuna.db'}"
-    wait_for_output(log_path, "study 'term': storage", worker)
     stopped = wait_for(lambda: training_trial("term", url, worker), timeout=240, interval=0.1,
                        what="a trial in training").number
     os.kill(worker.pid, signal.SIGTERM)
@@ -283,12 +279,8 @@ def test_killing_the_parent_of_workers_stops_them_gracefully(in_shared_dir, stud
     """Issue 10 #4: killing the parent of --workers 2 left its workers running (and training)."""
     path = write_study_file(in_shared_dir / "orphans.toml", study_data_dir, name="orphans", n_trials=4,
                             replace=LONG_TRIALS)
-    log_path = in_shared_dir / "orphans.log"
-    with open(log_path, "w") as log:
-        parent = subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "study", "run", str(path), "--workers", "2"],
-                                  stdout=log, stderr=subprocess.STDOUT)
+    parent = start_study_run(path, "orphans", "--workers", "2")
     url = f"journal:{in_shared_dir / 'mlruns' / 'optuna-journal.log'}"
-    wait_for_output(log_path, "study 'orphans': storage", parent)
 
     def workers_frozen_in_training():
         study = optuna.load_study(study_name="orphans", storage=open_storage(url))

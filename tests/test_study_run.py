@@ -19,7 +19,7 @@ from studies.objective import ERROR_ATTR
 from studies.runner import create_or_load_study, find_study_storage, run_study
 from studies.spec import load_study_spec
 from studies.storage import open_storage
-from tests.conftest import freeze, wait_for, wait_for_output, write_study_file
+from tests.conftest import freeze, start_study_run, wait_for, write_study_file
 from training import tracking
 
 # A trial whose training data cannot hold one segment: train() raises a real AmpStudyError.
@@ -83,11 +83,13 @@ def test_two_local_workers_share_a_journal_study(study_workdir, study_data_dir):
 
 def test_two_processes_share_a_postgres_study(study_workdir, study_data_dir, postgres_url):
     path = write_study_file(study_workdir / "s.toml", study_data_dir, name="pg", n_trials=4)
-    command = [sys.executable, "-m", "ampstudy.cli", "study", "run", str(path), "--storage", postgres_url]
+    with_password = postgres_url.replace("postgres@", "postgres:s3cret@", 1)  # the test server ignores it
+    command = [sys.executable, "-m", "ampstudy.cli", "study", "run", str(path), "--storage", with_password]
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
+    assert all("postgres:***@" in out and "s3cret" not in out for out in outputs)  # printed, masked
     study = optuna.load_study(study_name="pg", storage=open_storage(postgres_url))
     assert_one_run_per_trial(study, 4)
     client = tracking.client(tracking.default_tracking_uri())
@@ -121,12 +123,8 @@ def test_killed_worker_trial_is_failed_and_retried_on_restart(study_workdir, stu
                                      "early_stopping_patience = 2": "early_stopping_patience = 8",
                                      '[pruner]\nkind = "median"': '[pruner]\nkind = "none"'})
     spec = load_study_spec(path)
-    log_path = study_workdir / "worker.log"
-    with open(log_path, "w") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "study", "run", str(path)],
-                                  stdout=log, stderr=subprocess.STDOUT)
+    worker = start_study_run(path, "killed")
     url = f"sqlite:///{study_workdir / 'mlruns' / 'optuna.db'}"
-    wait_for_output(log_path, "study 'killed': storage", worker)
     killed = wait_for(lambda: training_trial("killed", url, worker, after_done=1), timeout=240, interval=0.1,
                       what="a trial in training").number
     os.kill(worker.pid, signal.SIGKILL)  # frozen mid-training: the trial cannot have finished
