@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from foundation.errors import AmpStudyError
+from foundation.files import write_with
 
 SILENCE_DBFS = -60.0  # a DI whose peak is below this is almost certainly not a recording
 CLIP_LEVEL = 0.999  # samples at or above this magnitude count as clipped
@@ -64,17 +63,8 @@ def load_wav(path: str | Path, fs: int, *, min_seconds: float = MIN_SECONDS) -> 
 
 
 def save_wav(path: str | Path, x: np.ndarray, fs: int) -> None:
-    """Write mono float32 wav atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sf.write(tmp, np.asarray(x, dtype=np.float32), fs, format="WAV", subtype="FLOAT")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write mono float32 wav atomically (it appears complete or not at all), mode per the umask."""
+    write_with(path, lambda tmp: sf.write(tmp, np.asarray(x, dtype=np.float32), fs, format="WAV", subtype="FLOAT"))
 
 
 def read_float_wav(path: str | Path) -> tuple[np.ndarray, int]:

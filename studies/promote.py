@@ -26,7 +26,8 @@ from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
 from studies.storage import file_lock, is_postgres, open_storage
 from training import tracking
-from training.model_io import find_model_dir
+from training.evaluate import evaluate_model, finite_numbers
+from training.model_io import find_model_dir, load_model
 
 ALIAS = "champion"
 
@@ -87,8 +88,6 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
     import optuna
 
     from studies.registry_model import log_pyfunc_model
-    from training.evaluate import evaluate_model
-    from training.model_io import load_model
 
     url = existing_study_storage(spec, storage_url)
     uri = resolve_tracking_uri(spec, tracking_uri)
@@ -105,19 +104,19 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
     with tempfile.TemporaryDirectory(prefix="ampstudy-promote-") as tmp:
         model_dir = _download_model_dir(f"runs:/{run_id}/model", Path(tmp))
         loaded = load_model(model_dir)
-        test = evaluate_model(loaded, loaded.run_config.data, split="test")
+        test = evaluate_model(loaded.net, loaded.run_config.data, split="test")
         test_esr = float(test["esr"])
         if not math.isfinite(test_esr):
             raise AmpStudyError("the test split gave no ESR; give base.data.split a test share > 0")
-        print(f"test ESR: {test_esr:.5g}")
-        for key, value in test.items():
-            if isinstance(value, float) and math.isfinite(value):
-                client.log_metric(run_id, f"test_{key}", value)
+        print(describe_test(test))
+        for key, value in finite_numbers(test).items():
+            client.log_metric(run_id, f"test_{key}", value)
         data_hash = str(loaded.data_info.get("dataset_hash", ""))
         tags = {"study": spec.name, "trial": str(trial.number), "test_esr": repr(test_esr),
                 "val_esr": repr(trial.values[0]), "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
                 "rtf": repr(trial.user_attrs.get("rtf")), "params": repr(trial.user_attrs.get("params")),
-                "data_hash": data_hash, "mlflow_run_id": run_id}
+                "data_hash": data_hash, "mlflow_run_id": run_id,
+                **{f"test_{k}": repr(v) for k, v in finite_numbers(test).items() if k.endswith("settings")}}
         with registry_lock(uri, name):  # also makes "already registered?" + register one step
             version = _registered_version(client, name, run_id)
             if version is None:
@@ -129,6 +128,15 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
     print(result.message)
     return Promotion(trial.number, version, test_esr, result.champion_before, result.champion_after,
                      result.moved, result.message)
+
+
+def describe_test(test: dict[str, Any]) -> str:
+    """One line of test numbers: the gate (unseen test settings when there are any), seen vs unseen."""
+    unseen, seen = test.get("esr_unseen_settings", math.nan), test.get("esr_seen_settings", math.nan)
+    if math.isfinite(unseen):
+        line = f"test ESR {test['esr']:.5g} on knob settings no trial saw (worst {test['esr_worst_unseen_setting']:.4g})"
+        return line + (f"; {seen:.5g} on trained settings' unseen audio" if math.isfinite(seen) else "")
+    return f"test ESR {test['esr']:.5g} (unseen audio at the trained knob settings; the data holds no test settings)"
 
 
 def _download_model_dir(artifact_uri: str, into: Path) -> Path:
@@ -210,14 +218,12 @@ def _comparable_esr(client: Any, name: str, champion: Any, data_hash: str, data_
     """The champion's test ESR on our test data: its tag when the data match, else re-evaluated."""
     if champion.tags.get("data_hash") == data_hash and champion.tags.get("test_esr"):
         return float(champion.tags["test_esr"])
-    from training.evaluate import evaluate_model
-    from training.model_io import load_model
 
     print(f"champion v{champion.version} was tested on other data; evaluating it on this study's test split")
     try:
         with tempfile.TemporaryDirectory(prefix="ampstudy-champion-") as tmp:
             directory = _download_model_dir(f"models:/{name}/{champion.version}", Path(tmp))
-            return float(evaluate_model(load_model(directory), data_cfg, split="test")["esr"])
+            return float(evaluate_model(load_model(directory).net, data_cfg, split="test")["esr"])
     except Exception as err:  # e.g. other sample rate: the old champion cannot run on this data
         print(f"could not evaluate champion v{champion.version} on this data ({err}); treating it as not comparable")
         return None

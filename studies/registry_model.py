@@ -9,7 +9,7 @@
 Input: the DI signal at the model's sample rate (tag/metadata `sample_rate`), full scale (+-1.0) =
 the input volts used in training. Output: float32 of the same length, the amp output on the scale
 of training targets (the simulated output volts divided by one peak scale shared by all knob
-settings, recorded as `target_scales` in config.json). Knobs are positions
+settings, recorded as `target_scale_volts` in config.json). Knobs are positions
 0..1; an unconditioned model (trained at fixed knobs) ignores them. The signature declares the
 knobs as params and the 1-D output; the input is checked by `predict` itself, because MLflow's
 schema enforcement cannot accept both a bare array and a DataFrame.
