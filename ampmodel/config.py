@@ -12,7 +12,11 @@ class ModelConfigError(ValueError):
 
 ACTIVATIONS = ("gated", "tanh", "softsign_gated")
 GATED_ACTIVATIONS = ("gated", "softsign_gated")
-CONDITIONINGS = ("none", "film", "concat")
+# none; film: per-layer scale/shift of the dilated conv's output (before the gate); film_out: that,
+# and a second scale/shift of each layer's gated output (what its residual and skip see); concat:
+# the knobs as constant extra input channels. All fold into an unconditioned net at one setting.
+CONDITIONINGS = ("none", "film", "film_out", "concat")
+FILM_CONDITIONINGS = ("film", "film_out")
 
 
 def parse_dilations(spec: str) -> tuple[int, ...]:
@@ -51,7 +55,7 @@ class WaveNetConfig:
     kernel_size: int = 3
     activation: str = "gated"  # gated (tanh*sigmoid), tanh, softsign_gated
     head_hidden: int = 0  # 0 = linear 1x1 mixer of all skips; >0 = mixer -> MLP of this width -> 1
-    conditioning: str = "none"  # none, film (per-layer scale/shift from an MLP), concat (controls as input channels)
+    conditioning: str = "none"  # none, film, film_out (both from a small MLP of the knobs), concat
     num_controls: int = 4  # volume, treble, bass, middle
     film_hidden: int = 16  # width of the control MLP that produces FiLM parameters
 
@@ -77,6 +81,13 @@ class WaveNetConfig:
     @property
     def layers(self) -> int:
         return len(self.dilations)
+
+    @property
+    def film_features(self) -> int:
+        """Per layer, how many channels FiLM scales and shifts (0 without FiLM)."""
+        if self.conditioning not in FILM_CONDITIONINGS:
+            return 0
+        return self.pre_activation_channels + (self.channels if self.conditioning == "film_out" else 0)
 
     @property
     def pre_activation_channels(self) -> int:

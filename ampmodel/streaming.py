@@ -106,6 +106,41 @@ class StreamingWaveNet(nn.Module):
         return states
 
 
+class KnobStream:
+    """Streaming for a player turning knobs: each knob move is folded into the weights
+    (`WaveNet.at_setting`, O(parameters) once), so every block costs what an unconditioned net of
+    the same size costs. The per-layer state carries over a knob move, exactly as in
+    StreamingWaveNet with per-block controls (the tests check they agree). One knob setting at a
+    time (batch rows share it); for a batch of different settings use StreamingWaveNet."""
+
+    def __init__(self, net: WaveNet, chunk_size: int = 16384) -> None:
+        self.net = net
+        self.chunk_size = chunk_size
+        self.knobs: Optional[tuple] = None
+        self.stream: Optional[StreamingWaveNet] = None
+
+    def reset(self) -> None:
+        self.stream, self.knobs = None, None
+
+    def process(self, block: Tensor, controls: Union[None, Sequence[float], Tensor] = None) -> Tensor:
+        knobs = None
+        if self.net.conditioned:
+            ctl = None if controls is None else torch.as_tensor(controls, dtype=torch.float32)
+            if ctl is not None and ctl.dim() == 2 and ctl.size(0) > 1 and not bool((ctl == ctl[:1]).all()):
+                raise ValueError("KnobStream plays one knob setting at a time; use StreamingWaveNet for a "
+                                 "batch of different settings")
+            ctl = self.net.prepare_controls(None if ctl is None else ctl.reshape(-1)[: self.net.num_controls]
+                                            .view(1, -1), 1)
+            knobs = tuple(float(v) for v in ctl.view(-1).tolist())
+        if self.stream is None or knobs != self.knobs:
+            folded = self.net if knobs is None else self.net.at_setting(list(knobs))
+            states = [] if self.stream is None else self.stream.states
+            self.stream = StreamingWaveNet(folded, self.chunk_size)
+            self.stream.states = states
+            self.knobs = knobs
+        return self.stream.process(block)
+
+
 def render(
     net: Union[WaveNet, StreamingWaveNet],
     audio: Any,
@@ -116,16 +151,19 @@ def render(
 
     controls: the knob positions (volume, treble, bass, middle) in 0..1, e.g. [0.5, 0.5, 0.5, 0.5];
     None for an unconditioned net. numpy in -> float32 numpy out; tensor in -> tensor out.
+    This is the project's one whole-signal inference path: rendering a wav, evaluating a model,
+    logged examples and the registered model all run it. A WaveNet is folded at its knob setting
+    first (KnobStream), so conditioning costs nothing per sample.
     """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    stream = net if isinstance(net, StreamingWaveNet) else StreamingWaveNet(net)
+    stream = net if isinstance(net, StreamingWaveNet) else KnobStream(net)
     stream.reset()
     as_numpy = not isinstance(audio, Tensor)
     x = torch.as_tensor(audio, dtype=torch.float32) if as_numpy else audio  # numpy without importing it
     if x.dim() != 1:
         raise ValueError(f"render expects a mono signal of shape (samples,), got {tuple(x.shape)}")
-    param = next(stream.parameters())
+    param = next((stream.net if isinstance(stream, KnobStream) else stream).parameters())
     x = x.to(device=param.device, dtype=param.dtype)
     ctl = None if controls is None else torch.as_tensor(controls, dtype=param.dtype, device=param.device)
     with torch.inference_mode():

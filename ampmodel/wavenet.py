@@ -24,7 +24,7 @@ trained on multi-setting data is a data/config concern, checked where the run is
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,15 +51,28 @@ class ResidualLayer(nn.Module):
         self.gated = cfg.activation in GATED_ACTIVATIONS
         self.softsign = cfg.activation == "softsign_gated"
         self.channels = channels
+        self.pre_activation_channels = cfg.pre_activation_channels
         self.history = (cfg.kernel_size - 1) * dilation
         self.dilated = nn.Conv1d(channels, cfg.pre_activation_channels, cfg.kernel_size, dilation=dilation)
         self.residual = nn.Conv1d(channels, channels, 1)
 
     def skip_output(self, x: Tensor, film: Optional[Tensor] = None) -> Tensor:
-        """Dilated conv, optional FiLM, gate: (B,C,T) -> skip (B,C,T-history)."""
+        """Dilated conv, FiLM, gate, FiLM of the output: (B,C,T) -> skip (B,C,T-history).
+
+        film: (B, 2, features) = scale, shift; its first pre_activation_channels act on the conv's
+        output, any further `channels` on the gated output (conditioning film_out).
+        """
         z = self.dilated(x)
-        if film is not None:  # film: (B, 2, pre_activation_channels) = scale, shift
-            z = torch.addcmul(film[:, 1].unsqueeze(-1), z, film[:, 0].unsqueeze(-1))
+        if film is None:
+            return self.activate(z)
+        p = self.pre_activation_channels
+        z = torch.addcmul(film[:, 1, :p].unsqueeze(-1), z, film[:, 0, :p].unsqueeze(-1))
+        g = self.activate(z)
+        if film.size(2) > p:
+            g = torch.addcmul(film[:, 1, p:].unsqueeze(-1), g, film[:, 0, p:].unsqueeze(-1))
+        return g
+
+    def activate(self, z: Tensor) -> Tensor:
         if self.gated:
             a, b = z.chunk(2, dim=1)
             gate = torch.sigmoid(b)
@@ -108,8 +121,8 @@ class WaveNet(nn.Module):
             [ResidualLayer(cfg, d) for d in cfg.dilations]
         )
         self.film: Optional[FiLM] = (
-            FiLM(cfg.num_controls, cfg.film_hidden, cfg.layers, cfg.pre_activation_channels)
-            if cfg.conditioning == "film"
+            FiLM(cfg.num_controls, cfg.film_hidden, cfg.layers, cfg.film_features)
+            if cfg.film_features
             else None
         )
         self.mixer = nn.Conv1d(cfg.layers * c, cfg.head_hidden if cfg.head_hidden > 0 else 1, 1)
@@ -182,6 +195,48 @@ class WaveNet(nn.Module):
             # Every skip is cropped to the final length: only its newest `length` samples count.
             mixed = mixed + share[:, :, share.size(2) - length :]
         return self.finish(mixed)
+
+
+    # --- one knob setting, folded into fixed weights ---
+
+    def at_setting(self, controls: Tensor | Sequence[float]) -> "WaveNet":
+        """This network at one knob setting as an unconditioned WaveNet with the same output.
+
+        FiLM is affine and sits next to linear maps, so it folds into them: a scale/shift of the
+        dilated conv's output into that conv's weights and bias; a scale/shift of the gated output
+        (film_out) into the residual 1x1 and this layer's mixer columns (the shift becomes bias);
+        concatenated knobs (constant input channels) into the input conv's bias. The result costs
+        per sample exactly what an unconditioned net of the same size costs: a knob change costs
+        one fold (O(parameters)), not work per sample. An unconditioned net is returned as is.
+        """
+        if not self.conditioned:
+            return self
+        param = self.mixer.weight
+        ctl = self.prepare_controls(torch.as_tensor(controls, dtype=param.dtype, device=param.device).reshape(1, -1), 1)
+        assert ctl is not None
+        folded = WaveNet(dataclasses.replace(self.cfg, conditioning="none")).to(device=param.device, dtype=param.dtype)
+        c, p = self.cfg.channels, self.cfg.pre_activation_channels
+        with torch.no_grad():
+            state = {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("film.")}
+            if self.concat_controls:
+                weight = state["input_conv.weight"]  # (C, 1 + num_controls, 1)
+                state["input_conv.bias"] += weight[:, 1:, 0] @ ctl[0]
+                state["input_conv.weight"] = weight[:, :1].contiguous()
+            film = self.film_params(ctl)
+            for i in range(len(self.layers) if film is not None else 0):
+                scale, shift = film[0, i, 0], film[0, i, 1]
+                state[f"layers.{i}.dilated.weight"] *= scale[:p].view(-1, 1, 1)
+                state[f"layers.{i}.dilated.bias"] = state[f"layers.{i}.dilated.bias"] * scale[:p] + shift[:p]
+                if scale.numel() > p:  # film_out: the gated output g -> s * g + t feeds residual and mixer
+                    s, t = scale[p:], shift[p:]
+                    residual = state[f"layers.{i}.residual.weight"]  # (C, C, 1)
+                    state[f"layers.{i}.residual.bias"] += residual[:, :, 0] @ t
+                    state[f"layers.{i}.residual.weight"] = residual * s.view(1, -1, 1)
+                    columns = state["mixer.weight"][:, i * c:(i + 1) * c, 0]  # a view: edited in place
+                    state["mixer.bias"] += columns @ t
+                    columns *= s
+            folded.load_state_dict(state)
+        return folded.train(self.training)
 
 
 def from_preset(name: str, **overrides) -> WaveNet:

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from datamodules.config import DataConfig, PotSettings
-from datamodules.knob_design import (design_group, design_points, plan_settings, response_settings,
-                                     sweep_end_points)
+from datamodules.knob_design import design_group, design_points, plan_settings, response_settings, sweep_end_points
 from foundation.errors import ConfigError
 from foundation.knobs import KNOB_NAMES
 

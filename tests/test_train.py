@@ -157,3 +157,30 @@ def test_loss_references_and_per_setting_metrics():
     acc.update(worse_quiet, target, setting)
     assert acc.esr() == pytest.approx(pooled, rel=1e-6) and acc.esr([1]) == pytest.approx(1.0)
     assert acc.mean_over_settings() == pytest.approx(0.625) and acc.worst_setting() == pytest.approx(1.0)
+
+
+def test_a_model_trained_on_a_knob_design_reports_unseen_settings_apart(store):
+    table = json.loads(json.dumps(TINY))
+    table["data"] = {"data_dir": store["data"], "sample_rate": 16000, "settings": [], "design_settings": 6,
+                     "design_seconds": 0.4, "sweep_test_settings": False, "seed": 2, "region_seconds": 0.1,
+                     "chunk_seconds": 0.4, "warmup_seconds": 0.05, "response_points": 2, "response_seconds": 0.3}
+    table["train"]["max_epochs"] = 2
+    result = train(run_config_from_mapping(table), tracking_uri=store["uri"], evaluate_test=True, progress=False,
+                   work_dir=store["root"] / "design")
+    for metrics in (result.val_metrics, result.test_metrics):
+        assert math.isfinite(metrics["esr_unseen_settings"]) and math.isfinite(metrics["esr_seen_settings"])
+        assert metrics["esr"] == metrics["esr_unseen_settings"]  # the objective / the gate: never-trained settings
+        assert metrics["esr_unseen_settings"] != metrics["esr_seen_settings"]
+        assert metrics["esr_worst_setting"] >= max(metrics["esr_unseen_settings"], metrics["esr_seen_settings"]) - 1e-12
+    assert {r["group"] for r in result.val_metrics["settings_table"]} == {"train", "val"}
+    assert {r["group"] for r in result.test_metrics["settings_table"]} == {"train", "test"}
+    client = mlflow.tracking.MlflowClient(tracking_uri=store["uri"])
+    run = client.get_run(result.run_id)
+    assert run.data.metrics["best_val_esr"] == pytest.approx(result.val_metrics["esr_unseen_settings"])
+    assert "best_val_esr_seen_settings" in run.data.metrics and "test_esr_unseen_settings" in run.data.metrics
+    assert {f.path for f in client.list_artifacts(result.run_id, "knobs")} == {"knobs/knob_response.csv",
+                                                                            "knobs/knob_response.png"}
+    rows = open(client.download_artifacts(result.run_id, "knobs/knob_response.csv")).read().splitlines()
+    assert len(rows) == 1 + 8 and rows[0].startswith("knob,position,setting,spice_level_db,model_level_db")
+    audio = [f.path for f in client.list_artifacts(result.run_id, "audio")]
+    assert any("_unseen_" in path for path in audio) and any("_seen_" in path for path in audio)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from ampmodel.config import ModelConfigError, WaveNetConfig
-from ampmodel.streaming import StreamingWaveNet, render
+from ampmodel.cost import count_parameters
+from ampmodel.streaming import KnobStream, StreamingWaveNet, render
 from ampmodel.wavenet import WaveNet, from_preset
 
 SMALL = dict(channels=4, dilations=(1, 2, 4, 8), kernel_size=3)  # rf = 31
@@ -16,8 +17,10 @@ VARIANTS = [
     dict(activation="tanh"),
     dict(activation="softsign_gated", head_hidden=3),
     dict(conditioning="film"),
+    dict(conditioning="film_out", head_hidden=3),
     dict(conditioning="concat", kernel_size=2),
 ]
+CONDITIONED = [v for v in VARIANTS if v.get("conditioning")]
 
 
 def make(seed: int = 0, randomise_film: bool = True, **overrides) -> WaveNet:
@@ -200,3 +203,35 @@ def test_render_numpy_and_tensor():
         expected = net(F.pad(x, (net.receptive_field - 1, 0)), torch.tensor([knobs])).view(-1)
     np.testing.assert_allclose(out, expected.numpy(), rtol=0, atol=1e-5)
     assert isinstance(render(net, torch.from_numpy(audio), knobs), torch.Tensor)
+
+
+@pytest.mark.parametrize("overrides", CONDITIONED)
+def test_folding_the_knobs_into_the_weights_computes_the_same(overrides):
+    net = make(**overrides)
+    for p in net.parameters():  # every weight away from its init, so every folded term matters
+        p.data += 0.2 * torch.randn_like(p)
+    x = torch.randn(2, 1, 300)
+    for seed in range(3):
+        knobs = controls_for(net, 1, seed=seed)[0]
+        folded = net.at_setting(knobs)
+        assert not folded.conditioned and folded.cfg.conditioning == "none"
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), net(x, knobs.expand(2, -1)), rtol=0, atol=1e-5)
+    assert count_parameters(folded) < count_parameters(net)  # the knob MLP (or knob inputs) are gone
+    plain = make()
+    assert plain.at_setting([0.5] * 4) is plain  # nothing to fold
+
+
+@pytest.mark.parametrize("overrides", CONDITIONED)
+def test_knob_stream_folds_each_knob_move_and_equals_conditioned_streaming(overrides):
+    net = make(**overrides)
+    x = torch.randn(1, 1, 600)
+    settings = [torch.rand(4, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    reference, knob_stream = StreamingWaveNet(net), KnobStream(net)
+    with torch.no_grad():
+        for i, start in enumerate(range(0, 600, 200)):  # the knobs move every 200 samples
+            block = x[..., start:start + 200]
+            expected = reference.process(block, settings[i])
+            torch.testing.assert_close(knob_stream.process(block, settings[i]), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="one knob setting"):
+        KnobStream(net).process(torch.randn(2, 1, 10), torch.rand(2, 4))

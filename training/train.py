@@ -32,6 +32,7 @@ from foundation.errors import AmpStudyError
 from foundation.knobs import KNOB_NAMES
 from training import artifacts, tracking
 from training.evaluate import evaluate_net, finite_numbers
+from training.knob_response import log_knob_response
 from training.lightning_module import AmpModule, reference_power
 from training.model_io import save_model
 from training.run_config import RunConfig
@@ -129,6 +130,7 @@ def _log_results(client, run_id: str, module: AmpModule, datamodule: BassmanData
         client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
     examples = example_settings(datamodule)
     artifacts.log_examples(client, run_id, module.net, datamodule, examples, module.run_config.train.audio_seconds)
+    log_knob_response(client, run_id, module.net, datamodule)
     artifacts.log_settings_table(client, run_id, val["settings_table"], "val")
     if test:
         artifacts.log_settings_table(client, run_id, test["settings_table"], "test")
@@ -137,7 +139,7 @@ def _log_results(client, run_id: str, module: AmpModule, datamodule: BassmanData
 def example_settings(datamodule: BassmanDataModule) -> list[int]:
     """Settings whose validation audio is logged: one unseen (validation group) first if there is one."""
     unseen = datamodule.settings_in("val")
-    seen = datamodule.settings_in("train")
+    seen = [i for i in datamodule.settings_in("train") if datamodule.split_spans("val", i)]
     return (unseen[:1] + seen)[:MAX_EXAMPLE_SETTINGS]
 
 
