@@ -107,4 +107,4 @@ def metadata(loaded: LoadedModel, knobs: dict[str, list[float]]) -> dict[str, An
             "knobs": knobs if loaded.conditioned else {}, "conditioning": cfg.conditioning,
             "receptive_field": cfg.receptive_field, "ampstudy_version": __version__,
             "input": "1-D float32 DI at sample_rate; full scale = the input volts used in training",
-            "output": "float32, same length: amp output on the training targets' scale (data.target_scales)"}
+            "output": "float32, same length: amp output on the training targets' scale (data.target_scale_volts)"}
