@@ -142,9 +142,9 @@ def test_served_champion_answers_like_ampstudy_render(champion, outside_env, tmp
 
 def test_render_from_a_tracking_server_leaves_no_temporary_copy(logged_model, tmp_path, monkeypatch):
     """A model pulled from an MLflow server is downloaded; the copy must not outlive the render."""
-    model_dir, _ = logged_model
+    model_dir, _, store = logged_model
     # A copy of an initialised store: a fresh one would spend seconds creating its tables.
-    shutil.copy2(model_dir.parent / "mlflow.db", tmp_path / "server.db")
+    shutil.copy2(store.removeprefix("sqlite:///"), tmp_path / "server.db")
     command = ["server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                "--artifacts-destination", str(tmp_path / "served-artifacts"), "--workers", "1"]
     with mlflow_process(command, dict(os.environ), tmp_path) as url, global_mlflow_uris_restored():
@@ -199,6 +199,20 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return err.code, json.load(err)
 
 
+def test_a_model_trained_at_fixed_knobs_takes_audio_only(logged_model, tmp_path):
+    cfg = run_config_from_mapping({"model": {"channels": 3, "dilations": "1..4"}})
+    net = WaveNet(cfg.model)
+    model_dir = save_model(tmp_path / "model", net, cfg, {"sample_rate": 16000, "settings": [KNOBS]})
+    uri = logged_model[2]
+    with global_mlflow_uris_restored():
+        client = tracking.client(uri)
+        run = client.create_run(tracking.ensure_experiment("fixed-knobs", uri))
+        amp = mlflow.pyfunc.load_model(log_amp_model(run.info.run_id, model_dir))
+    assert amp.metadata.get_params_schema() is None
+    audio = di_signal(1000)
+    np.testing.assert_allclose(amp.predict(audio), render(net, audio), atol=1e-6, rtol=0)
+
+
 # --- crafted model files: refused by ampstudy's loader and by the registered model's own code ---
 
 class _Payload:
@@ -212,19 +226,20 @@ class _Payload:
 
 
 @pytest.fixture(scope="module")
-def logged_model(tmp_path_factory):
-    """(model directory, local copy of its MLflow model) of a tiny conditioned WaveNet."""
+def logged_model(tmp_path_factory, finished_study):
+    """(model directory, local copy of its MLflow model, tracking URI) of a tiny conditioned WaveNet,
+    logged into the finished study's store (a new SQLite store would spend seconds creating tables)."""
     root = tmp_path_factory.mktemp("registry-model")
     cfg = run_config_from_mapping({"model": {"channels": 4, "dilations": "1..8", "conditioning": "film",
                                              "film_hidden": 4}})
     model_dir = save_model(root / "model", WaveNet(cfg.model), cfg, {"sample_rate": 16000, "settings": [KNOBS]})
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = f"sqlite:///{finished_study['root'] / tracking.TRACKING_DIR / 'mlflow.db'}"
     with global_mlflow_uris_restored():
         client = tracking.client(uri)
         run = client.create_run(tracking.ensure_experiment("crafted", uri))
         model_uri = log_amp_model(run.info.run_id, model_dir)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(root / "mlflow")))
-    return model_dir, local
+    return model_dir, local, uri
 
 
 @contextlib.contextmanager
@@ -265,7 +280,7 @@ CRAFTED = {
 
 @pytest.mark.parametrize("case", list(CRAFTED))
 def test_crafted_model_files_are_refused_in_one_line(logged_model, tmp_path, case):
-    model_dir, mlflow_model = logged_model
+    model_dir, mlflow_model, _ = logged_model
     craft, message = CRAFTED[case]
     ours = shutil.copytree(model_dir, tmp_path / "ours")
     craft(ours)

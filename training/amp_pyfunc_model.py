@@ -11,7 +11,7 @@ the model works in an environment without ampstudy. ampstudy never imports it.
 
 Input: 1-D float32 DI at the model's sample rate (an np.float32 array or {"audio": array}; over
 HTTP {"inputs": [...]}); knobs as params, each a position in config.json's range (0..1). A
-conditioned model needs all knobs (no silent default); a model trained at fixed knobs takes none.
+conditioned model needs all knobs (no silent default); a model trained at fixed knobs has none.
 Output: float32, same length. Inference is `amp_wavenet.streaming.render`, the path `ampstudy render` uses: block by
 block from silence. Loading checks config.json before allocating and reads the weights with
 weights_only=True (amp_wavenet.loading); every refusal is one line naming the field or file.
@@ -71,11 +71,9 @@ class AmpModel(PythonModel):
 
     def _controls(self, params: dict[str, Any]) -> list[float] | None:
         """Knob positions in model order; their range is checked once, by the net (checked_controls)."""
-        given = {name: params[name] for name in self.knobs if params.get(name) is not None}
         if not self.conditioned:
-            if given:
-                raise _refuse(f"this model was trained at fixed knobs and takes no knob params; drop {sorted(given)}")
-            return None
+            return None  # its signature has no params: MLflow drops any given, with a warning
+        given = {name: params[name] for name in self.knobs if params.get(name) is not None}
         missing = [name for name in self.knobs if name not in given]
         if missing:
             ranges = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in self.knobs.items())
