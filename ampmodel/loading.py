@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -40,7 +40,7 @@ def config_from_dict(table: Any) -> WaveNetConfig:
     return WaveNetConfig(**values)  # types and size limits: WaveNetConfig.__post_init__
 
 
-def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors in `path`, read with weights_only=True; pickled objects are refused, not run."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

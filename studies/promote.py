@@ -21,8 +21,8 @@ from typing import Any
 from foundation.errors import AmpStudyError
 from foundation.uris import sqlite_path
 from studies import mlflow_runs
-from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.model_card import version_description, version_tags
+from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
 from studies.storage import file_lock, is_postgres, open_storage
 from training import tracking

@@ -119,8 +119,9 @@ def test_champion_describes_itself_in_the_registry(champion):
     version = client.get_model_version_by_alias(MODEL, ALIAS)
     text = version.description
     for expected in (f"`{version.tags['study']}`, trial {version.tags['trial']}", "channels", "receptive field",
-                     "test ESR", "knob settings no trial saw", "MACs/sample", "real-time factor", version.tags["data_hash"],
-                     f"ampstudy render models:/{MODEL}@champion di.wav amp.wav --volume", "mlflow.pyfunc.load_model"):
+                     "test ESR", "knob settings no trial saw", "MACs/sample", "real-time factor",
+                     version.tags["data_hash"], f"ampstudy render models:/{MODEL}@champion di.wav amp.wav --volume",
+                     "mlflow.pyfunc.load_model", "mlflow models serve"):
         assert expected in text, expected
     info = mlflow.models.get_model_info(champion)
     assert [(p.name, p.default) for p in info.signature.params.params] == [(k, None) for k in KNOBS]
@@ -211,6 +212,27 @@ def test_a_model_trained_at_fixed_knobs_takes_audio_only(logged_model, tmp_path)
     assert amp.metadata.get_params_schema() is None
     audio = di_signal(1000)
     np.testing.assert_allclose(amp.predict(audio), render(net, audio), atol=1e-6, rtol=0)
+
+
+def test_models_shipped_with_different_wavenet_code_load_side_by_side(logged_model, tmp_path, monkeypatch):
+    """Each model imports its own copy of the WaveNet code, not the copy of the first model loaded."""
+    import ampmodel
+    from training import mlflow_model
+
+    changed = shutil.copytree(Path(ampmodel.__file__).parent, tmp_path / "ampmodel",
+                              ignore=shutil.ignore_patterns("__pycache__"))
+    with open(changed / "streaming.py", "a") as source:  # a later version: twice the output
+        source.write("\n_render = render\n\n\ndef render(*args, **kwargs):\n    return 2 * _render(*args, **kwargs)\n")
+    ship = mlflow_model.ship_ampmodel
+    monkeypatch.setattr(mlflow_model, "ship_ampmodel", lambda into: ship(into, source=changed))
+    model_dir, first, uri = logged_model
+    with global_mlflow_uris_restored():
+        client = tracking.client(uri)
+        second = log_amp_model(client.create_run(tracking.ensure_experiment("crafted", uri)).info.run_id, model_dir)
+        audio = di_signal(500)
+        old = mlflow.pyfunc.load_model(str(first)).predict(audio, params=KNOBS)
+        new = mlflow.pyfunc.load_model(second).predict(audio, params=KNOBS)
+    np.testing.assert_allclose(new, 2 * old, rtol=1e-6, atol=0)
 
 
 # --- crafted model files: refused by ampstudy's loader and by the registered model's own code ---

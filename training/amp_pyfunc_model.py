@@ -1,9 +1,11 @@
 """The registered amp model's code: MLflow runs this file when it loads or serves the model.
 
 MLflow models-from-code: `training.mlflow_model.log_amp_model` logs this file as the python_model,
-so no class is pickled, and ships beside it `amp_wavenet`, a copy of the ampmodel/ package
-(pure torch). This file imports only the standard library, numpy, torch, mlflow and that copy:
-the model works in an environment without ampstudy. ampstudy never imports it.
+so no class is pickled, and ships beside it a copy of the ampmodel/ package (pure torch) named
+`amp_wavenet_<hash of its sources>` (model_config "wavenet_package"): two models shipped with
+different WaveNet code can be loaded in one process. This file imports only the standard library,
+numpy, torch, mlflow and that copy: the model works in an environment without ampstudy. ampstudy
+never imports it.
 
     import mlflow, numpy as np
     amp = mlflow.pyfunc.load_model("models:/bassman-wavenet@champion")
@@ -12,13 +14,14 @@ the model works in an environment without ampstudy. ampstudy never imports it.
 Input: 1-D float32 DI at the model's sample rate (an np.float32 array or {"audio": array}; over
 HTTP {"inputs": [...]}); knobs as params, each a position in config.json's range (0..1). A
 conditioned model needs all knobs (no silent default); a model trained at fixed knobs has none.
-Output: float32, same length. Inference is `amp_wavenet.streaming.render`, the path `ampstudy render` uses: block by
+Output: float32, same length. Inference is the package's `streaming.render`, the path `ampstudy render` uses: block by
 block from silence. Loading checks config.json before allocating and reads the weights with
-weights_only=True (amp_wavenet.loading); every refusal is one line naming the field or file.
+weights_only=True (the package's loading.py); every refusal is one line naming the field or file.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -40,19 +43,21 @@ def _refuse(message: str) -> MlflowException:
 class AmpModel(PythonModel):
     def load_context(self, context: Any) -> None:
         # The shipped copy of ampmodel/, in the model's code/ folder (MLflow puts it on sys.path).
-        from amp_wavenet.config import ModelConfigError
-        from amp_wavenet.loading import ModelFileError, wavenet_from_files
-        from amp_wavenet.streaming import StreamingWaveNet
+        package = context.model_config["wavenet_package"]
+        ModelConfigError = importlib.import_module(f"{package}.config").ModelConfigError
+        loading = importlib.import_module(f"{package}.loading")
+        streaming = importlib.import_module(f"{package}.streaming")
 
         directory = Path(context.artifacts["model_dir"])
         meta = _read_meta(directory / "config.json")
         try:
-            net = wavenet_from_files(meta["run_config"]["model"], directory / "state_dict.pt")
+            net = loading.wavenet_from_files(meta["run_config"]["model"], directory / "state_dict.pt")
         except ModelConfigError as err:  # before anything was allocated
             raise _refuse(f"{directory / 'config.json'}: run_config.model.{err}") from None
-        except ModelFileError as err:
+        except loading.ModelFileError as err:
             raise _refuse(str(err)) from None
-        self.stream = StreamingWaveNet(net)
+        self.render = streaming.render
+        self.stream = streaming.StreamingWaveNet(net)
         self.conditioned = net.conditioned
         self.knobs = meta["knobs"]
         if self.conditioned and len(self.knobs) != net.num_controls:
@@ -61,11 +66,9 @@ class AmpModel(PythonModel):
 
     # model_input stays unannotated: MLflow would read a type hint there as an input schema.
     def predict(self, context, model_input, params=None):
-        from amp_wavenet.streaming import render
-
         audio, controls = _audio(model_input), self._controls(params or {})
         try:
-            return render(self.stream, audio, controls, block_size=BLOCK_SIZE)
+            return self.render(self.stream, audio, controls, block_size=BLOCK_SIZE)
         except ValueError as err:  # a knob out of range, as checked_controls words it
             raise _refuse(str(err)) from None
 

@@ -1,16 +1,19 @@
 """A trained model as an MLflow model that works without ampstudy: `log_amp_model(run_id, model_dir)`.
 
 MLflow models-from-code: the python_model is the file training/amp_pyfunc_model.py (nothing is
-cloudpickled), the WaveNet code is a copy of ampmodel/ shipped as the package `amp_wavenet` (the
-package is pure torch with relative imports, so its source runs under another name; it is copied
-at log time, so ampmodel/ stays the one source), and the artifact `model_dir` holds config.json
-and state_dict.pt. The signature declares the audio input, the output and, for a conditioned
-model, the knobs as params without defaults (a missing knob is an error, not a silent setting);
-their ranges are in the metadata. Any run's model can be logged, and so registered from the UI.
+cloudpickled), the WaveNet code is a copy of ampmodel/ shipped as the package
+`amp_wavenet_<hash of its sources>` (the package is pure torch with relative imports, so its source
+runs under another name; it is copied at log time, so ampmodel/ stays the one source; the hash
+keeps models with different WaveNet code apart when loaded in one process), and the artifact
+`model_dir` holds config.json and state_dict.pt. The signature declares the audio input, the
+output and, for a conditioned model, the knobs as params without defaults (a missing knob is an
+error, not a silent setting); their ranges are in the metadata. Any run's model can be logged, and
+so registered from the UI.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -26,7 +29,7 @@ from foundation.knobs import knob_ranges
 from training.model_io import LoadedModel, load_model, read_config
 
 MODEL_CODE = Path(__file__).with_name("amp_pyfunc_model.py")
-SHIPPED_PACKAGE = "amp_wavenet"  # the name amp_pyfunc_model.py imports; must not be `ampmodel`
+SHIPPED_PACKAGE = "amp_wavenet"  # prefix of the shipped package's name; it must not be `ampmodel`
 EXAMPLE_SAMPLES = 512  # length of the logged input example (a decaying 110 Hz tone)
 
 
@@ -51,6 +54,7 @@ def log_amp_model(run_id: str, model_dir: str | Path, *, name: str | None = None
     with tempfile.TemporaryDirectory(prefix="ampstudy-mlflow-model-") as tmp:
         files = Path(tmp) / "model_dir"
         files.mkdir()
+        package = ship_ampmodel(Path(tmp))
         (files / "config.json").write_text(json.dumps(meta, indent=2))
         shutil.copy2(model_dir / "state_dict.pt", files / "state_dict.pt")
         # Created here, in the run's experiment: Model.log alone would file it under the active
@@ -61,18 +65,23 @@ def log_amp_model(run_id: str, model_dir: str | Path, *, name: str | None = None
         info = Model.log(
             artifact_path=None, name=logged.name, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
             python_model=str(MODEL_CODE), artifacts={"model_dir": str(files)},
-            code_paths=[str(ship_ampmodel(Path(tmp)))], signature=signature(loaded, meta["knobs"]),
+            code_paths=[str(package)], model_config={"wavenet_package": package.name},
+            signature=signature(loaded, meta["knobs"]),
             input_example=input_example(loaded), metadata=metadata(loaded, meta["knobs"]),
             pip_requirements=requirements)  # explicit: skips MLflow's slow import-capturing subprocess
     return info.model_uri
 
 
-def ship_ampmodel(into: Path) -> Path:
-    """A copy of the ampmodel package named SHIPPED_PACKAGE under `into` (its path is returned)."""
-    package = into / SHIPPED_PACKAGE
+def ship_ampmodel(into: Path, source: Path = Path(ampmodel.__file__).parent) -> Path:
+    """A copy of the ampmodel package under `into`, named SHIPPED_PACKAGE_<hash of its sources>."""
+    files = sorted(source.glob("*.py"))
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    package = into / f"{SHIPPED_PACKAGE}_{digest.hexdigest()[:12]}"
     package.mkdir(parents=True)
-    for source in Path(ampmodel.__file__).parent.glob("*.py"):
-        shutil.copy2(source, package / source.name)
+    for file in files:
+        shutil.copy2(file, package / file.name)
     return package
 
 

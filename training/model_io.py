@@ -115,7 +115,8 @@ def resolve_model(spec: str) -> LoadedModel:
             raise AmpStudyError(f"{spec}: no ampstudy model (config.json) inside this directory")
         return load_model(found)
     if "://" in spec or spec.startswith(("runs:/", "models:/")):
-        from training.tracking import client  # lazy: rendering a local model needs no tracking stack
+        # lazy: rendering a local model needs no tracking stack
+        from training.tracking import client
 
         client()  # points mlflow at the default store unless MLFLOW_TRACKING_URI says otherwise
         with downloaded_model_dir(spec) as directory:
