@@ -18,6 +18,15 @@ GATED_ACTIVATIONS = ("gated", "softsign_gated")
 CONDITIONINGS = ("none", "film", "film_out", "concat")
 FILM_CONDITIONINGS = ("film", "film_out")
 
+# Upper bounds checked before any tensor is allocated: a config.json from a model registry is
+# untrusted input, and `channels = 100000` alone would ask for hundreds of GB. Generous for amp
+# models (the paper's largest WaveNet has 16 channels, 18 layers, receptive field 2047); at the
+# limits a net has ~0.2 G parameters (~1 GB), still allocatable.
+MAX_SIZES = {"channels": 256, "kernel_size": 16, "head_hidden": 1024, "film_hidden": 1024, "num_controls": 16}
+MAX_LAYERS = 64
+MAX_DILATION = 65536
+MAX_RECEPTIVE_FIELD = 262144  # ~5.5 s at 48 kHz
+
 
 def parse_dilations(spec: str) -> tuple[int, ...]:
     """'1..512' -> powers of two 1..512; '(1..256)x2' -> that stack twice; '1,2,4,1,2,4' -> as written."""
@@ -46,6 +55,10 @@ def parse_dilations(spec: str) -> tuple[int, ...]:
     return stack * repeat
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class WaveNetConfig:
     """Feed-forward WaveNet of Damskägg et al. 2019; the defaults are their WaveNet3."""
@@ -60,6 +73,7 @@ class WaveNetConfig:
     film_hidden: int = 16  # width of the control MLP that produces FiLM parameters
 
     def __post_init__(self) -> None:
+        self._check_types_and_limits()
         if self.channels < 1:
             raise ModelConfigError(f"channels: {self.channels} must be >= 1")
         if not self.dilations or min(self.dilations) < 1:
@@ -72,6 +86,24 @@ class WaveNetConfig:
             raise ModelConfigError(f"conditioning: '{self.conditioning}' is not one of {', '.join(CONDITIONINGS)}")
         if self.head_hidden < 0 or self.film_hidden < 1 or self.num_controls < 1:
             raise ModelConfigError("head_hidden must be >= 0, film_hidden and num_controls >= 1")
+
+    def _check_types_and_limits(self) -> None:
+        """Integers within MAX_SIZES / MAX_LAYERS / MAX_DILATION / MAX_RECEPTIVE_FIELD, else ModelConfigError."""
+        for name, limit in MAX_SIZES.items():
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise ModelConfigError(f"{name}: expected an integer, got {value!r}")
+            if value > limit:
+                raise ModelConfigError(f"{name}: {value} is above the limit {limit} (ampmodel.config.MAX_SIZES)")
+        if not isinstance(self.dilations, tuple) or not all(_is_int(d) for d in self.dilations):
+            raise ModelConfigError(f"dilations: expected a list of integers, got {self.dilations!r}")
+        if len(self.dilations) > MAX_LAYERS:
+            raise ModelConfigError(f"dilations: {len(self.dilations)} layers is above the limit {MAX_LAYERS}")
+        if self.dilations and max(self.dilations) > MAX_DILATION:
+            raise ModelConfigError(f"dilations: {max(self.dilations)} is above the limit {MAX_DILATION}")
+        if self.kernel_size >= 1 and self.dilations and self.receptive_field > MAX_RECEPTIVE_FIELD:
+            raise ModelConfigError(f"dilations: receptive field {self.receptive_field} samples is above the limit "
+                                   f"{MAX_RECEPTIVE_FIELD}; use fewer or smaller dilations or a smaller kernel_size")
 
     @property
     def receptive_field(self) -> int:

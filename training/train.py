@@ -86,7 +86,8 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
         trainer, checkpoint = _trainer(cfg, callbacks, uri, run_id, work, progress, track)
         trainer.fit(module, datamodule=datamodule)
         if checkpoint.best_model_path:
-            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+            # Tensors and plain containers only (the checkpoint holds no objects that need unpickling).
+            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(best["state_dict"])
         val = evaluate_net(module.net, datamodule, "val")
         if not math.isfinite(val["esr"]):
