@@ -29,7 +29,6 @@ from ampmodel.cost import compute_cost
 from datamodules.bassman import BassmanDataModule
 from foundation.configs import flatten, to_dict
 from foundation.errors import AmpStudyError
-from foundation.knobs import KNOB_NAMES
 from training import artifacts, tracking
 from training.evaluate import evaluate_net, finite_numbers
 from training.knob_response import log_knob_response
@@ -199,6 +198,5 @@ def _data_info(datamodule: BassmanDataModule) -> dict[str, Any]:
         "dataset_hash": manifest.get("hash"),
         "input_full_scale_volts": manifest.get("input_full_scale_volts"),
         "target_scale_volts": manifest.get("target_scale_volts"),
-        "control_names": list(KNOB_NAMES),
         "settings": [{**to_dict(s), "group": g} for s, g in zip(datamodule.settings, datamodule.groups)],
     }
