@@ -107,14 +107,16 @@ def main() -> None:
         rows[name] = (result, own, unseen)
     print(f"\n{args.preset} FiLM, {args.cpu_minutes:g} CPU minutes each ({args.threads} threads); "
           "test ESR, pre-emphasis 0.95")
-    print(f"{'data':8} {'epochs':>7} {'seen':>9} {'unseen':>9} {'ratio':>7} {'worst unseen':>13} {'own held-out':>13}")
+    print(f"{'data':8} {'epochs':>7} {'val':>9} {'seen':>9} {'unseen':>9} {'ratio':>7} {'worst unseen':>13} "
+          f"{'own held-out':>13}")
     for name, (result, own, unseen) in rows.items():
         seen = own["esr_seen_settings"]
         design_unseen = unseen["esr_unseen_settings"]
         held = own["esr_unseen_settings"] if name == "six" else math.nan
-        print(f"{name:8} {result.epochs:>7} {seen:>9.4f} {design_unseen:>9.4f} {design_unseen / seen:>7.2f} "
-              f"{unseen['esr_worst_unseen_setting']:>13.4f} {held:>13.4f}")
-    print("unseen = the design's test settings (16 settings incl. every knob's end points), never trained on "
+        print(f"{name:8} {result.epochs:>7} {result.val_esr:>9.4f} {seen:>9.4f} {design_unseen:>9.4f} "
+              f"{design_unseen / seen:>7.2f} {unseen['esr_worst_unseen_setting']:>13.4f} {held:>13.4f}")
+    print("val = each model's own validation ESR (design: its validation settings; six: held-back audio); "
+          "unseen = the design's test settings (16 settings incl. every knob's end points), never trained on "
           "by either model; seen = held-back audio at each model's own training settings.")
 
 
