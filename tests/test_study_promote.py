@@ -43,7 +43,8 @@ def test_champion_moves_only_to_a_better_model(in_study_dir):
 
 def test_racing_promotions_leave_the_best_champion(in_study_dir):
     path, numbers = in_study_dir["path"], in_study_dir["complete"][:2]
-    before = {v.version for v in registry().search_model_versions(f"name = '{MODEL}'")}
+    existing = registry().search_model_versions(f"name = '{MODEL}'")
+    before, registered = {v.version for v in existing}, {v.tags["trial"] for v in existing}
     racers = [subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "promote", str(path), "--trial", str(n)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for n in numbers]
     outputs = [r.communicate(timeout=300)[0] for r in racers]
@@ -51,6 +52,7 @@ def test_racing_promotions_leave_the_best_champion(in_study_dir):
     versions = registry().search_model_versions(f"name = '{MODEL}'")
     trials = [v.tags["trial"] for v in versions]
     assert all(trials.count(str(n)) == 1 for n in numbers)  # one version per trial, never a copy
-    assert {v.version for v in versions} >= before
+    added = {v.version for v in versions} - before
+    assert len(added) == sum(str(n) not in registered for n in numbers)  # exactly the trials not yet registered
     best = min(float(v.tags["test_esr"]) for v in versions)
     assert champion()[1] == best
