@@ -141,7 +141,8 @@ class WaveNetBase(nn.Module):
         param = next(self.parameters())
         ctl = self.prepare_controls(torch.as_tensor(controls, dtype=param.dtype, device=param.device).reshape(1, -1), 1)
         assert ctl is not None
-        folded = type(self)(dataclasses.replace(self.cfg, conditioning="none")).to(device=param.device, dtype=param.dtype)
+        twin = type(self)(dataclasses.replace(self.cfg, conditioning="none"))
+        folded = twin.to(device=param.device, dtype=param.dtype)
         with torch.no_grad():
             state = {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("film.")}
             self.fold_knobs(state, ctl)

@@ -42,7 +42,8 @@ class NamLayer(nn.Module):
         p = cfg.pre_activation(channels)
         self.gated = cfg.activation == "gated"
         self.history = (cfg.kernel_size - 1) * dilation
-        self.rechannel: Optional[nn.Conv1d] = nn.Conv1d(rechannel_from, channels, 1, bias=False) if rechannel_from else None
+        self.rechannel: Optional[nn.Conv1d] = (nn.Conv1d(rechannel_from, channels, 1, bias=False) if rechannel_from
+                                               else None)
         self.dilated = nn.Conv1d(channels, p, cfg.kernel_size, dilation=dilation)
         self.mixin = nn.Conv1d(1, p, 1, bias=False)
         self.residual = nn.Conv1d(channels, channels, 1)

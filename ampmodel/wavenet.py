@@ -97,7 +97,8 @@ class WaveNet(WaveNetBase):
         self.layers = nn.ModuleList(
             [ResidualLayer(cfg, d) for d in cfg.dilations]
         )
-        self.film = FiLM(cfg.num_controls, cfg.film_hidden, cfg.layers, cfg.film_features) if cfg.film_features else None
+        if cfg.film_features:
+            self.film = FiLM(cfg.num_controls, cfg.film_hidden, cfg.layers, cfg.film_features)
         self.mix_channels = cfg.head_hidden if cfg.head_hidden > 0 else 1
         self.mixer = nn.Conv1d(cfg.layers * c, self.mix_channels, 1)
         self.head: Optional[nn.Sequential] = (

@@ -73,7 +73,8 @@ def finite_numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def evaluate_model(net: WaveNetBase, data_cfg: DataConfig, split: str = "test", progress: bool = True) -> dict[str, Any]:
+def evaluate_model(net: WaveNetBase, data_cfg: DataConfig, split: str = "test",
+                   progress: bool = True) -> dict[str, Any]:
     """Evaluate a trained net on the dataset of `data_cfg`, preparing that dataset if needed."""
     datamodule = BassmanDataModule(data_cfg, receptive_field=net.receptive_field, segment_samples=1, batch_size=1,
                                    progress=progress)

@@ -114,7 +114,8 @@ def model_from_mapping(data: Mapping[str, Any] | None, where: str = "model") -> 
             try:
                 table[name] = tuple(int(v) for v in value.split(",") if v.strip())
             except ValueError:
-                raise ConfigError(f"{where}.{name}: '{value}' is not a list of integers such as \"8\" or \"8,4\"") from None
+                raise ConfigError(f"{where}.{name}: '{value}' is not a list of integers such as "
+                                  "\"8\" or \"8,4\"") from None
     merged = {**to_dict(base), **table}
     return from_mapping(WaveNetConfig, merged, where)
 
