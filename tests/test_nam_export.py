@@ -184,3 +184,7 @@ def test_an_exportable_study_promotes_a_champion_that_exports_with_its_test_esr(
     loaded, audio = resolve_model("models:/nam-amp@champion"), guitar(3000)
     ours = render(loaded.net, audio, [meta["knobs"][k] for k in ("volume", "treble", "bass", "middle")])
     np.testing.assert_allclose(played_by_nam(study_workdir / "nam-amp.nam", audio), ours, rtol=0, atol=1e-5)
+    import mlflow  # the registered model's shipped copy of ampmodel runs the nam family too
+
+    registered = mlflow.pyfunc.load_model("models:/nam-amp@champion")
+    np.testing.assert_allclose(registered.predict(audio, params=meta["knobs"]), ours, rtol=0, atol=1e-6)
