@@ -69,7 +69,7 @@ def _is_int(value: object) -> bool:
 
 @dataclass(frozen=True)
 class WaveNetConfig:
-    """Feed-forward WaveNet of Damskägg et al. 2019; the defaults are their WaveNet3."""
+    """A WaveNet of either family; the defaults are Damskägg et al. 2019's WaveNet3 (family paper)."""
 
     channels: int = 16
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256) * 2

@@ -85,7 +85,7 @@ class WaveNetBase(nn.Module):
         super().__init__()
         if cfg.family != family:
             raise ModelConfigError(f"family: a '{cfg.family}' config builds no {type(self).__name__}; "
-                             "use ampmodel.wavenet.build_wavenet(cfg)")
+                                   "use ampmodel.wavenet.build_wavenet(cfg)")
         self.cfg = cfg
         self.receptive_field: int = cfg.receptive_field
         self.num_controls: int = cfg.num_controls

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from ampmodel.layer_stack import WaveNetBase
 from ampmodel.losses import REPORTED_PRE_EMPHASIS
 from ampmodel.metrics import ESRAccumulator
 from ampmodel.streaming import render
-from ampmodel.layer_stack import WaveNetBase
 from datamodules.bassman import BassmanDataModule
 from datamodules.config import DataConfig
 from foundation.configs import to_dict
