@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from .config import ModelConfigError, WaveNetConfig
-from .wavenet import WaveNet
+from .layer_stack import WaveNetBase
+from .wavenet import build_wavenet
 
 
 class ModelFileError(ValueError):
@@ -34,9 +35,7 @@ def config_from_dict(table: Any) -> WaveNetConfig:
     unknown = sorted(set(table) - fields)
     if unknown:
         raise ModelConfigError(f"{unknown[0]}: unknown architecture setting; known: {', '.join(sorted(fields))}")
-    values = dict(table)
-    if isinstance(values.get("dilations"), list):
-        values["dilations"] = tuple(values["dilations"])
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}  # JSON lists: the tuple fields
     return WaveNetConfig(**values)  # types and size limits: WaveNetConfig.__post_init__
 
 
@@ -58,12 +57,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def wavenet_from_files(model_table: Any, weights_path: str | Path) -> WaveNet:
-    """A WaveNet in eval mode: architecture checked first, then built, then its weights loaded."""
-    return load_weights(WaveNet(config_from_dict(model_table)), weights_path)
+def wavenet_from_files(model_table: Any, weights_path: str | Path) -> WaveNetBase:
+    """A WaveNet of the config's family in eval mode: architecture checked first, then built, then
+    its weights loaded."""
+    return load_weights(build_wavenet(config_from_dict(model_table)), weights_path)
 
 
-def load_weights(net: WaveNet, weights_path: str | Path) -> WaveNet:
+def load_weights(net: WaveNetBase, weights_path: str | Path) -> WaveNetBase:
     """`net` with the weights of `weights_path` (see read_state_dict), in eval mode."""
     state = read_state_dict(weights_path)
     try:

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .wavenet import WaveNet
+from .layer_stack import WaveNetBase
 
 
 class StreamingWaveNet(nn.Module):
@@ -28,7 +28,7 @@ class StreamingWaveNet(nn.Module):
 
     states: List[Tensor]  # per layer, the last (kernel_size-1)*dilation inputs; [] = not started
 
-    def __init__(self, net: WaveNet, chunk_size: int = 16384) -> None:
+    def __init__(self, net: WaveNetBase, chunk_size: int = 16384) -> None:
         super().__init__()
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -78,16 +78,14 @@ class StreamingWaveNet(nn.Module):
     def _process_chunk(self, x: Tensor, ctl: Optional[Tensor], film: Optional[Tensor]) -> Tensor:
         batch = x.size(0)
         h = self.net.embed_input(x, ctl)
-        mixed = torch.zeros(batch, self.net.mixer.out_channels, x.size(2), dtype=h.dtype, device=h.device)
+        mixed = torch.zeros(batch, self.net.mix_channels, x.size(2), dtype=h.dtype, device=h.device)
+        mix = self.net.mix_weights()
         new_states: List[Tensor] = []
         for i, layer in enumerate(self.net.layers):
             layer_input = torch.cat([self.states[i], h], dim=2)
             # Detached: the stream is for inference; keeping the graph would grow it every block.
             new_states.append(layer_input[:, :, layer_input.size(2) - layer.history :].detach())
-            layer_film: Optional[Tensor] = None
-            if film is not None:
-                layer_film = film[:, i]
-            h, share = layer(layer_input, self.net.mixer_slice(i), layer_film)
+            h, share = layer(layer_input, mix[i], self.net.layer_film(film, i), x)
             mixed = mixed + share
         self.states = new_states
         return self.net.finish(mixed)
@@ -96,24 +94,22 @@ class StreamingWaveNet(nn.Module):
         """Per-layer past inputs for an all-zero input history: each layer sees a constant."""
         silence = torch.zeros(like.size(0), 1, 1, dtype=like.dtype, device=like.device)
         h = self.net.embed_input(silence, controls)  # (B, C, 1), constant in time
+        mix = self.net.mix_weights()
         states: List[Tensor] = []
         for i, layer in enumerate(self.net.layers):
             states.append(h.expand(-1, -1, layer.history).contiguous().detach())
-            layer_film: Optional[Tensor] = None
-            if film is not None:
-                layer_film = film[:, i]
-            h, _ = layer(h.expand(-1, -1, layer.history + 1), self.net.mixer_slice(i), layer_film)
+            h, _ = layer(h.expand(-1, -1, layer.history + 1), mix[i], self.net.layer_film(film, i), silence)
         return states
 
 
 class KnobStream:
     """Streaming for a player turning knobs: each knob move is folded into the weights
-    (`WaveNet.at_setting`, O(parameters) once), so every block costs what an unconditioned net of
+    (`at_setting`, O(parameters) once), so every block costs what an unconditioned net of
     the same size costs. The per-layer state carries over a knob move, exactly as in
     StreamingWaveNet with per-block controls (the tests check they agree). One knob setting at a
     time (batch rows share it); for a batch of different settings use StreamingWaveNet."""
 
-    def __init__(self, net: WaveNet, chunk_size: int = 16384) -> None:
+    def __init__(self, net: WaveNetBase, chunk_size: int = 16384) -> None:
         self.net = net
         self.chunk_size = chunk_size
         self.knobs: Optional[tuple] = None
@@ -142,7 +138,7 @@ class KnobStream:
 
 
 def render(
-    net: Union[WaveNet, StreamingWaveNet],
+    net: Union[WaveNetBase, StreamingWaveNet],
     audio: Any,
     controls: Union[None, Sequence[float], Tensor, Any] = None,
     block_size: int = 4096,
@@ -153,7 +149,7 @@ def render(
     None for an unconditioned net. numpy in -> float32 numpy out; tensor in -> tensor out.
     This is the project's one whole-signal inference path: rendering a wav, evaluating a model,
     logged examples and the registered model all run it. A WaveNet is folded at its knob setting
-    first (KnobStream), so conditioning costs nothing per sample.
+    first (KnobStream), so conditioning costs nothing per sample. Any family (paper, nam).
     """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")

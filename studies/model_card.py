@@ -10,6 +10,7 @@ from typing import Any
 from foundation.knobs import KNOB_NAMES
 from training.evaluate import finite_numbers
 from training.model_io import LoadedModel
+from training.nam_export import export_command
 
 
 def version_tags(study: str, trial: Any, run_id: str, test: dict[str, Any], loaded: LoadedModel) -> dict[str, str]:
@@ -18,6 +19,7 @@ def version_tags(study: str, trial: Any, run_id: str, test: dict[str, Any], load
             "val_esr": repr(trial.values[0]), "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
             "rtf": repr(trial.user_attrs.get("rtf")), "params": repr(trial.user_attrs.get("params")),
             "data_hash": str(loaded.data_info.get("dataset_hash", "")), "mlflow_run_id": run_id,
+            "family": loaded.run_config.model.family,
             **{f"test_{k}": repr(v) for k, v in finite_numbers(test).items() if k.endswith("settings")}}
 
 
@@ -26,6 +28,7 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
     cfg = loaded.run_config.model
     fs = loaded.sample_rate
     settings = loaded.data_info.get("settings") or []
+    channels = ", ".join(str(width) for width, _ in cfg.layer_arrays)  # per layer array (nam family)
     groups = [s.get("group", "train") for s in settings]
     knobs = " ".join(f"--{k} 0.5" for k in KNOB_NAMES) if loaded.conditioned else ""
     params = f", params={{{', '.join(repr(k) + ': 0.5' for k in KNOB_NAMES)}}}" if loaded.conditioned else ""
@@ -33,7 +36,8 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
                     if loaded.conditioned else "trained at fixed knobs " + _knobs(settings[:1]))
     rows = [
         ("study, trial", f"`{tags['study']}`, trial {tags['trial']} (MLflow run `{tags['mlflow_run_id']}`)"),
-        ("architecture", f"WaveNet, {cfg.channels} channels, {cfg.layers} layers (dilations "
+        ("architecture", f"{'WaveNet' if cfg.family == 'paper' else 'NAM WaveNet'}, {channels} channels, "
+                         f"{cfg.layers} layers (dilations "
                          f"{', '.join(map(str, cfg.dilations))}), kernel {cfg.kernel_size}, {cfg.activation} "
                          f"activation; receptive field {cfg.receptive_field} samples "
                          f"({1000 * cfg.receptive_field / fs:.1f} ms)"),
@@ -49,6 +53,9 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
                  f"{groups.count('test')} only for this test"),
     ]
     table = "\n".join(["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)])
+    command = export_command(f"models:/{name}/{version}", loaded, name)
+    export = f"\nPlay it in Neural Amp Modeler's plugin (one .nam file per knob setting):\n\n    {command}\n\n" \
+        if command else "\n"
     return f"""SPICE Bassman 5F6-A preamp modelled by a WaveNet.
 
 {table}
@@ -60,7 +67,7 @@ Render a wav with ampstudy (this version, or whichever is the champion):
 
     ampstudy render models:/{name}/{version} di.wav amp.wav {knobs}
     ampstudy render models:/{name}@champion di.wav amp.wav {knobs}
-
+{export}
 From Python, with only mlflow, torch and numpy installed (soundfile to read wavs):
 
     import mlflow, soundfile as sf

@@ -29,6 +29,7 @@ from training import tracking
 from training.evaluate import evaluate_model, finite_numbers
 from training.mlflow_model import log_amp_model
 from training.model_io import downloaded_model_dir, load_model
+from training.nam_export import export_command
 
 ALIAS = "champion"
 
@@ -121,6 +122,10 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
                 print(f"trial #{trial.number} is already {name} v{version}; not registering it again")
             result = _maybe_move_champion(client, name, version, test_esr, data_hash, loaded.run_config.data)
     print(result.message)
+    if result.champion_after == version:  # a champion of another family is told by its own promotion
+        command = export_command(f"models:/{name}@{ALIAS}", loaded, name)
+        if command:
+            print(f"play the champion in Neural Amp Modeler (one .nam file per knob setting):\n  {command}")
     return Promotion(trial.number, version, test_esr, result.champion_before, result.champion_after,
                      result.moved, result.message)
 

@@ -53,20 +53,18 @@ def test_from_preset_overrides_and_unknown_name():
         from_preset("WaveNet9")
 
 
-@pytest.mark.parametrize("overrides", VARIANTS)
-def test_output_is_valid_causal_convolution(overrides):
-    # float64: the oldest input reaches the output only through every layer's oldest tap, a
-    # product of small gains that float32 can round away.
-    net = make(**overrides).double()
-    rf, length = net.receptive_field, 80
+def assert_valid_causal_convolution(net, controls, length: int = 80, t: int = 40) -> None:
+    """Output j of `net` depends on exactly inputs j..j+rf-1 (checked in float64: the oldest input
+    reaches the output only through every layer's oldest tap, a product of small gains that float32
+    can round away). Shared with the NAM family's tests."""
+    net = net.double()
+    rf = net.receptive_field
     x = torch.randn(2, 1, length, dtype=torch.float64)
-    c = controls_for(net, 2)
-    c = None if c is None else c.double()
+    c = None if controls is None else controls.double()
     y = net(x, c)
     assert y.shape == (2, 1, length - rf + 1)
     # Output j sees inputs j..j+rf-1 (j+rf-1 is "now"). Perturb input t: it is the newest sample
     # of output t-rf+1 and the oldest of output t, so exactly outputs t-rf+1..t may change.
-    t = 40
     x2 = x.clone()
     x2[:, :, t] += 1.0
     y2 = net(x2, c)
@@ -75,6 +73,12 @@ def test_output_is_valid_causal_convolution(overrides):
     assert (y2[..., first] - y[..., first]).abs().min() > 1e-12  # immediate response
     assert (y2[..., last] - y[..., last]).abs().min() > 1e-12  # rf not shorter than claimed
     assert torch.equal(y2[..., last + 1 :], y[..., last + 1 :])  # rf not longer than claimed
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_output_is_valid_causal_convolution(overrides):
+    net = make(**overrides)
+    assert_valid_causal_convolution(net, controls_for(net, 2))
 
 
 @pytest.mark.parametrize("overrides", VARIANTS)

@@ -15,9 +15,9 @@ import torch
 from matplotlib.figure import Figure  # Figure without pyplot: no global backend state
 from mlflow.tracking import MlflowClient
 
+from ampmodel.layer_stack import WaveNetBase
 from ampmodel.losses import REPORTED_PRE_EMPHASIS, esr
 from ampmodel.streaming import render
-from ampmodel.wavenet import WaveNet
 
 GROUP_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:red"}
 
@@ -62,7 +62,7 @@ def comparison_figure(input_: np.ndarray, target: np.ndarray, pred: np.ndarray, 
     return fig
 
 
-def log_examples(client: MlflowClient, run_id: str, net: WaveNet, datamodule, settings: list[int],
+def log_examples(client: MlflowClient, run_id: str, net: WaveNetBase, datamodule, settings: list[int],
                  seconds: float, split: str = "val") -> None:
     """For each knob setting: input/target/prediction wavs under audio/, a figure under plots/."""
     if seconds <= 0:

@@ -19,23 +19,23 @@ from typing import Any
 
 import torch
 
+from ampmodel.layer_stack import WaveNetBase
 from ampmodel.losses import REPORTED_PRE_EMPHASIS
 from ampmodel.metrics import ESRAccumulator
 from ampmodel.streaming import render
-from ampmodel.wavenet import WaveNet
 from datamodules.bassman import BassmanDataModule
 from datamodules.config import DataConfig
 from foundation.configs import to_dict
 
 
-def predict_span(net: WaveNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def predict_span(net: WaveNetBase, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's output (1, 1, L) for one evaluation item (input with rf - 1 samples of context)."""
     x = batch["input"].reshape(-1)
     out = render(net, x, batch["controls"].reshape(-1), block_size=max(1, x.numel()))
     return out[net.receptive_field - 1:].view(1, 1, -1)
 
 
-def accumulate(net: WaveNet, loader, acc: ESRAccumulator | None = None) -> ESRAccumulator:
+def accumulate(net: WaveNetBase, loader, acc: ESRAccumulator | None = None) -> ESRAccumulator:
     acc = acc or ESRAccumulator(REPORTED_PRE_EMPHASIS)
     for batch in loader:
         acc.update(predict_span(net, batch), batch["target"], batch["setting"])
@@ -57,7 +57,7 @@ def split_metrics(acc: ESRAccumulator, groups: list[str]) -> dict[str, float]:
     }
 
 
-def evaluate_net(net: WaveNet, datamodule: BassmanDataModule, split: str) -> dict[str, Any]:
+def evaluate_net(net: WaveNetBase, datamodule: BassmanDataModule, split: str) -> dict[str, Any]:
     """ESR over every sample of `split` ('val' or 'test'): the split's numbers plus a table by setting."""
     net.eval()
     acc = accumulate(net, datamodule.eval_dataloader(split))
@@ -73,7 +73,8 @@ def finite_numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def evaluate_model(net: WaveNet, data_cfg: DataConfig, split: str = "test", progress: bool = True) -> dict[str, Any]:
+def evaluate_model(net: WaveNetBase, data_cfg: DataConfig, split: str = "test",
+                   progress: bool = True) -> dict[str, Any]:
     """Evaluate a trained net on the dataset of `data_cfg`, preparing that dataset if needed."""
     datamodule = BassmanDataModule(data_cfg, receptive_field=net.receptive_field, segment_samples=1, batch_size=1,
                                    progress=progress)

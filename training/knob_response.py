@@ -14,8 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
+from ampmodel.layer_stack import WaveNetBase
 from ampmodel.streaming import render
-from ampmodel.wavenet import WaveNet
 from datamodules.bassman import BassmanDataModule
 from foundation.knobs import KNOB_NAMES
 
@@ -42,7 +42,7 @@ def sweeps(datamodule: BassmanDataModule) -> dict[str, list[int]]:
     return found
 
 
-def response_rows(net: WaveNet, datamodule: BassmanDataModule) -> list[dict[str, float | str]]:
+def response_rows(net: WaveNetBase, datamodule: BassmanDataModule) -> list[dict[str, float | str]]:
     """One row per (knob, position): SPICE and model level (dB) and spectral centroid (Hz)."""
     fs = datamodule.sample_rate
     rows = []
@@ -79,7 +79,7 @@ def response_figure(rows: list[dict]) -> Figure:
     return fig
 
 
-def log_knob_response(client: MlflowClient, run_id: str, net: WaveNet, datamodule: BassmanDataModule) -> None:
+def log_knob_response(client: MlflowClient, run_id: str, net: WaveNetBase, datamodule: BassmanDataModule) -> None:
     """Figure + CSV under knobs/ (nothing when the dataset has no response sweep)."""
     if not datamodule.settings_in("response"):
         return

@@ -24,7 +24,7 @@ import torch
 
 from ampmodel.losses import MultiResolutionSTFTLoss, dc_loss, esr, esr_parts
 from ampmodel.metrics import ESRAccumulator
-from ampmodel.wavenet import WaveNet
+from ampmodel.wavenet import build_wavenet
 from datamodules.bassman import BassmanDataModule
 from foundation.configs import to_dict
 from foundation.errors import TrainingDiverged
@@ -49,7 +49,7 @@ class AmpModule(pl.LightningModule):
     def __init__(self, run_config: RunConfig, groups: list[str], reference: list[float] | None = None) -> None:
         super().__init__()
         self.run_config = run_config
-        self.net = WaveNet(run_config.model)
+        self.net = build_wavenet(run_config.model)
         self.groups = list(groups)  # per knob setting of the dataset: train | val | test | response
         train = run_config.train
         self.stft_loss = MultiResolutionSTFTLoss() if train.loss == "esr_stft" else None

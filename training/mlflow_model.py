@@ -86,8 +86,10 @@ def ship_ampmodel(into: Path, source: Path = Path(ampmodel.__file__).parent) -> 
 
 
 def model_name(cfg: WaveNetConfig) -> str:
-    """What the model is, for MLflow's model list: e.g. wavenet-16ch-18layers-film."""
-    return f"wavenet-{cfg.channels}ch-{cfg.layers}layers-{cfg.conditioning}"
+    """What the model is, for MLflow's model list: e.g. wavenet-16ch-18layers-film, nam-wavenet-16-8ch-20layers-film."""
+    family = "wavenet" if cfg.family == "paper" else f"{cfg.family}-wavenet"
+    channels = "-".join(str(width) for width, _ in cfg.layer_arrays)
+    return f"{family}-{channels}ch-{cfg.layers}layers-{cfg.conditioning}"
 
 
 def signature(loaded: LoadedModel, knobs: dict[str, list[float]]) -> Any:

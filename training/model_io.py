@@ -2,7 +2,7 @@
 
 Layout of a model directory (also the `model/` artifact of every MLflow run):
     config.json     {"format", "ampstudy_version", "run_config": {...}, "data": {...}, "knobs": {...}}
-    state_dict.pt   torch state dict of WaveNet(run_config.model)
+    state_dict.pt   torch state dict of build_wavenet(run_config.model) (the family the config names)
     model.ts        torch.jit.script(net), loadable without ampstudy
 `data` records what the numbers mean: sample rate, volts per full-scale input sample, the target
 scale, the dataset hash and the knob settings seen in training; `knobs` the control order and
@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
+from ampmodel.layer_stack import WaveNetBase
 from ampmodel.loading import ModelFileError, load_weights
-from ampmodel.wavenet import WaveNet
+from ampmodel.wavenet import build_wavenet
 from foundation import __version__
 from foundation.configs import to_dict
 from foundation.errors import AmpStudyError
@@ -41,7 +42,7 @@ MODEL_FORMAT = 1
 
 @dataclass(frozen=True)
 class LoadedModel:
-    net: WaveNet
+    net: WaveNetBase
     run_config: RunConfig
     data_info: dict[str, Any]
 
@@ -54,7 +55,7 @@ class LoadedModel:
         return self.run_config.model.conditioning != "none"
 
 
-def save_model(directory: str | Path, net: WaveNet, run_config: RunConfig, data_info: dict[str, Any]) -> Path:
+def save_model(directory: str | Path, net: WaveNetBase, run_config: RunConfig, data_info: dict[str, Any]) -> Path:
     """Write the model directory atomically (temp dir + rename) and return its path."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,7 @@ def load_model(directory: str | Path) -> LoadedModel:
     except AmpStudyError as err:
         raise AmpStudyError(f"{config_path}: run_config.{err}") from None
     try:
-        net = load_weights(WaveNet(run_config.model), directory / "state_dict.pt")
+        net = load_weights(build_wavenet(run_config.model), directory / "state_dict.pt")
     except ModelFileError as err:
         raise AmpStudyError(str(err)) from None
     return LoadedModel(net, run_config, dict(meta.get("data", {})))

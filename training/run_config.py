@@ -6,7 +6,7 @@ A run config file is TOML with up to four tables, all optional, e.g.
     [data]
     corpus_seconds = 30
     [model]
-    preset = "WaveNet2"      # start from a paper preset, then override fields
+    preset = "WaveNet2"      # start from a preset (paper WaveNet1-3, NAM's nam-standard ...), then override fields
     dilations = "(1..256)x2" # or a list of integers
     [train]
     learning_rate = 0.004
@@ -27,6 +27,7 @@ from foundation.configs import from_mapping, load_toml, require, to_dict
 from foundation.errors import ConfigError
 
 LOSSES = ("esr", "esr_dc", "esr_stft")
+ARRAY_FIELDS = ("array_channels", "array_layers")  # nam-family lists a study may search as "8" or "8,4"
 LOSS_REFERENCES = ("batch", "dataset", "setting")
 
 
@@ -105,6 +106,16 @@ def model_from_mapping(data: Mapping[str, Any] | None, where: str = "model") -> 
             table["dilations"] = parse_dilations(table["dilations"])
         except ModelConfigError as err:
             raise ConfigError(f"{where}.{err}") from None
+    for name in ARRAY_FIELDS:  # one number, or "8,4" (how a study's choices name a list)
+        value = table.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            table[name] = (value,)
+        elif isinstance(value, str):
+            try:
+                table[name] = tuple(int(v) for v in value.split(",") if v.strip())
+            except ValueError:
+                raise ConfigError(f"{where}.{name}: '{value}' is not a list of integers such as "
+                                  "\"8\" or \"8,4\"") from None
     merged = {**to_dict(base), **table}
     return from_mapping(WaveNetConfig, merged, where)
 
