@@ -12,7 +12,28 @@ class ModelConfigError(ValueError):
 
 ACTIVATIONS = ("gated", "tanh", "softsign_gated")
 GATED_ACTIVATIONS = ("gated", "softsign_gated")
-CONDITIONINGS = ("none", "film", "concat")
+# none; film: per-layer scale/shift of the dilated conv's output (before the gate); film_out: that,
+# and a second scale/shift of each layer's gated output (what its residual and skip see); concat:
+# the knobs as constant extra input channels. All fold into an unconditioned net at one setting.
+CONDITIONINGS = ("none", "film", "film_out", "concat")
+FILM_CONDITIONINGS = ("film", "film_out")
+# paper: Damskägg et al. 2019 (every layer's skip mixed by its own weights); nam: Neural Amp
+# Modeler's WaveNet (layer arrays, the input mixed into every layer, summed skips through a head
+# 1x1 per array), which NAM's plugin plays. Exportable families can be written as .nam files.
+FAMILIES = ("paper", "nam")
+EXPORTABLE_FAMILIES = ("nam",)
+NAM_ACTIVATIONS = ("tanh", "gated")  # NAM's Tanh, and its gated Tanh * Sigmoid
+NAM_CONDITIONINGS = ("none", "film")  # those that fold into a net NAM's plugin runs (see _check_nam)
+
+# Upper bounds checked before any tensor is allocated: a config.json from a model registry is
+# untrusted input, and `channels = 100000` alone would ask for hundreds of GB. Generous for amp
+# models (the paper's largest WaveNet has 16 channels, 18 layers, receptive field 2047); at the
+# limits a net has ~0.2 G parameters (~1 GB), still allocatable.
+MAX_SIZES = {"channels": 256, "kernel_size": 16, "head_hidden": 1024, "film_hidden": 1024, "num_controls": 16}
+MAX_LAYERS = 64
+MAX_DILATION = 65536
+MAX_RECEPTIVE_FIELD = 262144  # ~5.5 s at 48 kHz
+MAX_ARRAYS = 8
 
 
 def parse_dilations(spec: str) -> tuple[int, ...]:
@@ -42,20 +63,30 @@ def parse_dilations(spec: str) -> tuple[int, ...]:
     return stack * repeat
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class WaveNetConfig:
-    """Feed-forward WaveNet of Damskägg et al. 2019; the defaults are their WaveNet3."""
+    """A WaveNet of either family; the defaults are Damskägg et al. 2019's WaveNet3 (family paper)."""
 
     channels: int = 16
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256) * 2
     kernel_size: int = 3
     activation: str = "gated"  # gated (tanh*sigmoid), tanh, softsign_gated
     head_hidden: int = 0  # 0 = linear 1x1 mixer of all skips; >0 = mixer -> MLP of this width -> 1
-    conditioning: str = "none"  # none, film (per-layer scale/shift from an MLP), concat (controls as input channels)
+    conditioning: str = "none"  # none, film, film_out (both from a small MLP of the knobs), concat
     num_controls: int = 4  # volume, treble, bass, middle
     film_hidden: int = 16  # width of the control MLP that produces FiLM parameters
+    family: str = "paper"  # paper or nam (see FAMILIES); nam exports to .nam files
+    # nam only: `channels` is the first layer array's width, array_channels the widths of the
+    # arrays after it; each array takes array_layers[i] of `dilations` in order (() = equal shares).
+    array_channels: tuple[int, ...] = ()
+    array_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_types_and_limits()
         if self.channels < 1:
             raise ModelConfigError(f"channels: {self.channels} must be >= 1")
         if not self.dilations or min(self.dilations) < 1:
@@ -68,6 +99,63 @@ class WaveNetConfig:
             raise ModelConfigError(f"conditioning: '{self.conditioning}' is not one of {', '.join(CONDITIONINGS)}")
         if self.head_hidden < 0 or self.film_hidden < 1 or self.num_controls < 1:
             raise ModelConfigError("head_hidden must be >= 0, film_hidden and num_controls >= 1")
+        if self.family not in FAMILIES:
+            raise ModelConfigError(f"family: '{self.family}' is not one of {', '.join(FAMILIES)}")
+        if self.family == "nam":
+            self._check_nam()
+        elif self.array_channels or self.array_layers:
+            name = "array_channels" if self.array_channels else "array_layers"
+            raise ModelConfigError(f"{name}: layer arrays belong to family 'nam'; set family = \"nam\" or drop it")
+
+    def _check_nam(self) -> None:
+        """What NAM's layer arrays can express, and what folds into a net its plugin runs."""
+        if self.activation not in NAM_ACTIVATIONS:
+            raise ModelConfigError(f"activation: '{self.activation}' is not available in family 'nam'; "
+                                   f"use one of {', '.join(NAM_ACTIVATIONS)}")
+        if self.conditioning not in NAM_CONDITIONINGS:
+            why = ("its knob channels would need a bias in NAM's bias-free input layer" if self.conditioning == "concat"
+                   else "its per-layer scale of the skips cannot fold into NAM's summed head")
+            raise ModelConfigError(f"conditioning: '{self.conditioning}' is not available in family 'nam' ({why}); "
+                                   f"use one of {', '.join(NAM_CONDITIONINGS)}")
+        if self.head_hidden:
+            raise ModelConfigError("head_hidden: family 'nam' has no head MLP (NAM's plugin runs none); set 0")
+        if self.array_channels and min(self.array_channels) < 1:
+            raise ModelConfigError(f"array_channels: {self.array_channels} must all be >= 1")
+        arrays, layers = 1 + len(self.array_channels), len(self.dilations)
+        if not self.array_layers and layers % arrays:
+            raise ModelConfigError(f"array_layers: {layers} dilations do not split equally into {arrays} layer arrays; "
+                                   "give array_layers (layers per array) or a multiple of the array count")
+        if self.array_layers and (len(self.array_layers) != arrays or min(self.array_layers) < 1
+                                  or sum(self.array_layers) != layers):
+            raise ModelConfigError(f"array_layers: {list(self.array_layers)} must give each of the {arrays} layer "
+                                   f"arrays >= 1 layer and add up to the {layers} dilations")
+
+    def _check_types_and_limits(self) -> None:
+        """Integers within MAX_SIZES / MAX_LAYERS / MAX_DILATION / MAX_RECEPTIVE_FIELD, else ModelConfigError."""
+        for name, limit in MAX_SIZES.items():
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise ModelConfigError(f"{name}: expected an integer, got {value!r}")
+            if value > limit:
+                raise ModelConfigError(f"{name}: {value} is above the limit {limit} (ampmodel.config.MAX_SIZES)")
+        if not isinstance(self.dilations, tuple) or not all(_is_int(d) for d in self.dilations):
+            raise ModelConfigError(f"dilations: expected a list of integers, got {self.dilations!r}")
+        if len(self.dilations) > MAX_LAYERS:
+            raise ModelConfigError(f"dilations: {len(self.dilations)} layers is above the limit {MAX_LAYERS}")
+        if self.dilations and max(self.dilations) > MAX_DILATION:
+            raise ModelConfigError(f"dilations: {max(self.dilations)} is above the limit {MAX_DILATION}")
+        for name in ("array_channels", "array_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(_is_int(v) for v in value):
+                raise ModelConfigError(f"{name}: expected a list of integers, got {value!r}")
+            if len(value) > MAX_ARRAYS:
+                raise ModelConfigError(f"{name}: {len(value)} entries is above the limit of {MAX_ARRAYS} layer arrays")
+        if self.array_channels and max(self.array_channels) > MAX_SIZES["channels"]:
+            raise ModelConfigError(f"array_channels: {max(self.array_channels)} is above the limit "
+                                   f"{MAX_SIZES['channels']} (ampmodel.config.MAX_SIZES)")
+        if self.kernel_size >= 1 and self.dilations and self.receptive_field > MAX_RECEPTIVE_FIELD:
+            raise ModelConfigError(f"dilations: receptive field {self.receptive_field} samples is above the limit "
+                                   f"{MAX_RECEPTIVE_FIELD}; use fewer or smaller dilations or a smaller kernel_size")
 
     @property
     def receptive_field(self) -> int:
@@ -79,9 +167,34 @@ class WaveNetConfig:
         return len(self.dilations)
 
     @property
+    def film_features(self) -> int:
+        """Per layer, how many channels FiLM scales and shifts (0 without FiLM)."""
+        if self.conditioning not in FILM_CONDITIONINGS:
+            return 0
+        return self.pre_activation_channels + (self.channels if self.conditioning == "film_out" else 0)
+
+    @property
     def pre_activation_channels(self) -> int:
         """Channels out of each dilated conv: a gated activation multiplies two halves (tanh * sigmoid)."""
-        return 2 * self.channels if self.activation in GATED_ACTIVATIONS else self.channels
+        return self.pre_activation(self.channels)
+
+    def pre_activation(self, channels: int) -> int:
+        return 2 * channels if self.activation in GATED_ACTIVATIONS else channels
+
+    @property
+    def layer_arrays(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """(channels, dilations) of each layer array; the paper family is one array."""
+        widths = (self.channels, *self.array_channels)
+        counts = self.array_layers or (len(self.dilations) // len(widths),) * len(widths)
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        return tuple((w, self.dilations[s:s + n]) for w, s, n in zip(widths, starts, counts))
+
+
+def _nam_preset(channels: int, second: int, dilations: str, second_dilations: str) -> WaveNetConfig:
+    first, then = parse_dilations(dilations), parse_dilations(second_dilations)
+    equal = len(first) == len(then)  # equal shares: a search of layers_per_stack/stacks keeps working
+    return WaveNetConfig(family="nam", channels=channels, array_channels=(second,), dilations=first + then,
+                         array_layers=() if equal else (len(first), len(then)), kernel_size=3, activation="tanh")
 
 
 PRESETS: dict[str, WaveNetConfig] = {
@@ -89,4 +202,10 @@ PRESETS: dict[str, WaveNetConfig] = {
     "WaveNet1": WaveNetConfig(channels=16, dilations=parse_dilations("1..512")),
     "WaveNet2": WaveNetConfig(channels=8, dilations=parse_dilations("(1..256)x2")),
     "WaveNet3": WaveNetConfig(channels=16, dilations=parse_dilations("(1..256)x2")),
+    # Neural Amp Modeler's trainer architectures (neural-amp-modeler 0.12, nam.train.core.get_wavenet_config;
+    # tests/test_nam_family.py checks them against the installed package). standard: 13,801 weights + head_scale.
+    "nam-standard": _nam_preset(16, 8, "1..512", "1..512"),
+    "nam-lite": _nam_preset(12, 6, "1..64", "128,256,512,1,2,4,8,16,32,64,128,256,512"),
+    "nam-feather": _nam_preset(8, 4, "1..64", "128,256,512,1,2,4,8,16,32,64,128,256,512"),
+    "nam-nano": _nam_preset(4, 2, "1..64", "128,256,512,1,2,4,8,16,32,64,128,256,512"),
 }

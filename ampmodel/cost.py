@@ -21,8 +21,8 @@ from torch.utils._python_dispatch import TorchDispatchMode  # private, but stabl
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import WaveNetConfig
+from .layer_stack import WaveNetBase
 from .streaming import StreamingWaveNet
-from .wavenet import WaveNet
 
 
 def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
@@ -49,12 +49,15 @@ class _PointwiseCounter(TorchDispatchMode):
         return out
 
 
-def _default_controls(net: WaveNet, batch: int = 1) -> Optional[Tensor]:
-    # Mid-position knobs: any valid value costs the same.
-    return torch.full((batch, net.num_controls), 0.5) if net.conditioned else None
+def deployed(net: WaveNetBase, controls: Optional[Tensor] = None) -> WaveNetBase:
+    """The net as inference runs it: folded at `controls` (mid-position knobs by default; any
+    valid setting costs the same), or itself when unconditioned."""
+    if not net.conditioned:
+        return net
+    return net.at_setting(controls if controls is not None else [0.5] * net.num_controls)
 
 
-def _counts_at(net: WaveNet, length: int, controls: Optional[Tensor]) -> tuple[int, int]:
+def _counts_at(net: WaveNetBase, length: int, controls: Optional[Tensor]) -> tuple[int, int]:
     param = next(net.parameters())
     x = torch.zeros(1, 1, length, dtype=param.dtype, device=param.device)
     ctl = None if controls is None else controls.to(device=param.device, dtype=param.dtype)
@@ -70,33 +73,48 @@ def _counts_at(net: WaveNet, length: int, controls: Optional[Tensor]) -> tuple[i
     return flops.get_total_flops(), pointwise.elements
 
 
-def op_counts_per_sample(net: WaveNet, controls: Optional[Tensor] = None) -> OpCounts:
-    """Counted MACs and pointwise-op elements per output sample (batch 1, steady state)."""
-    ctl = controls if controls is not None else _default_controls(net)
+def op_counts_per_sample(net: WaveNetBase, controls: Optional[Tensor] = None) -> OpCounts:
+    """Counted MACs and pointwise-op elements per output sample (batch 1, steady state), of the
+    network as it runs: a conditioned one folded at one knob setting (mid-position by default)."""
+    net = deployed(net, controls)
     short, extra = net.receptive_field + 256, 1024
-    flops_a, elems_a = _counts_at(net, short, ctl)
-    flops_b, elems_b = _counts_at(net, short + extra, ctl)
+    flops_a, elems_a = _counts_at(net, short, None)
+    flops_b, elems_b = _counts_at(net, short + extra, None)
     return OpCounts(macs_per_sample=(flops_b - flops_a) / 2 / extra, elementwise_per_sample=(elems_b - elems_a) / extra)
 
 
-def macs_per_sample(net: WaveNet, controls: Optional[Tensor] = None) -> float:
+def macs_per_sample(net: WaveNetBase, controls: Optional[Tensor] = None) -> float:
     return op_counts_per_sample(net, controls).macs_per_sample
 
 
-def analytic_macs_per_sample(net_or_cfg: WaveNet | WaveNetConfig) -> int:
+def analytic_macs_per_sample(net_or_cfg: WaveNetBase | WaveNetConfig) -> int:
     """The formula the counted number must match: weights touched per output sample. Takes a
     config too, so a search can reject too-expensive architectures without building them."""
-    cfg = net_or_cfg.cfg if isinstance(net_or_cfg, WaveNet) else net_or_cfg
+    cfg = net_or_cfg.cfg if isinstance(net_or_cfg, WaveNetBase) else net_or_cfg
+    if cfg.family == "nam":
+        return _nam_macs_per_sample(cfg)
     c, k, layers = cfg.channels, cfg.kernel_size, cfg.layers
     pre = cfg.pre_activation_channels
-    input_ch = 1 + (cfg.num_controls if cfg.conditioning == "concat" else 0)
+    input_ch = 1  # knob conditioning is folded away before inference (WaveNet.at_setting)
     mixer_out = cfg.head_hidden if cfg.head_hidden > 0 else 1
     head = cfg.head_hidden if cfg.head_hidden > 0 else 0
     return input_ch * c + layers * (k * c * pre + c * c) + layers * c * mixer_out + head
 
 
+def _nam_macs_per_sample(cfg: WaveNetConfig) -> int:
+    """Input rechannel 1 -> C_1; per layer of array a: dilated conv, input mixer 1 -> P, residual
+    1x1 and its C_a -> 1 share of the output (heads and knobs are folded into those shares); the
+    rechannel C_(a-1) -> C_a into each later array."""
+    arrays = cfg.layer_arrays
+    macs = arrays[0][0]
+    for a, (c, dilations) in enumerate(arrays):
+        p = cfg.pre_activation(c)
+        macs += (arrays[a - 1][0] * c if a else 0) + len(dilations) * (cfg.kernel_size * c * p + p + c * c + c)
+    return macs
+
+
 def realtime_factor(
-    net: WaveNet,
+    net: WaveNetBase,
     seconds: float = 1.0,
     block_seconds: float = 1.0,
     fs: int = 44100,
@@ -107,17 +125,14 @@ def realtime_factor(
     """Audio seconds processed per wall-clock second when streaming at batch 1 (>1 = faster than
     real time). Streams `seconds` of noise in `block_seconds` blocks with cached state, on the
     net's device, with `threads` intra-op threads (restored afterwards); one warm-up pass is
-    excluded and the median of `repeats` timed passes is reported. Conditioned nets get
-    mid-position knobs unless `controls` (num_controls,) is given."""
+    excluded and the median of `repeats` timed passes is reported. Conditioned nets are folded at
+    mid-position knobs unless `controls` (num_controls,) is given, as `render` folds them."""
     param = next(net.parameters())
     block = max(1, round(block_seconds * fs))
     total = max(block, round(seconds * fs))
     gen = torch.Generator().manual_seed(0)
     audio = (0.5 * torch.randn(total, generator=gen)).to(device=param.device, dtype=param.dtype)
-    ctl = controls if controls is not None else _default_controls(net)
-    if ctl is not None:
-        ctl = ctl.reshape(-1).to(device=param.device, dtype=param.dtype)
-    stream = StreamingWaveNet(net)
+    stream = StreamingWaveNet(deployed(net, controls))
     sync = torch.cuda.synchronize if param.device.type == "cuda" else (lambda: None)
 
     def one_pass() -> float:
@@ -125,7 +140,7 @@ def realtime_factor(
         sync()
         start = time.perf_counter()
         for i in range(0, total, block):
-            stream.process(audio[i : i + block], ctl)
+            stream.process(audio[i : i + block])
         sync()
         return time.perf_counter() - start
 
@@ -140,7 +155,7 @@ def realtime_factor(
     return total / fs / wall
 
 
-def compute_cost(net: WaveNet, fs: int = 44100, controls: Optional[Tensor] = None, threads: int = 1) -> dict:
+def compute_cost(net: WaveNetBase, fs: int = 44100, controls: Optional[Tensor] = None, threads: int = 1) -> dict:
     """Flat dict of numbers (ready for metric logging) describing the model's cost at rate fs.
     The real-time factor is that of a float32 CPU copy with `threads` threads (a plugin's
     setting), wherever the model was trained."""

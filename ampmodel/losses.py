@@ -1,24 +1,33 @@
-"""Training/evaluation losses for amp modelling (own implementations, torch only).
+"""Losses and the error-to-signal ratio for amp modelling (own implementations, torch only).
 
 - ESR (error-to-signal ratio) with first-order pre-emphasis, as in Damskägg et al. 2019 and
-  Wright & Välimäki 2019: sum((t-p)^2) / sum(t^2) after filtering both by 1 - c z^-1, which
-  weights the error towards high frequencies where distortion products are audible.
+  Wright & Välimäki 2019: sum((t-p)^2) / sum(t^2) after filtering both, which weights the
+  error towards high frequencies where distortion products are audible. This module holds the
+  project's only ESR: the training loss, validation/test metrics, logged figures and benchmarks
+  all call `esr_parts` / `esr`.
 - DC term of Wright & Välimäki 2019: mean(t-p)^2 / mean(t^2).
 - Multi-resolution STFT loss: spectral convergence + log-magnitude distance at several FFT sizes.
 
-Reduction convention for ESR and DC: the whole tensor (batch and time) is treated as ONE signal,
-i.e. energies are summed over all elements before the ratio is taken. This weights loud segments
-more than a mean of per-segment ratios would, and `esr_parts` lets an evaluator accumulate the
-exact whole-signal ESR across batches: ESR = sum(error energies) / sum(target energies).
-Each segment is pre-emphasised on its own (its first sample passes unfiltered).
+Pre-emphasis convention: a signal is filtered by 1 - c z^-1 along its last axis,
+y[n] = x[n] - c * x[n-1]. Its first sample has no predecessor inside the signal and is dropped,
+so the filtered signal is one sample shorter; c = 0 means no filtering and drops nothing.
+Every signal (a training segment, a whole evaluation span) is filtered on its own.
+
+Reduction: error and target energies are summed over every element (batch and time) before the
+ratio is taken, i.e. a batch is treated as ONE signal; `per_item=True` keeps one sum per batch
+item so an evaluator can pool items (per knob setting, say) and take the ratio at the end.
 """
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+
+# Every run reports ESR after this pre-emphasis, whatever its loss uses, so trials that search the
+# loss's pre-emphasis stay comparable (0.95 as in Damskägg et al. 2019).
+REPORTED_PRE_EMPHASIS = 0.95
 
 
 def _check_same_shape(pred: Tensor, target: Tensor) -> None:
@@ -26,29 +35,33 @@ def _check_same_shape(pred: Tensor, target: Tensor) -> None:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
 
 
-def pre_emphasis(x: Tensor, coeff: float) -> Tensor:
-    """y[n] = x[n] - coeff * x[n-1] along the last axis; same length, y[0] = x[0] (no padding)."""
-    return _pre_emphasise(x, coeff)
-
-
-def _pre_emphasise(x: Tensor, coeff: float) -> Tensor:
-    # Separate name because the loss functions' `pre_emphasis` argument shadows the public one.
+def pre_emphasise(x: Tensor, coeff: float) -> Tensor:
+    """x[..., 1:] - coeff * x[..., :-1] (see the module's convention); x itself when coeff is 0."""
     if coeff == 0.0:
         return x
-    return torch.cat([x[..., :1], x[..., 1:] - coeff * x[..., :-1]], dim=-1)
+    return x[..., 1:] - coeff * x[..., :-1]
 
 
-def esr_parts(pred: Tensor, target: Tensor, pre_emphasis: float = 0.95) -> Tuple[Tensor, Tensor]:
-    """(error energy, target energy), each summed over every element, after pre-emphasis."""
+def esr_parts(pred: Tensor, target: Tensor, pre_emphasis: float = REPORTED_PRE_EMPHASIS,
+              weight: Optional[Tensor] = None, per_item: bool = False) -> Tuple[Tensor, Tensor]:
+    """(error energy, target energy) after pre-emphasis, each summed over every element, or
+    over all but the first axis with `per_item`. `weight` multiplies both energies elementwise
+    (broadcast against the filtered signals, e.g. (B, 1, 1) per item)."""
     _check_same_shape(pred, target)
-    t = _pre_emphasise(target, pre_emphasis)
-    p = _pre_emphasise(pred, pre_emphasis)
-    return (t - p).square().sum(), t.square().sum()
+    t = pre_emphasise(target, pre_emphasis)
+    error = (t - pre_emphasise(pred, pre_emphasis)).square()
+    energy = t.square()
+    if weight is not None:
+        error, energy = error * weight, energy * weight
+    if per_item:
+        return error.flatten(1).sum(1), energy.flatten(1).sum(1)
+    return error.sum(), energy.sum()
 
 
-def esr(pred: Tensor, target: Tensor, pre_emphasis: float = 0.95, eps: float = 1e-8) -> Tensor:
-    """Error-to-signal ratio (scalar) with pre-emphasis `pre_emphasis` (0 = none); see module doc."""
-    error_energy, target_energy = esr_parts(pred, target, pre_emphasis)
+def esr(pred: Tensor, target: Tensor, pre_emphasis: float = REPORTED_PRE_EMPHASIS,
+        weight: Optional[Tensor] = None, eps: float = 1e-8) -> Tensor:
+    """Error-to-signal ratio (scalar) of the whole batch as one signal; see the module docstring."""
+    error_energy, target_energy = esr_parts(pred, target, pre_emphasis, weight)
     return error_energy / (target_energy + eps)
 
 

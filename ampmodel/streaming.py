@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .wavenet import WaveNet
+from .layer_stack import WaveNetBase
 
 
 class StreamingWaveNet(nn.Module):
@@ -28,7 +28,7 @@ class StreamingWaveNet(nn.Module):
 
     states: List[Tensor]  # per layer, the last (kernel_size-1)*dilation inputs; [] = not started
 
-    def __init__(self, net: WaveNet, chunk_size: int = 16384) -> None:
+    def __init__(self, net: WaveNetBase, chunk_size: int = 16384) -> None:
         super().__init__()
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -78,16 +78,14 @@ class StreamingWaveNet(nn.Module):
     def _process_chunk(self, x: Tensor, ctl: Optional[Tensor], film: Optional[Tensor]) -> Tensor:
         batch = x.size(0)
         h = self.net.embed_input(x, ctl)
-        mixed = torch.zeros(batch, self.net.mixer.out_channels, x.size(2), dtype=h.dtype, device=h.device)
+        mixed = torch.zeros(batch, self.net.mix_channels, x.size(2), dtype=h.dtype, device=h.device)
+        mix = self.net.mix_weights()
         new_states: List[Tensor] = []
         for i, layer in enumerate(self.net.layers):
             layer_input = torch.cat([self.states[i], h], dim=2)
             # Detached: the stream is for inference; keeping the graph would grow it every block.
             new_states.append(layer_input[:, :, layer_input.size(2) - layer.history :].detach())
-            layer_film: Optional[Tensor] = None
-            if film is not None:
-                layer_film = film[:, i]
-            h, share = layer(layer_input, self.net.mixer_slice(i), layer_film)
+            h, share = layer(layer_input, mix[i], self.net.layer_film(film, i), x)
             mixed = mixed + share
         self.states = new_states
         return self.net.finish(mixed)
@@ -96,31 +94,65 @@ class StreamingWaveNet(nn.Module):
         """Per-layer past inputs for an all-zero input history: each layer sees a constant."""
         silence = torch.zeros(like.size(0), 1, 1, dtype=like.dtype, device=like.device)
         h = self.net.embed_input(silence, controls)  # (B, C, 1), constant in time
+        mix = self.net.mix_weights()
         states: List[Tensor] = []
         for i, layer in enumerate(self.net.layers):
             states.append(h.expand(-1, -1, layer.history).contiguous().detach())
-            layer_film: Optional[Tensor] = None
-            if film is not None:
-                layer_film = film[:, i]
-            h, _ = layer(h.expand(-1, -1, layer.history + 1), self.net.mixer_slice(i), layer_film)
+            h, _ = layer(h.expand(-1, -1, layer.history + 1), mix[i], self.net.layer_film(film, i), silence)
         return states
 
 
+class KnobStream:
+    """Streaming for a player turning knobs: each knob move is folded into the weights
+    (`at_setting`, O(parameters) once), so every block costs what an unconditioned net of
+    the same size costs. The per-layer state carries over a knob move, exactly as in
+    StreamingWaveNet with per-block controls (the tests check they agree). One knob setting at a
+    time (batch rows share it); for a batch of different settings use StreamingWaveNet."""
+
+    def __init__(self, net: WaveNetBase, chunk_size: int = 16384) -> None:
+        self.net = net
+        self.chunk_size = chunk_size
+        self.knobs: Optional[tuple] = None
+        self.stream: Optional[StreamingWaveNet] = None
+
+    def reset(self) -> None:
+        self.stream, self.knobs = None, None
+
+    def process(self, block: Tensor, controls: Union[None, Sequence[float], Tensor] = None) -> Tensor:
+        knobs = None
+        if self.net.conditioned:
+            ctl = None if controls is None else torch.as_tensor(controls, dtype=torch.float32)
+            if ctl is not None and ctl.dim() == 2 and ctl.size(0) > 1 and not bool((ctl == ctl[:1]).all()):
+                raise ValueError("KnobStream plays one knob setting at a time; use StreamingWaveNet for a "
+                                 "batch of different settings")
+            ctl = self.net.prepare_controls(None if ctl is None else ctl.reshape(-1)[: self.net.num_controls]
+                                            .view(1, -1), 1)
+            knobs = tuple(float(v) for v in ctl.view(-1).tolist())
+        if self.stream is None or knobs != self.knobs:
+            folded = self.net if knobs is None else self.net.at_setting(list(knobs))
+            states = [] if self.stream is None else self.stream.states
+            self.stream = StreamingWaveNet(folded, self.chunk_size)
+            self.stream.states = states
+            self.knobs = knobs
+        return self.stream.process(block)
+
+
 def render_blocks(
-    net: Union[WaveNet, StreamingWaveNet],
+    net: Union[WaveNetBase, StreamingWaveNet],
     blocks: Iterable[Any],
     controls: Union[None, Sequence[float], Tensor, Any] = None,
 ) -> Iterator[Any]:
     """Run consecutive (samples,) blocks of one signal through `net` from silence, yielding each
     output block as it is computed (same length and type: numpy in -> float32 numpy out). Memory is
-    one block plus the stream state, whatever the length of the signal.
+    one block plus the stream state, whatever the length of the signal (`ampstudy render` streams
+    files of any length through it). A WaveNet is folded at its knob setting first (KnobStream).
 
     controls: the knob positions (volume, treble, bass, middle) in 0..1, e.g. [0.5, 0.5, 0.5, 0.5];
     None for an unconditioned net.
     """
-    stream = net if isinstance(net, StreamingWaveNet) else StreamingWaveNet(net)
+    stream = net if isinstance(net, StreamingWaveNet) else KnobStream(net)
     stream.reset()
-    param = next(stream.parameters())
+    param = next((stream.net if isinstance(stream, KnobStream) else stream).parameters())
     ctl = None if controls is None else torch.as_tensor(controls, dtype=param.dtype, device=param.device)
     try:
         for block in blocks:
@@ -137,7 +169,7 @@ def render_blocks(
 
 
 def render(
-    net: Union[WaveNet, StreamingWaveNet],
+    net: Union[WaveNetBase, StreamingWaveNet],
     audio: Any,
     controls: Union[None, Sequence[float], Tensor, Any] = None,
     block_size: int = 4096,
@@ -145,6 +177,9 @@ def render(
     """Run a whole (samples,) signal through `net` in blocks, from silence; same length and type out.
 
     controls: as for `render_blocks`. numpy in -> float32 numpy out; tensor in -> tensor out.
+    This (with `render_blocks`, which it runs) is the project's one whole-signal inference path:
+    rendering a wav, evaluating a model, logged examples and the registered model all run it. A WaveNet is folded at its knob setting
+    first (KnobStream), so conditioning costs nothing per sample. Any family (paper, nam).
     """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")

@@ -15,6 +15,9 @@ layer by layer, fused with each residual 1x1 (see ResidualLayer): same maths, no
 concatenation. State-dict keys: input_conv, layers.<i>.dilated, layers.<i>.residual, mixer,
 head.1 (head_hidden > 0), film.hidden, film.out (film conditioning).
 
+The layer protocol, one-pass forward and knob folding are shared with the NAM family
+(layer_stack.WaveNetBase); `build_wavenet(cfg)` builds the family a config names.
+
 Controls: a conditioned model (film/concat) requires valid controls; an unconditioned model
 accepts and ignores them, because the data pipeline always supplies batch['controls'] and a
 single-setting model is meant to ignore the (constant) knobs. Whether a single-setting model is
@@ -24,14 +27,15 @@ trained on multi-setting data is a data/config concern, checked where the run is
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conditioning import FiLM, checked_controls
+from .conditioning import FiLM
 from .config import GATED_ACTIVATIONS, PRESETS, ModelConfigError, WaveNetConfig
+from .layer_stack import WaveNetBase, activate, fold_film_into_conv, modulate, residual_and_share
+from .nam_wavenet import NamWaveNet
 
 
 class ResidualLayer(nn.Module):
@@ -51,55 +55,41 @@ class ResidualLayer(nn.Module):
         self.gated = cfg.activation in GATED_ACTIVATIONS
         self.softsign = cfg.activation == "softsign_gated"
         self.channels = channels
+        self.pre_activation_channels = cfg.pre_activation_channels
         self.history = (cfg.kernel_size - 1) * dilation
         self.dilated = nn.Conv1d(channels, cfg.pre_activation_channels, cfg.kernel_size, dilation=dilation)
         self.residual = nn.Conv1d(channels, channels, 1)
 
     def skip_output(self, x: Tensor, film: Optional[Tensor] = None) -> Tensor:
-        """Dilated conv, optional FiLM, gate: (B,C,T) -> skip (B,C,T-history)."""
+        """Dilated conv, FiLM, gate, FiLM of the output: (B,C,T) -> skip (B,C,T-history).
+
+        film: (B, 2, features) = scale, shift; its first pre_activation_channels act on the conv's
+        output, any further `channels` on the gated output (conditioning film_out).
+        """
         z = self.dilated(x)
-        if film is not None:  # film: (B, 2, pre_activation_channels) = scale, shift
-            z = torch.addcmul(film[:, 1].unsqueeze(-1), z, film[:, 0].unsqueeze(-1))
-        if self.gated:
-            a, b = z.chunk(2, dim=1)
-            gate = torch.sigmoid(b)
-            if self.softsign:
-                return F.softsign(a) * gate
-            if a.is_cuda:
-                return torch.tanh(a) * gate
-            # CPU: torch's tanh kernel is several times slower than its sigmoid (25% of streaming
-            # time), and tanh(a) = 2*sigmoid(2a) - 1, so tanh(a)*gate = 2*sigmoid(2a)*gate - gate.
-            return torch.addcmul(-gate, torch.sigmoid(2.0 * a), gate, value=2.0)
-        return torch.tanh(z) if z.is_cuda else 2.0 * torch.sigmoid(2.0 * z) - 1.0
+        if film is None:
+            return self.activate(z)
+        p = self.pre_activation_channels
+        g = self.activate(modulate(z, film[:, :, :p]))
+        if film.size(2) > p:
+            g = modulate(g, film[:, :, p:])
+        return g
 
-    def forward(self, x: Tensor, mix_weight: Tensor, film: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def activate(self, z: Tensor) -> Tensor:
+        return activate(z, self.gated, self.softsign)
+
+    def forward(self, x: Tensor, mix_weight: Tensor, film: Optional[Tensor], audio: Tensor) -> Tuple[Tensor, Tensor]:
+        """`audio` (the network's input) is part of the layer protocol; this family does not mix it in."""
         skip = self.skip_output(x, film)
-        m = mix_weight.size(0)
-        weight = torch.cat([self.residual.weight.squeeze(-1), mix_weight], dim=0)
-        residual_bias = self.residual.bias
-        assert residual_bias is not None  # (for TorchScript's Optional refinement)
-        bias = F.pad(residual_bias, (0, m))  # the mixer bias is added once, by the network
-        # As a batched matmul rather than a 1x1 conv: several times faster on CPU, same maths.
-        both = torch.baddbmm(bias.view(1, -1, 1), weight.expand(skip.size(0), -1, -1), skip)
-        # The conv shortened the signal by `history`: keep the newest samples of the input.
-        residual = both[:, : self.channels] + x[:, :, self.history :]
-        return residual, both[:, self.channels :]
+        return residual_and_share(x, skip, self.residual.weight, self.residual.bias, mix_weight, self.history)
 
 
-class WaveNet(nn.Module):
-    """See the module docstring. `cfg` is kept for introspection (`net.cfg`), not used in forward."""
-
-    __jit_ignored_attributes__ = ["cfg"]
+class WaveNet(WaveNetBase):
+    """The paper family; see the module docstring."""
 
     def __init__(self, cfg: WaveNetConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.receptive_field: int = cfg.receptive_field
-        self.num_controls: int = cfg.num_controls
-        self.conditioning: str = cfg.conditioning
-        self.conditioned: bool = cfg.conditioning != "none"
+        super().__init__(cfg, "paper")
         self.concat_controls: bool = cfg.conditioning == "concat"
-
         c = cfg.channels
         self.cfg_channels: int = c
         input_channels = 1 + (cfg.num_controls if self.concat_controls else 0)
@@ -107,32 +97,15 @@ class WaveNet(nn.Module):
         self.layers = nn.ModuleList(
             [ResidualLayer(cfg, d) for d in cfg.dilations]
         )
-        self.film: Optional[FiLM] = (
-            FiLM(cfg.num_controls, cfg.film_hidden, cfg.layers, cfg.pre_activation_channels)
-            if cfg.conditioning == "film"
-            else None
-        )
-        self.mixer = nn.Conv1d(cfg.layers * c, cfg.head_hidden if cfg.head_hidden > 0 else 1, 1)
+        if cfg.film_features:
+            self.film = FiLM(cfg.num_controls, cfg.film_hidden, cfg.layers, cfg.film_features)
+        self.mix_channels = cfg.head_hidden if cfg.head_hidden > 0 else 1
+        self.mixer = nn.Conv1d(cfg.layers * c, self.mix_channels, 1)
         self.head: Optional[nn.Sequential] = (
             nn.Sequential(nn.Tanh(), nn.Conv1d(cfg.head_hidden, 1, 1)) if cfg.head_hidden > 0 else None
         )
 
-    # --- pieces shared with streaming.StreamingWaveNet (one implementation of the maths) ---
-
-    @torch.jit.export
-    def prepare_controls(self, controls: Optional[Tensor], batch: int) -> Optional[Tensor]:
-        """Validated controls for a conditioned model, None for an unconditioned one."""
-        if not self.conditioned:
-            return None
-        return checked_controls(controls, batch, self.num_controls, self.conditioning)
-
-    @torch.jit.export
-    def film_params(self, controls: Optional[Tensor]) -> Optional[Tensor]:
-        """(B, layers, 2, features) scale/shift, or None without FiLM. Computed once per call."""
-        film = self.film
-        if film is None or controls is None:
-            return None
-        return film(controls)
+    # --- the layer protocol (layer_stack.WaveNetBase) ---
 
     @torch.jit.export
     def embed_input(self, x: Tensor, controls: Optional[Tensor]) -> Tensor:
@@ -143,10 +116,14 @@ class WaveNet(nn.Module):
         return self.input_conv(x)
 
     @torch.jit.export
-    def mixer_slice(self, layer_index: int) -> Tensor:
-        """The (M, C) block of the mixer weight that acts on layer `layer_index`'s skip channels."""
+    def mix_weights(self) -> List[Tensor]:
+        """Per layer, the (M, C) block of the mixer weight that acts on that layer's skip channels."""
         c = self.cfg_channels
-        return self.mixer.weight[:, layer_index * c : (layer_index + 1) * c, 0]
+        return [self.mixer.weight[:, i * c : (i + 1) * c, 0] for i in range(len(self.layers))]
+
+    @torch.jit.export
+    def layer_film(self, film: Optional[Tensor], i: int) -> Optional[Tensor]:
+        return None if film is None else film[:, i]
 
     @torch.jit.export
     def finish(self, mixed: Tensor) -> Tensor:
@@ -159,33 +136,34 @@ class WaveNet(nn.Module):
             y = head(y)
         return y
 
-    # --- one-pass forward ---
-
-    def forward(self, x: Tensor, controls: Optional[Tensor] = None) -> Tensor:
-        if x.dim() != 3 or x.size(1) != 1:
-            raise ValueError("WaveNet input must have shape (batch, 1, samples), got " + str(x.shape))
-        if x.size(2) < self.receptive_field:
-            raise ValueError(
-                "input has " + str(x.size(2)) + " samples but the receptive field is " + str(self.receptive_field)
-                + "; give at least that many (left-pad with rf-1 zeros for a same-length output)"
-            )
-        ctl = self.prepare_controls(controls, x.size(0))
-        film = self.film_params(ctl)
-        h = self.embed_input(x, ctl)
-        length = x.size(2) - self.receptive_field + 1
-        mixed = torch.zeros(x.size(0), self.mixer.out_channels, length, dtype=h.dtype, device=h.device)
-        for i, layer in enumerate(self.layers):
-            layer_film: Optional[Tensor] = None
-            if film is not None:
-                layer_film = film[:, i]
-            h, share = layer(h, self.mixer_slice(i), layer_film)
-            # Every skip is cropped to the final length: only its newest `length` samples count.
-            mixed = mixed + share[:, :, share.size(2) - length :]
-        return self.finish(mixed)
+    def fold_knobs(self, state: dict, controls: Tensor) -> None:
+        """A scale/shift of the dilated conv's output folds into that conv; one of the gated output
+        (film_out) into the residual 1x1 and this layer's mixer columns (the shift becomes bias);
+        concatenated knobs (constant input channels) into the input conv's bias."""
+        c, p = self.cfg.channels, self.cfg.pre_activation_channels
+        if self.concat_controls:
+            weight = state["input_conv.weight"]  # (C, 1 + num_controls, 1)
+            state["input_conv.bias"] += weight[:, 1:, 0] @ controls[0]
+            state["input_conv.weight"] = weight[:, :1].contiguous()
+        for i, (scale, shift) in enumerate(self.layer_films(controls) if self.film is not None else []):
+            fold_film_into_conv(state, f"layers.{i}.dilated", scale[:p], shift[:p])
+            if scale.numel() > p:  # film_out: the gated output g -> s * g + t feeds residual and mixer
+                s, t = scale[p:], shift[p:]
+                residual = state[f"layers.{i}.residual.weight"]  # (C, C, 1)
+                state[f"layers.{i}.residual.bias"] += residual[:, :, 0] @ t
+                state[f"layers.{i}.residual.weight"] = residual * s.view(1, -1, 1)
+                columns = state["mixer.weight"][:, i * c:(i + 1) * c, 0]  # a view: edited in place
+                state["mixer.bias"] += columns @ t
+                columns *= s
 
 
-def from_preset(name: str, **overrides) -> WaveNet:
-    """A paper preset ('WaveNet1'/'WaveNet2'/'WaveNet3'), optionally with config fields overridden."""
+def build_wavenet(cfg: WaveNetConfig) -> WaveNetBase:
+    """The network of the family `cfg.family` names: WaveNet (paper) or NamWaveNet (nam)."""
+    return NamWaveNet(cfg) if cfg.family == "nam" else WaveNet(cfg)
+
+
+def from_preset(name: str, **overrides) -> WaveNetBase:
+    """A preset ('WaveNet1'/'WaveNet2'/'WaveNet3', 'nam-standard'/...), optionally with fields overridden."""
     if name not in PRESETS:
         raise ModelConfigError(f"unknown WaveNet preset '{name}'; choose one of {', '.join(PRESETS)}")
-    return WaveNet(dataclasses.replace(PRESETS[name], **overrides))
+    return build_wavenet(dataclasses.replace(PRESETS[name], **overrides))

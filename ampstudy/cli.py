@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(commands)
     _add_train(commands)
     _add_render(commands)
+    _add_export(commands)
     from ampstudy.study_commands import add_commands
 
     add_commands(commands)
@@ -227,6 +228,34 @@ def _cmd_render(args: argparse.Namespace) -> int:
     knobs = {k: getattr(args, k) for k in KNOB_NAMES}
     seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds)
     print(f"wrote {args.output_wav}: {seconds:.2f} s of audio in {wall:.2f} s ({seconds / max(wall, 1e-9):.1f}x real time)")
+    return 0
+
+
+def _add_export(commands) -> None:
+    parser = commands.add_parser(
+        "export", help="write a NAM-family model at one knob setting as a .nam file for NAM's plugin",
+        description="MODEL is a model directory, runs:/<run_id>/model, or models:/<name>@<alias>; it must be a "
+                    "NAM-family WaveNet (model.family = \"nam\", e.g. preset nam-standard). The knob setting is "
+                    "folded into fixed weights, so the file plays that setting in Neural Amp Modeler; export one "
+                    "file per setting you want. Knob options are required for a conditioned model.",
+        epilog="example: ampstudy export models:/bassman-wavenet@champion bassman.nam --volume 0.8 --treble 0.6 "
+               "--bass 0.5 --middle 0.5",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("output", help="the .nam file to write")
+    for knob in KNOB_NAMES:
+        parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
+    parser.add_argument("--name", help="the model's name in NAM (default: the output file's name)")
+    parser.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from training.nam_export import export_nam
+
+    done = export_nam(args.model, args.output, {k: getattr(args, k) for k in KNOB_NAMES}, name=args.name)
+    setting = ", ".join(f"{k} {v:g}" for k, v in done.knobs.items()) or "the knobs it was trained at"
+    esr = f", test ESR {done.test_esr:.4g}" if done.test_esr is not None else ""
+    print(f"wrote {done.path}: '{done.name}' at {setting} ({done.weights} weights{esr}); load it in NAM's plugin")
     return 0
 
 

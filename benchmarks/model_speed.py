@@ -15,8 +15,8 @@ both per wall-clock second and per process-CPU second, the latter robust to a sh
 NAM differs in structure at equal size: its layers also mix the input signal in (a 1 -> 2C 1x1
 "input mixer" per layer), and it sums the skips before a C -> 1 head instead of our linear
 mixer over all L*C skip channels. Run: `.venv/bin/python benchmarks/model_speed.py`
-(`--quick` for a smoke run). Needs `pip install --no-deps neural-amp-modeler` + librosa, wavio
-for the NAM columns; without it only ours are shown.
+(`--quick` for a smoke run). Needs `make bench-deps` (neural-amp-modeler 0.12.3) for the NAM
+columns; without it only ours are shown.
 """
 
 from __future__ import annotations
@@ -57,19 +57,22 @@ def peak_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def nam_wavenet(cfg: WaveNetConfig):
-    """NAM's WaveNet with the same channels, kernel size and dilations (gated tanh*sigmoid)."""
+    """NAM's WaveNet with the same channels, kernel size and dilations (gated tanh*sigmoid), as
+    neural-amp-modeler 0.12 builds it (the version `make bench-deps` installs)."""
     from nam.models.wavenet import WaveNet as NamWaveNet
 
     layer_array = {
         "input_size": 1,
         "condition_size": 1,
         "channels": cfg.channels,
-        "head": {"out_channels": 1, "kernel_size": 1, "bias": True},
+        "head_size": 1,
         "kernel_size": cfg.kernel_size,
         "dilations": list(cfg.dilations),
-        "activation": {"name": "PairMultiply", "primary": "Tanh", "secondary": "Sigmoid"},
+        "activation": "Tanh",
+        "gated": True,
+        "head_bias": True,
     }
-    return NamWaveNet.init_from_config({"layers_configs": [layer_array], "head": None, "head_scale": 1.0})
+    return NamWaveNet(layers_configs=[layer_array], head_config=None, head_scale=1.0)
 
 
 class Adapter:

@@ -8,8 +8,6 @@ bounded memory; the block forms and the whole forms share one set of checks.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from foundation.errors import AmpStudyError
-from foundation.files import as_created
+from foundation.files import atomic_path
 
 SILENCE_DBFS = -60.0  # a DI whose peak is below this is almost certainly not a recording
 CLIP_LEVEL = 0.999  # samples at or above this magnitude count as clipped
@@ -119,26 +117,14 @@ def wav_blocks(path: str | Path, fs: int, block_samples: int) -> Iterator[np.nda
 @contextlib.contextmanager
 def wav_writer(path: str | Path, fs: int) -> Iterator[Callable[[np.ndarray], None]]:
     """`write(block)` appends float32 mono samples; the file appears at `path` only when the block
-    ends without an error (temp file in the same folder, then os.replace), readable as the umask allows."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise AmpStudyError(f"{path}: cannot write here ({err.strerror}); choose another output file") from None
-    os.close(fd)
-    try:
-        as_created(tmp)  # mkstemp makes 0600; others sharing the folder should read it as umask allows
+    ends without an error, with the mode the umask gives (foundation.files.atomic_path)."""
+    with atomic_path(path) as tmp:
         with sf.SoundFile(tmp, "w", samplerate=fs, channels=1, format="WAV", subtype="FLOAT") as out:
             yield lambda block: out.write(np.asarray(block, dtype=np.float32))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_wav(path: str | Path, x: np.ndarray, fs: int) -> None:
-    """Write mono float32 wav atomically (see `wav_writer`)."""
+    """Write mono float32 wav atomically (it appears complete or not at all), mode per the umask."""
     with wav_writer(path, fs) as write:
         write(x)
 

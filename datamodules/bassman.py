@@ -1,18 +1,16 @@
-"""BassmanDataModule: batches of (input with receptive-field context, SPICE target, knob controls).
+"""BassmanDataModule: training segments and whole evaluation spans of the cached SPICE dataset.
 
 Every item is a dict:
     input    (1, L + rf - 1) float32  the real signal, rf - 1 samples of left context included
-    target   (1, L) float32           target aligned with the model's "valid" output
-    mask     (1, L) float32           1 where a sample counts towards a loss or metric
+                                      (zeros before the start of a recording: its true history)
+    target   (1, L) float32           the SPICE output aligned with the model's "valid" output
     controls (4,) float32             knob positions (volume, treble, bass, middle) in 0..1
-    setting  ()  long                 index into dm.settings
-Train items are random segments (L = segment_samples) from the train regions of the training
-settings. Validation/test items are fixed-length windows (L = min(eval_samples, region length))
-tiling every val/test region exactly: a region's last window is shifted back to end on the
-region's end and its mask zeroes the samples the previous window already covered, so summing
-mask * error^2 and mask * target^2 over all batches gives the whole-signal ESR.
-Held-out settings appear only in test, where all their regions are used (their audio was never
-a training target for that setting).
+    setting  () long                  index into dm.settings
+Training items are random segments (L = segment_samples) from the train regions of the
+training-group settings, drawn across all of them, so every batch mixes many knob settings.
+Evaluation items are whole spans (batch size 1, L = the span's length): for a training-group
+setting the val (or test) regions of its input, for a val (or test) group setting all of its
+input. A span is one signal, so its ESR is a whole-signal ESR with nothing counted twice.
 """
 
 from __future__ import annotations
@@ -27,55 +25,54 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.config import DataConfig, PotSettings
 from datamodules.dataset import LoadedDataset, load_dataset, locate_dataset, prepare_dataset
-from datamodules.knob_settings import held_out_indices, resolve_settings
+from datamodules.dataset_plan import Region
 from foundation.errors import AmpStudyError
 
+EVAL_SPLITS = ("val", "test", "response")
 
-def merged_spans(regions: list[tuple[int, int, str]], split: str | None) -> list[tuple[int, int]]:
-    """Contiguous [start, end) stretches of regions of `split` (None: all regions)."""
+
+def merged_spans(regions: list[Region], input_key: str, split: str) -> list[tuple[int, int]]:
+    """Contiguous [start, end) stretches of one input's regions of `split`."""
     spans: list[list[int]] = []
-    for start, end, name in regions:
-        if split is not None and name != split:
+    for region in regions:
+        if region.input != input_key or region.split != split:
             continue
-        if spans and spans[-1][1] == start:
-            spans[-1][1] = end
+        if spans and spans[-1][1] == region.start:
+            spans[-1][1] = region.end
         else:
-            spans.append([start, end])
+            spans.append([region.start, region.end])
     return [(s, e) for s, e in spans]
 
 
 class AudioItems(Dataset):
-    """Slices (setting, start, length, valid_from) of the shared input/target arrays into items."""
+    """Slices (setting, start, end) of a setting's input and target into items."""
 
-    def __init__(self, data: LoadedDataset, receptive_field: int, windows: list[tuple[int, int, int, int]] = ()):
-        self.x = data.input
-        self.targets = data.targets
+    def __init__(self, data: LoadedDataset, receptive_field: int, spans: list[tuple[int, int, int]] = ()):
+        self.data = data
         self.controls = [np.asarray(p.as_tuple(), dtype=np.float32) for p in data.settings]
         self.context = receptive_field - 1
-        self.windows = list(windows)
+        self.spans = list(spans)
 
     def __len__(self) -> int:
-        return len(self.windows)
+        return len(self.spans)
 
-    def __getitem__(self, key: int | tuple[int, int, int, int]) -> dict[str, Any]:
-        setting, start, length, valid_from = self.windows[key] if isinstance(key, int) else key
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
+        setting, start, end = self.spans[key] if isinstance(key, int) else key
+        x = self.data.inputs[self.data.input_of[setting]]
         lo = start - self.context
-        inp = self.x[max(lo, 0):start + length]
-        if lo < 0:  # the file starts in silence: zeros are the true history
+        inp = x[max(lo, 0):end]
+        if lo < 0:  # every recording starts in silence: zeros are its true history
             inp = np.concatenate([np.zeros(-lo, dtype=np.float32), inp])
-        mask = np.ones(length, dtype=np.float32)
-        mask[:valid_from] = 0.0
         return {
             "input": torch.from_numpy(np.ascontiguousarray(inp, dtype=np.float32)).unsqueeze(0),
-            "target": torch.from_numpy(np.array(self.targets[setting][start:start + length])).unsqueeze(0),
-            "mask": torch.from_numpy(mask).unsqueeze(0),
+            "target": torch.from_numpy(np.array(self.data.targets[setting][start:end])).unsqueeze(0),
             "controls": torch.from_numpy(self.controls[setting]),
             "setting": torch.tensor(setting, dtype=torch.long),
         }
 
 
 class RandomSegments(Sampler):
-    """Yields (setting, start, length, 0) keys of random train segments; reshuffled per epoch.
+    """Yields (setting, start, end) keys of random train segments; reshuffled per epoch.
 
     Each epoch draws from numpy's generator seeded by (seed, epoch), so runs are reproducible;
     the sampler runs in the main process, so worker processes need no seeding.
@@ -99,117 +96,118 @@ class RandomSegments(Sampler):
         picks = rng.choice(len(self.candidates), size=self.epoch_len, p=self.weights)
         for c in picks:
             setting, lo, hi = self.candidates[int(c)]
-            yield (setting, int(rng.integers(lo, hi + 1)), self.segment, 0)
-
-
-def tile_windows(span: tuple[int, int], length: int, setting: int) -> list[tuple[int, int, int, int]]:
-    """Windows covering [start, end) exactly once by mask (the last one overlaps, masked)."""
-    start, end = span
-    out = [(setting, s, length, 0) for s in range(start, end - length + 1, length)]
-    covered = out[-1][1] + length if out else start
-    if covered < end:
-        out.append((setting, end - length, length, covered - (end - length)))
-    return out
+            start = int(rng.integers(lo, hi + 1))
+            yield (setting, start, start + self.segment)
 
 
 class BassmanDataModule(pl.LightningDataModule):
     def __init__(self, cfg: DataConfig, receptive_field: int, segment_samples: int, batch_size: int,
-                 num_workers: int = 0, *, eval_samples: int | None = None, seed: int | None = None,
-                 progress: bool = True):
+                 num_workers: int = 0, *, seed: int | None = None, progress: bool = True):
         super().__init__()
         if receptive_field < 1 or segment_samples < 1 or batch_size < 1:
             raise AmpStudyError("receptive_field, segment_samples and batch_size must all be >= 1")
         self.cfg = cfg
         self.receptive_field = receptive_field
         self.segment_samples = segment_samples
-        self.eval_samples = eval_samples or segment_samples
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = cfg.seed if seed is None else seed
         self.progress = progress
         self.sample_rate = cfg.sample_rate
-        self._prepared: Path | None = None
         self._data: LoadedDataset | None = None
-        # Known from the config alone (cheap); setup() replaces them with the manifest's copy.
-        self.settings: list[PotSettings] = resolve_settings(cfg)
-        self.test_settings_held_out: list[int] = held_out_indices(cfg, len(self.settings))
-        self.manifest: dict[str, Any] | None = None
         self.dataset_dir: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def prepare_data(self) -> None:
-        self._prepared = prepare_dataset(self.cfg, progress=self.progress)
+        prepare_dataset(self.cfg, progress=self.progress)  # once per process; instant when cached
 
     def setup(self, stage: str | None = None) -> None:
         if self._data is not None:
             return
-        path = self._prepared or locate_dataset(self.cfg)
-        data = load_dataset(path)
-        self._data = data
-        self.dataset_dir = path
-        self.manifest = data.manifest
-        self.settings = data.settings
-        self.test_settings_held_out = list(data.held_out)
-        self.train_settings: list[int] = [i for i in range(len(data.settings)) if i not in data.held_out]
-        self.eval_length = min(self.eval_samples, min(e - s for s, e, _ in data.regions))
-        self._train_candidates = self._train_segment_candidates()
-        self.val_windows = self._windows("val")
-        self.test_windows = self._windows("test")
-        spans = merged_spans(data.regions, "train")
-        # Mean power of each setting's training target: the loss divides by it so that quiet knob
-        # settings (low volume) weigh as much as loud ones despite the shared target scale.
-        self.target_power = [
-            float(np.mean(np.concatenate([t[s:e] for s, e in spans]).astype(np.float64) ** 2)) or 1.0
-            for t in data.targets]
+        self.dataset_dir = locate_dataset(self.cfg)
+        self._data = load_dataset(self.dataset_dir)
 
-    def _require_setup(self) -> LoadedDataset:
+    @property
+    def data(self) -> LoadedDataset:
         if self._data is None:
             raise AmpStudyError("BassmanDataModule: call prepare_data() and setup() before using the data")
         return self._data
 
+    @property
+    def settings(self) -> list[PotSettings]:
+        return self.data.settings
+
+    @property
+    def groups(self) -> list[str]:
+        return self.data.groups
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.data.manifest
+
+    def settings_in(self, *groups: str) -> list[int]:
+        return [i for i, g in enumerate(self.data.groups) if g in groups]
+
+    @property
+    def unseen_settings(self) -> list[int]:
+        """Settings never trained on: the val and test groups (their ESR is knob generalisation)."""
+        return self.settings_in("val", "test")
+
+    @property
+    def target_power(self) -> list[float]:
+        """Mean power of each training setting's training target (0 for settings never trained on)."""
+        power = []
+        for i, group in enumerate(self.data.groups):
+            spans = self.split_spans("train", i) if group == "train" else []
+            values = np.concatenate([self.data.targets[i][s:e] for s, e in spans]) if spans else np.zeros(0)
+            power.append(float(np.mean(values.astype(np.float64) ** 2)) if values.size else 0.0)
+        return power
+
     # ------------------------------------------------------------------ index plans
+    def split_spans(self, split: str, setting: int) -> list[tuple[int, int]]:
+        """Contiguous audio stretches of `split` for one setting (a non-training group: all of its audio)."""
+        data = self.data
+        key = data.input_of[setting]
+        if data.groups[setting] == "train":
+            return merged_spans(data.regions, key, split) if split in ("train", "val", "test") else []
+        return [(0, len(data.inputs[key]))] if data.groups[setting] == split else []
+
+    def eval_spans(self, split: str) -> list[tuple[int, int, int]]:
+        """(setting, start, end) of every span evaluated for `split` ('val', 'test' or 'response')."""
+        if split not in EVAL_SPLITS:
+            raise AmpStudyError(f"split must be one of {', '.join(EVAL_SPLITS)}, got '{split}'")
+        return [(i, s, e) for i in range(len(self.data.settings)) for s, e in self.split_spans(split, i)]
+
     def _train_segment_candidates(self) -> list[tuple[int, int, int]]:
-        spans = merged_spans(self._data.regions, "train")
-        fitting = [(s, e) for s, e in spans if e - s >= self.segment_samples]
-        if not fitting:
-            longest = max(e - s for s, e in spans)
+        candidates = [(i, s, e - self.segment_samples) for i in self.settings_in("train")
+                      for s, e in self.split_spans("train", i) if e - s >= self.segment_samples]
+        if not candidates:
+            longest = max((e - s for i in self.settings_in("train") for s, e in self.split_spans("train", i)),
+                          default=0)
             raise AmpStudyError(
                 f"segment_samples {self.segment_samples} is longer than every contiguous stretch of "
                 f"training audio (longest {longest} samples); lower segment_samples or raise data.region_seconds")
-        return [(i, s, e - self.segment_samples) for i in self.train_settings for s, e in fitting]
-
-    def split_spans(self, split: str, setting: int) -> list[tuple[int, int]]:
-        """Contiguous audio stretches of `split` for one setting (held-out settings: test = everything)."""
-        data = self._require_setup()
-        if setting in data.held_out:
-            return merged_spans(data.regions, None) if split == "test" else []
-        return merged_spans(data.regions, split)
-
-    def _windows(self, split: str) -> list[tuple[int, int, int, int]]:
-        settings = range(len(self.settings)) if split == "test" else self.train_settings
-        windows = []
-        for i in settings:
-            for span in self.split_spans(split, i):
-                windows += tile_windows(span, self.eval_length, i)
-        return windows
+        return candidates
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **kwargs)
-
     def train_dataloader(self) -> DataLoader:
-        data = self._require_setup()
-        train_samples = sum(hi - lo + self.segment_samples for _, lo, hi in self._train_candidates)
+        candidates = self._train_segment_candidates()
+        train_samples = sum(hi - lo + self.segment_samples for _, lo, hi in candidates)
         epoch_len = max(1, train_samples // self.segment_samples)
-        sampler = RandomSegments(self._train_candidates, self.segment_samples, epoch_len, self.seed)
-        return self._loader(AudioItems(data, self.receptive_field), sampler=sampler)
+        sampler = RandomSegments(candidates, self.segment_samples, epoch_len, self.seed)
+        return DataLoader(AudioItems(self.data, self.receptive_field), sampler=sampler, batch_size=self.batch_size,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """One whole span per batch (spans differ in length)."""
+        return DataLoader(AudioItems(self.data, self.receptive_field, self.eval_spans(split)), batch_size=1,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(AudioItems(self._require_setup(), self.receptive_field, self.val_windows))
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(AudioItems(self._require_setup(), self.receptive_field, self.test_windows))
+        return self.eval_dataloader("test")
 
     # ------------------------------------------------------------------ examples
     def example(self, split: str, setting: int, seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -218,13 +216,11 @@ class BassmanDataModule(pl.LightningDataModule):
         Returns (input with receptive_field - 1 samples of left context, target, controls (4,)).
         Picks the loudest stretch (by target energy, 0.1 s steps) so examples are not silence.
         """
-        data = self._require_setup()
         spans = self.split_spans(split, setting)
         if not spans:
-            raise AmpStudyError(f"setting {setting} has no '{split}' audio (held-out settings are test-only; "
-                                f"splits with audio: {sorted({r[2] for r in data.regions})})")
+            raise AmpStudyError(f"setting {setting} ({self.data.groups[setting]} group) has no '{split}' audio")
         n = min(int(round(seconds * self.sample_rate)), max(e - s for s, e in spans))
-        target = data.targets[setting].astype(np.float64)
+        target = self.data.targets[setting].astype(np.float64)
         energy = np.concatenate([[0.0], np.cumsum(target**2)])
         hop = max(1, self.sample_rate // 10)
         best, best_energy = spans[0][0], -1.0
@@ -232,5 +228,5 @@ class BassmanDataModule(pl.LightningDataModule):
             for start in range(s, e - n + 1, hop):
                 if energy[start + n] - energy[start] > best_energy:
                     best, best_energy = start, energy[start + n] - energy[start]
-        item = AudioItems(data, self.receptive_field)[(setting, best, n, 0)]
+        item = AudioItems(self.data, self.receptive_field)[(setting, best, best + n)]
         return item["input"][0].numpy(), item["target"][0].numpy(), item["controls"].numpy()

@@ -1,7 +1,7 @@
-"""Files other people may read: atomic writes keep the permissions the user's umask allows.
+"""Writing files so that a reader never sees half of one, with the permissions the user asked for.
 
-`tempfile.mkstemp` / `mkdtemp` always create 0600 / 0700 (they are meant for secrets); a file
-renamed into place from one of them would stay unreadable to the group, so a shared data_dir or
+`tempfile.mkstemp` / `mkdtemp` always create 0600 / 0700 (they are meant for secrets); a file or
+folder renamed into place from one of them would stay unreadable to the group, so a shared data or
 model folder would not be shared. `as_created` gives such a path the mode `open()` / `mkdir()`
 would have given it.
 """
@@ -9,6 +9,9 @@ would have given it.
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -22,7 +25,7 @@ def current_umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    mask = os.umask(0o022)
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it; put it straight back
     os.umask(mask)
     return mask
 
@@ -30,3 +33,35 @@ def current_umask() -> int:
 def as_created(path: str | Path, directory: bool = False) -> None:
     """chmod `path` to what open() (0666) or mkdir() (0777) minus the umask would have made it."""
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path`; when the block ends without error it replaces `path`.
+
+    mkstemp creates files readable by the owner only; the result gets the mode any new file would
+    get (0666 minus the umask), so a shared data or model folder stays readable by the team.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        as_created(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """`writer(tmp)` writes the file; it appears at `path` only once complete."""
+    with atomic_path(path) as tmp:
+        writer(tmp)

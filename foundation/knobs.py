@@ -12,6 +12,12 @@ import math
 from foundation.errors import ConfigError
 
 KNOB_NAMES = ("volume", "treble", "bass", "middle")
+KNOB_RANGE = (0.0, 1.0)
+
+
+def knob_ranges() -> dict[str, list[float]]:
+    """{knob: [lowest, highest]} in model order, as recorded in model files for code that cannot import this."""
+    return {name: list(KNOB_RANGE) for name in KNOB_NAMES}
 
 
 def check_knob(name: str, value: float) -> float:
@@ -19,7 +25,7 @@ def check_knob(name: str, value: float) -> float:
     if name not in KNOB_NAMES:
         raise ConfigError(f"{name}: not a knob of the amp; the knobs are {', '.join(KNOB_NAMES)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.0 <= value <= 1.0:
+            or not KNOB_RANGE[0] <= value <= KNOB_RANGE[1]:
         raise ConfigError(f"{name}: knob position {value!r} is outside 0..1 "
                           "(0 = fully counter-clockwise, 1 = fully clockwise; divide dial numbers 0..10 by 10)")
     return float(value)

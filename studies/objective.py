@@ -149,6 +149,5 @@ class TrialObjective:
 
 def _analytic_macs(cfg) -> float:
     from ampmodel.cost import analytic_macs_per_sample
-    from ampmodel.wavenet import WaveNet
 
-    return float(analytic_macs_per_sample(WaveNet(cfg.model)))
+    return float(analytic_macs_per_sample(cfg.model))

@@ -3,9 +3,10 @@
 Steps: pick the best COMPLETE trial (lowest validation ESR) that meets the compute constraint,
 among the trials run with the study file's settings (its fingerprint, studies/fingerprint.py;
 `--all-fingerprints` compares trials of every setting, `--trial N` takes that trial);
-evaluate it once on the held-out test split; log a pyfunc model into the trial's MLflow run and
-register it as a new version of the registered model, tagged with its numbers; then, under a lock,
-compare its test ESR with the current champion's and move the alias only if it is lower. ESRs are
+evaluate it once on the held-out test split; log it as an MLflow model of the trial's run (one that
+works without ampstudy: training.mlflow_model) and register it as a new version of the registered
+model, with tags and a description a person can read in the UI (studies.model_card); then, under
+a lock, compare its test ESR with the current champion's and move the alias only if it is lower. ESRs are
 compared on the same test data: when the champion was tested on another dataset it is re-evaluated
 on this study's test split first. Aliases only (model stages are deprecated).
 """
@@ -14,22 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from foundation.errors import AmpStudyError
 from foundation.uris import sqlite_path
 from studies import mlflow_runs
 from studies.fingerprint import spec_fingerprint, trial_fingerprint
+from studies.model_card import version_description, version_tags
 from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
 from studies.storage import file_lock, is_postgres, open_storage
 from training import tracking
-from training.model_io import find_model_dir
+from training.evaluate import evaluate_model, finite_numbers
+from training.mlflow_model import log_amp_model
+from training.model_io import downloaded_model_dir, load_model
+from training.nam_export import export_command
 
 ALIAS = "champion"
 
@@ -100,10 +103,6 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
             trial_number: int | None = None, all_fingerprints: bool = False) -> Promotion:
     import optuna
 
-    from studies.registry_model import log_pyfunc_model
-    from training.evaluate import evaluate_model
-    from training.model_io import load_model
-
     url = existing_study_storage(spec, storage_url)
     uri = resolve_tracking_uri(spec, tracking_uri)
     name = model_name or spec.options.registered_model
@@ -116,43 +115,42 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
     client = tracking.client(uri)
     print(f"best trial: #{trial.number}  val ESR {trial.values[0]:.5g}  "
           f"MACs/sample {trial.user_attrs.get('macs_per_sample', float('nan')):.0f}  run {run_id}")
-    with tempfile.TemporaryDirectory(prefix="ampstudy-promote-") as tmp:
-        model_dir = _download_model_dir(f"runs:/{run_id}/model", Path(tmp))
+    with downloaded_model_dir(f"runs:/{run_id}/model") as model_dir:
         loaded = load_model(model_dir)
-        test = evaluate_model(loaded, loaded.run_config.data, split="test")
+        test = evaluate_model(loaded.net, loaded.run_config.data, split="test")
         test_esr = float(test["esr"])
         if not math.isfinite(test_esr):
             raise AmpStudyError("the test split gave no ESR; give base.data.split a test share > 0")
-        print(f"test ESR: {test_esr:.5g}")
-        for key, value in test.items():
-            if isinstance(value, float) and math.isfinite(value):
-                client.log_metric(run_id, f"test_{key}", value)
-        data_hash = str(loaded.data_info.get("dataset_hash", ""))
-        tags = {"study": spec.name, "trial": str(trial.number), "test_esr": repr(test_esr),
-                "val_esr": repr(trial.values[0]), "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
-                "rtf": repr(trial.user_attrs.get("rtf")), "params": repr(trial.user_attrs.get("params")),
-                "data_hash": data_hash, "mlflow_run_id": run_id}
+        print(describe_test(test))
+        for key, value in finite_numbers(test).items():
+            client.log_metric(run_id, f"test_{key}", value)
+        tags = version_tags(spec.name, trial, run_id, test, loaded)
+        data_hash = tags["data_hash"]
         with registry_lock(uri, name):  # also makes "already registered?" + register one step
             version = _registered_version(client, name, run_id)
             if version is None:
-                model_uri = log_pyfunc_model(model_dir, loaded.data_info, run_id)
-                version = _register(client, model_uri, name, tags, trial)
+                version = _register(client, log_amp_model(run_id, model_dir), name, tags)
+                client.update_model_version(name, version, description=version_description(
+                    name, version, tags, test, loaded))
             else:
                 print(f"trial #{trial.number} is already {name} v{version}; not registering it again")
             result = _maybe_move_champion(client, name, version, test_esr, data_hash, loaded.run_config.data)
     print(result.message)
+    if result.champion_after == version:  # a champion of another family is told by its own promotion
+        command = export_command(f"models:/{name}@{ALIAS}", loaded, name)
+        if command:
+            print(f"play the champion in Neural Amp Modeler (one .nam file per knob setting):\n  {command}")
     return Promotion(trial.number, version, test_esr, result.champion_before, result.champion_after,
                      result.moved, result.message)
 
 
-def _download_model_dir(artifact_uri: str, into: Path) -> Path:
-    import mlflow
-
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(into)))
-    found = find_model_dir(local)
-    if found is not None:
-        return found
-    raise AmpStudyError(f"{artifact_uri}: holds no ampstudy model directory")
+def describe_test(test: dict[str, Any]) -> str:
+    """One line of test numbers: the gate (unseen test settings when there are any), seen vs unseen."""
+    unseen, seen = test.get("esr_unseen_settings", math.nan), test.get("esr_seen_settings", math.nan)
+    if math.isfinite(unseen):
+        line = f"test ESR {test['esr']:.5g} on knob settings no trial saw (worst {test['esr_worst_unseen_setting']:.4g})"
+        return line + (f"; {seen:.5g} on trained settings' unseen audio" if math.isfinite(seen) else "")
+    return f"test ESR {test['esr']:.5g} (unseen audio at the trained knob settings; the data holds no test settings)"
 
 
 def _registered_version(client: Any, name: str, run_id: str) -> str | None:
@@ -162,7 +160,7 @@ def _registered_version(client: Any, name: str, run_id: str) -> str | None:
     return str(min(int(v.version) for v in versions)) if versions else None
 
 
-def _register(client: Any, model_uri: str, name: str, tags: dict[str, str], trial: Any) -> str:
+def _register(client: Any, model_uri: str, name: str, tags: dict[str, str]) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -171,11 +169,7 @@ def _register(client: Any, model_uri: str, name: str, tags: dict[str, str], tria
                                                          "alias 'champion' = lowest test ESR so far")
     except MlflowException:
         pass  # exists (possibly created by a racing promotion a moment ago)
-    mv = mlflow.register_model(model_uri, name, tags=tags)
-    client.update_model_version(name, mv.version, description=(
-        f"study {tags['study']} trial {trial.number}: test ESR {float(tags['test_esr']):.5g}, "
-        f"validation ESR {trial.values[0]:.5g}"))
-    return str(mv.version)
+    return str(mlflow.register_model(model_uri, name, tags=tags).version)
 
 
 @dataclass(frozen=True)
@@ -224,14 +218,12 @@ def _comparable_esr(client: Any, name: str, champion: Any, data_hash: str, data_
     """The champion's test ESR on our test data: its tag when the data match, else re-evaluated."""
     if champion.tags.get("data_hash") == data_hash and champion.tags.get("test_esr"):
         return float(champion.tags["test_esr"])
-    from training.evaluate import evaluate_model
-    from training.model_io import load_model
 
     print(f"champion v{champion.version} was tested on other data; evaluating it on this study's test split")
     try:
-        with tempfile.TemporaryDirectory(prefix="ampstudy-champion-") as tmp:
-            directory = _download_model_dir(f"models:/{name}/{champion.version}", Path(tmp))
-            return float(evaluate_model(load_model(directory), data_cfg, split="test")["esr"])
+        with downloaded_model_dir(f"models:/{name}/{champion.version}") as directory:
+            loaded = load_model(directory)
+        return float(evaluate_model(loaded.net, data_cfg, split="test")["esr"])
     except Exception as err:  # e.g. other sample rate: the old champion cannot run on this data
         print(f"could not evaluate champion v{champion.version} on this data ({err}); treating it as not comparable")
         return None

@@ -19,7 +19,7 @@ from typing import Any
 from ampmodel.config import WaveNetConfig
 from foundation.configs import from_mapping, to_dict
 from foundation.errors import ConfigError
-from training.run_config import RunConfig, TrainConfig, model_from_mapping
+from training.run_config import ARRAY_FIELDS, RunConfig, TrainConfig, model_from_mapping
 
 STACK_KNOBS = ("layers_per_stack", "stacks")
 SECTIONS = ("model", "train")
@@ -181,8 +181,8 @@ def parse_space(table: Any, base: RunConfig) -> tuple[SearchParam, ...]:
 
 
 def _field_type(section: str, key: str) -> Any:
-    if section == "model" and key in STACK_KNOBS:
-        return int
+    if section == "model" and key in (*STACK_KNOBS, *ARRAY_FIELDS):
+        return int  # an array field's range searches one later array; choices may be "8,4" strings
     if section == "model" and key == "dilations":
         return str  # patterns such as "(1..256)x2"
     cls = WaveNetConfig if section == "model" else TrainConfig

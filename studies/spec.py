@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ampmodel.config import EXPORTABLE_FAMILIES
 from foundation.configs import from_mapping, load_toml, require
 from foundation.errors import ConfigError
 from studies.space import SearchParam, parse_space
@@ -102,6 +103,7 @@ class StudyOptions:
     name: str = ""
     description: str = ""
     registered_model: str = "bassman-wavenet"  # MLflow Model Registry name used by `ampstudy promote`
+    exportable_only: bool = False  # true: only model families `ampstudy export` writes as .nam files
     tracking_uri: str = ""  # "" = MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
@@ -161,6 +163,8 @@ def study_spec_from_mapping(data: Mapping[str, Any], path: str = "") -> StudySpe
 
         base = dataclasses.replace(
             base, train=dataclasses.replace(base.train, max_minutes=options.budget.trial_max_minutes))
+    if options.exportable_only:
+        _check_exportable(base, space_table)
     space = parse_space(space_table, base)
     if options.objective.multi_objective and not space:
         raise ConfigError("space: a multi-objective study needs a search space")
@@ -175,6 +179,18 @@ def load_study_spec(path: str | Path) -> StudySpec:
     except ConfigError as err:
         message = str(err)
         raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+
+
+def _check_exportable(base: RunConfig, space_table: Any) -> None:
+    """exportable_only: the base family and every searched family must export to .nam (checked
+    before the space, whose own check would only say that a family does not fit the base)."""
+    searched = ((space_table or {}).get("model") or {}).get("family") if isinstance(space_table, Mapping) else None
+    choices = searched.get("choices", []) if isinstance(searched, Mapping) else []
+    families = {base.model.family, *(choices if isinstance(choices, list) else [])}
+    wrong = sorted(str(f) for f in families - set(EXPORTABLE_FAMILIES))
+    require(not wrong, "exportable_only", f"the study would train family {', '.join(wrong)}, which ampstudy export "
+            f"cannot write; set [base.model] family = \"nam\" (e.g. preset = \"nam-standard\") and search only "
+            f"{', '.join(EXPORTABLE_FAMILIES)}")
 
 
 def _check_finite(options: StudyOptions) -> None:

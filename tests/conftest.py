@@ -98,6 +98,35 @@ def study_workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory, study_data_dir):
+    """A tiny study without pruning (so several trials complete), run once for the promotion and
+    registry tests; its mlruns/ (tracking store and registry) lies in `root`."""
+    from optuna.trial import TrialState
+
+    from studies.runner import run_study
+    from studies.spec import load_study_spec
+
+    root = tmp_path_factory.mktemp("promote")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        path = write_study_file(root / "s.toml", study_data_dir, name="promo", n_trials=3,
+                                replace={'[pruner]\nkind = "median"': '[pruner]\nkind = "none"'})
+        study = run_study(load_study_spec(path), report=False)
+    complete = [t.number for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert len(complete) >= 2, "need two complete trials to compare"
+    return {"root": root, "path": path, "complete": complete}
+
+
+@pytest.fixture
+def in_study_dir(finished_study, monkeypatch):
+    """Inside the finished study's directory, with its default MLflow store."""
+    monkeypatch.chdir(finished_study["root"])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return finished_study
+
+
 def write_study_file(path: Path, data_dir: Path, *, name: str = "tiny-test", n_trials: int = 3,
                      extra: str = "", replace: dict[str, str] | None = None) -> Path:
     """studies/tiny.toml adapted for a test: its own name and budget, the shared dataset, faster trials."""

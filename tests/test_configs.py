@@ -22,6 +22,8 @@ from training.run_config import RunConfig, TrainConfig, load_run_config, run_con
     ({"model": {"dilations": "1..3"}}, "model.dilations '1..3': ends of a range must be powers of two"),
     ({"model": {"kernel_size": 1}}, "model.kernel_size"),
     ({"model": {"activation": "relu"}}, "model.activation: 'relu' is not one of"),
+    ({"model": {"channels": 100000}}, "model.channels: 100000 is above the limit 256"),
+    ({"model": {"dilations": "(1..65536)x2", "kernel_size": 16}}, "model.dilations: receptive field 3932131 samples"),
 ])
 def test_bad_run_configs_name_the_field(table, message):
     with pytest.raises(ConfigError) as err:

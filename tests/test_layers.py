@@ -70,3 +70,13 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
 def test_every_package_is_placed_on_a_layer():
     packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests"}
     assert packages == set(LAYER_OF), "add new packages to LAYERS here and in docs/ARCHITECTURE.md"
+
+
+def test_the_registered_model_code_imports_only_what_travels_with_it():
+    """MLflow runs training/amp_pyfunc_model.py where ampstudy is not installed (training/mlflow_model.py)."""
+    from training.mlflow_model import MODEL_CODE, SHIPPED_PACKAGE
+
+    allowed = set(sys.stdlib_module_names) | {"__future__", "mlflow", "numpy", "torch"}
+    wrong = [f"line {line} imports {module}" for line, module in imported_modules(MODEL_CODE) if module not in allowed]
+    assert not wrong, f"{MODEL_CODE.name} must run without ampstudy:\n" + "\n".join(wrong)
+    assert SHIPPED_PACKAGE not in LAYER_OF

@@ -5,16 +5,15 @@ import math
 import pytest
 import torch
 
-from ampmodel.losses import MultiResolutionSTFTLoss, dc_loss, esr, esr_parts, pre_emphasis
+from ampmodel.losses import MultiResolutionSTFTLoss, dc_loss, esr, esr_parts, pre_emphasise
 
 
-def test_pre_emphasis_is_first_order_fir_without_padding():
+def test_pre_emphasis_is_first_order_fir_that_drops_the_first_sample():
     x = torch.randn(3, 1, 50)
-    y = pre_emphasis(x, 0.95)
-    assert y.shape == x.shape
-    assert torch.equal(y[..., 0], x[..., 0])
-    torch.testing.assert_close(y[..., 1:], x[..., 1:] - 0.95 * x[..., :-1])
-    assert pre_emphasis(x, 0.0) is x
+    y = pre_emphasise(x, 0.95)
+    assert y.shape == (3, 1, 49)  # x[0] has no predecessor inside the signal
+    torch.testing.assert_close(y, x[..., 1:] - 0.95 * x[..., :-1])
+    assert pre_emphasise(x, 0.0) is x
 
 
 @pytest.mark.parametrize("coeff, freq", [(0.95, 100.0), (0.95, 5000.0), (0.85, 15000.0)])
@@ -22,7 +21,7 @@ def test_pre_emphasis_energy_gain_matches_frequency_response(coeff, freq):
     fs, n = 44100, 441000
     w = 2 * math.pi * freq / fs
     x = torch.sin(w * torch.arange(n, dtype=torch.float64))
-    gain = pre_emphasis(x, coeff).square().sum() / x.square().sum()
+    gain = pre_emphasise(x, coeff).square().sum() / x.square().sum()
     expected = 1 - 2 * coeff * math.cos(w) + coeff**2  # |1 - c e^{-jw}|^2
     assert gain.item() == pytest.approx(expected, rel=1e-3)
 
@@ -50,7 +49,7 @@ def test_esr_treats_the_batch_as_one_signal_and_parts_accumulate():
         e, t = esr_parts(pred[i : i + 2], target[i : i + 2])
         error, energy = error + e, energy + t
     assert (error / energy).item() == pytest.approx(whole.item(), rel=1e-9)
-    by_hand = (pre_emphasis(target - pred, 0.95).square().sum() / pre_emphasis(target, 0.95).square().sum()).item()
+    by_hand = (pre_emphasise(target - pred, 0.95).square().sum() / pre_emphasise(target, 0.95).square().sum()).item()
     assert whole.item() == pytest.approx(by_hand, rel=1e-9)
 
 
@@ -88,3 +87,15 @@ def test_stft_loss_zero_for_identical_positive_otherwise_and_differentiable():
 def test_stft_loss_rejects_too_short_signals():
     with pytest.raises(ValueError, match="too short"):
         MultiResolutionSTFTLoss()(torch.zeros(1, 1, 800), torch.zeros(1, 1, 800))
+
+
+def test_per_item_parts_and_weights():
+    target = torch.randn(3, 1, 200, dtype=torch.float64)
+    pred = 0.5 * target
+    error, energy = esr_parts(pred, target, 0.95, per_item=True)
+    assert error.shape == energy.shape == (3,)
+    torch.testing.assert_close(error / energy, torch.full((3,), 0.25, dtype=torch.float64))
+    weight = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64).view(3, 1, 1)
+    w_error, w_energy = esr_parts(pred, target, 0.95, weight=weight)
+    assert w_error.item() == pytest.approx(float(error[0] + 2 * error[2]))
+    assert esr(pred, target, weight=weight).item() == pytest.approx(0.25)

@@ -31,8 +31,12 @@ def plucks(seconds: float, peak_volts: float) -> np.ndarray:
     return peak_volts * x / np.abs(x).max()
 
 
-def test_ngspice_version() -> None:
-    assert ngspice_version().startswith("ngspice-")
+def test_ngspice_is_new_enough_for_xspice_filesource() -> None:
+    import re
+
+    version = ngspice_version()
+    assert re.fullmatch(r"ngspice-\d+(\.\d+)?\S*", version), version
+    assert int(re.match(r"ngspice-(\d+)", version).group(1)) >= 30, f"{version}: filesource/linearize need >= 30"
 
 
 def test_taper_law_and_min_resistance() -> None:
@@ -146,3 +150,23 @@ def test_nan_input_is_rejected() -> None:
     x[10] = np.nan
     with pytest.raises(SpiceError, match="NaN"):
         simulate(x, FS, PotSettings(), workers=1)
+
+
+def test_many_jobs_run_through_one_pool_and_equal_single_runs() -> None:
+    import dataclasses
+
+    from datamodules.spice import SpiceJob, plan_chunks, simulate_many
+
+    x = plucks(0.5, 0.5)
+    jobs = [SpiceJob(x, PotSettings()), SpiceJob(x[:3000], PotSettings(treble=1.0))]
+    reports = []
+    outputs = simulate_many(jobs, FS, chunk_seconds=0.2, warmup_seconds=0.1, workers=2,
+                            progress=lambda p: reports.append(dataclasses.replace(p)))
+    for job, out in zip(jobs, outputs):
+        alone = simulate(job.x_volts, FS, job.pots, chunk_seconds=0.2, warmup_seconds=0.1, workers=1)
+        np.testing.assert_array_equal(out, alone)
+    assert reports[0].done_seconds == 0 and reports[0].chunks_total == 3 + 1
+    assert reports[-1].done_seconds == pytest.approx((len(x) + 3000) / FS) and reports[-1].jobs_done == 2
+    assert [p.jobs_done for p in reports] == sorted(p.jobs_done for p in reports)
+    # equal chunk sizes: no short last chunk that leaves a worker idle
+    assert [e - s for _, s, e in plan_chunks(1000, 1000, 0.3, 0.0)] == [250, 250, 250, 250]

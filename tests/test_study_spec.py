@@ -23,7 +23,7 @@ def error_of(table: dict) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("path", ["studies/tiny.toml", "studies/bassman_wavenet.toml"])
+@pytest.mark.parametrize("path", ["studies/tiny.toml", "studies/bassman_wavenet.toml", "studies/nam_wavenet.toml"])
 def test_shipped_study_files_load(path):
     spec = load_study_spec(REPO / path)
     assert spec.name and spec.space and spec.budget.n_trials > 0

@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from foundation.errors import ConfigError
 from studies.budget import EXCESS_ATTR, counted_trials, is_excess, remaining_trials
 from studies.recovery import RETRY_ATTR, WORKER_ATTR, fail_orphaned_trials, requeue_trial
 from studies.storage import check_storage_url, file_lock, open_storage, storage_lock
@@ -81,9 +82,12 @@ def test_budget_counts_every_trial_except_requeued_crashes(study):
 
 
 def test_storage_urls():
-    assert check_storage_url("postgresql://u:p@host:5432/db")
-    assert check_storage_url("journal:some/file.log")
-    assert check_storage_url("sqlite:///x.db")
+    for url in ("postgresql://u:p@host:5432/db", "journal:some/file.log", "sqlite:///x.db"):
+        assert check_storage_url(url) == url
+    for url, message in (("sqlite:///:memory:", "in-memory"), ("journal:", "names no file"),
+                         ("postgresql://host", "USER"), ("redis://host/0", "not a supported storage")):
+        with pytest.raises(ConfigError, match=message):
+            check_storage_url(url)
 
 
 def _hold_lock(path, started, results):

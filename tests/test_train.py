@@ -72,7 +72,7 @@ def test_run_logs_metrics_cost_audio_and_model(trained, store):
     tables = {f.path for f in client.list_artifacts(trained.run_id, "settings")}
     assert {"settings/val_esr_by_setting.csv", "settings/test_esr_by_setting.png"} <= tables
     csv = open(client.download_artifacts(trained.run_id, "settings/val_esr_by_setting.csv")).read().splitlines()
-    assert csv[0].startswith("setting,volume,treble,bass,middle,held_out,val_esr") and len(csv) == 3
+    assert csv[0].startswith("setting,volume,treble,bass,middle,group,val_esr") and len(csv) == 3
     assert {f.path for f in client.list_artifacts(trained.run_id, "model")} >= {
         "model/config.json", "model/state_dict.pt", "model/model.ts"}
 
@@ -130,22 +130,57 @@ def test_nan_loss_fails_the_run_with_a_clear_error(store):
     assert "cost_params" in runs[0].data.metrics  # what was logged before the failure is kept
 
 
-def test_balanced_loss_option_and_per_setting_metrics():
-    """Pooled ESR by default; train.balance_settings makes a quiet setting count as much as a loud one."""
+def test_loss_references_and_per_setting_metrics():
+    """The batch ESR pools settings; 'setting' counts a quiet setting as much as a loud one; 'dataset'
+    divides by the mean training power, so a near-silent batch cannot blow the loss up."""
     from ampmodel.metrics import ESRAccumulator
     from training.lightning_module import AmpModule
 
-    target = torch.stack([torch.ones(1, 100), 0.01 * torch.ones(1, 100)])  # loud, quiet (power 1e-4)
+    def module(reference: str) -> AmpModule:
+        cfg = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..2"},
+                                       "train": {"pre_emphasis": 0.0, "loss_reference": reference}})
+        return AmpModule(cfg, groups=["train", "train"], reference=[1.0, 1e-4])  # loud, quiet setting
+
+    target = torch.stack([torch.ones(1, 100), 0.01 * torch.ones(1, 100)])
     setting = torch.tensor([0, 1])
     worse_quiet = torch.stack([0.5 * target[0], torch.zeros(1, 100)])  # ESR 0.25 loud, 1.0 quiet
     pooled = (0.25 * 100 + 1e-4 * 100) / (100 + 1e-4 * 100)
-    for balance, expected in ((False, pooled), (True, (0.25 + 1) / 2)):
-        cfg = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..2"},
-                                       "train": {"pre_emphasis": 0.0, "balance_settings": balance}})
-        module = AmpModule(cfg)
-        module.set_target_power([1.0, 1e-4])
-        assert module._loss(worse_quiet, target, setting).item() == pytest.approx(expected, rel=1e-3)
+    mean_power = (1.0 + 1e-4) / 2
+    for reference, expected in (("batch", pooled), ("setting", (0.25 + 1) / 2),
+                                ("dataset", (0.25 + 1e-4) / 2 / mean_power)):
+        assert module(reference)._loss(worse_quiet, target, setting).item() == pytest.approx(expected, rel=1e-3)
+    near_silent = 1e-3 * torch.ones(1, 1, 100)  # a quiet stretch; the model is off by 0.01
+    for reference, expected in (("batch", 100.0), ("dataset", 1e-4 / mean_power)):
+        loss = module(reference)._loss(near_silent + 0.01, near_silent, torch.tensor([1]))
+        assert loss.item() == pytest.approx(expected, rel=1e-3), reference
     acc = ESRAccumulator(pre_emphasis=0.0)
     acc.update(worse_quiet, target, setting)
     assert acc.esr() == pytest.approx(pooled, rel=1e-6) and acc.esr([1]) == pytest.approx(1.0)
-    assert acc.mean_over_settings() == pytest.approx(0.625)
+    assert acc.mean_over_settings() == pytest.approx(0.625) and acc.worst_setting() == pytest.approx(1.0)
+
+
+def test_a_model_trained_on_a_knob_design_reports_unseen_settings_apart(store):
+    table = json.loads(json.dumps(TINY))
+    table["data"] = {"data_dir": store["data"], "sample_rate": 16000, "settings": [], "design_settings": 6,
+                     "design_seconds": 0.4, "sweep_test_settings": False, "seed": 2, "region_seconds": 0.1,
+                     "chunk_seconds": 0.4, "warmup_seconds": 0.05, "response_points": 2, "response_seconds": 0.3}
+    table["train"]["max_epochs"] = 2
+    result = train(run_config_from_mapping(table), tracking_uri=store["uri"], evaluate_test=True, progress=False,
+                   work_dir=store["root"] / "design")
+    for metrics in (result.val_metrics, result.test_metrics):
+        assert math.isfinite(metrics["esr_unseen_settings"]) and math.isfinite(metrics["esr_seen_settings"])
+        assert metrics["esr"] == metrics["esr_unseen_settings"]  # the objective / the gate: never-trained settings
+        assert metrics["esr_unseen_settings"] != metrics["esr_seen_settings"]
+        assert metrics["esr_worst_setting"] >= max(metrics["esr_unseen_settings"], metrics["esr_seen_settings"]) - 1e-12
+    assert {r["group"] for r in result.val_metrics["settings_table"]} == {"train", "val"}
+    assert {r["group"] for r in result.test_metrics["settings_table"]} == {"train", "test"}
+    client = mlflow.tracking.MlflowClient(tracking_uri=store["uri"])
+    run = client.get_run(result.run_id)
+    assert run.data.metrics["best_val_esr"] == pytest.approx(result.val_metrics["esr_unseen_settings"])
+    assert "best_val_esr_seen_settings" in run.data.metrics and "test_esr_unseen_settings" in run.data.metrics
+    assert {f.path for f in client.list_artifacts(result.run_id, "knobs")} == {"knobs/knob_response.csv",
+                                                                            "knobs/knob_response.png"}
+    rows = open(client.download_artifacts(result.run_id, "knobs/knob_response.csv")).read().splitlines()
+    assert len(rows) == 1 + 8 and rows[0].startswith("knob,position,setting,spice_level_db,model_level_db")
+    audio = [f.path for f in client.list_artifacts(result.run_id, "audio")]
+    assert any("_unseen_" in path for path in audio) and any("_seen_" in path for path in audio)

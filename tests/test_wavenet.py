@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from ampmodel.config import ModelConfigError, WaveNetConfig
-from ampmodel.streaming import StreamingWaveNet, render
+from ampmodel.cost import count_parameters
+from ampmodel.streaming import KnobStream, StreamingWaveNet, render
 from ampmodel.wavenet import WaveNet, from_preset
 
 SMALL = dict(channels=4, dilations=(1, 2, 4, 8), kernel_size=3)  # rf = 31
@@ -16,8 +17,10 @@ VARIANTS = [
     dict(activation="tanh"),
     dict(activation="softsign_gated", head_hidden=3),
     dict(conditioning="film"),
+    dict(conditioning="film_out", head_hidden=3),
     dict(conditioning="concat", kernel_size=2),
 ]
+CONDITIONED = [v for v in VARIANTS if v.get("conditioning")]
 
 
 def make(seed: int = 0, randomise_film: bool = True, **overrides) -> WaveNet:
@@ -50,20 +53,18 @@ def test_from_preset_overrides_and_unknown_name():
         from_preset("WaveNet9")
 
 
-@pytest.mark.parametrize("overrides", VARIANTS)
-def test_output_is_valid_causal_convolution(overrides):
-    # float64: the oldest input reaches the output only through every layer's oldest tap, a
-    # product of small gains that float32 can round away.
-    net = make(**overrides).double()
-    rf, length = net.receptive_field, 80
+def assert_valid_causal_convolution(net, controls, length: int = 80, t: int = 40) -> None:
+    """Output j of `net` depends on exactly inputs j..j+rf-1 (checked in float64: the oldest input
+    reaches the output only through every layer's oldest tap, a product of small gains that float32
+    can round away). Shared with the NAM family's tests."""
+    net = net.double()
+    rf = net.receptive_field
     x = torch.randn(2, 1, length, dtype=torch.float64)
-    c = controls_for(net, 2)
-    c = None if c is None else c.double()
+    c = None if controls is None else controls.double()
     y = net(x, c)
     assert y.shape == (2, 1, length - rf + 1)
     # Output j sees inputs j..j+rf-1 (j+rf-1 is "now"). Perturb input t: it is the newest sample
     # of output t-rf+1 and the oldest of output t, so exactly outputs t-rf+1..t may change.
-    t = 40
     x2 = x.clone()
     x2[:, :, t] += 1.0
     y2 = net(x2, c)
@@ -72,6 +73,12 @@ def test_output_is_valid_causal_convolution(overrides):
     assert (y2[..., first] - y[..., first]).abs().min() > 1e-12  # immediate response
     assert (y2[..., last] - y[..., last]).abs().min() > 1e-12  # rf not shorter than claimed
     assert torch.equal(y2[..., last + 1 :], y[..., last + 1 :])  # rf not longer than claimed
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_output_is_valid_causal_convolution(overrides):
+    net = make(**overrides)
+    assert_valid_causal_convolution(net, controls_for(net, 2))
 
 
 @pytest.mark.parametrize("overrides", VARIANTS)
@@ -200,3 +207,35 @@ def test_render_numpy_and_tensor():
         expected = net(F.pad(x, (net.receptive_field - 1, 0)), torch.tensor([knobs])).view(-1)
     np.testing.assert_allclose(out, expected.numpy(), rtol=0, atol=1e-5)
     assert isinstance(render(net, torch.from_numpy(audio), knobs), torch.Tensor)
+
+
+@pytest.mark.parametrize("overrides", CONDITIONED)
+def test_folding_the_knobs_into_the_weights_computes_the_same(overrides):
+    net = make(**overrides)
+    for p in net.parameters():  # every weight away from its init, so every folded term matters
+        p.data += 0.2 * torch.randn_like(p)
+    x = torch.randn(2, 1, 300)
+    for seed in range(3):
+        knobs = controls_for(net, 1, seed=seed)[0]
+        folded = net.at_setting(knobs)
+        assert not folded.conditioned and folded.cfg.conditioning == "none"
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), net(x, knobs.expand(2, -1)), rtol=0, atol=1e-5)
+    assert count_parameters(folded) < count_parameters(net)  # the knob MLP (or knob inputs) are gone
+    plain = make()
+    assert plain.at_setting([0.5] * 4) is plain  # nothing to fold
+
+
+@pytest.mark.parametrize("overrides", CONDITIONED)
+def test_knob_stream_folds_each_knob_move_and_equals_conditioned_streaming(overrides):
+    net = make(**overrides)
+    x = torch.randn(1, 1, 600)
+    settings = [torch.rand(4, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    reference, knob_stream = StreamingWaveNet(net), KnobStream(net)
+    with torch.no_grad():
+        for i, start in enumerate(range(0, 600, 200)):  # the knobs move every 200 samples
+            block = x[..., start:start + 200]
+            expected = reference.process(block, settings[i])
+            torch.testing.assert_close(knob_stream.process(block, settings[i]), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="one knob setting"):
+        KnobStream(net).process(torch.randn(2, 1, 10), torch.rand(2, 4))

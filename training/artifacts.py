@@ -15,15 +15,11 @@ import torch
 from matplotlib.figure import Figure  # Figure without pyplot: no global backend state
 from mlflow.tracking import MlflowClient
 
-from ampmodel.wavenet import WaveNet
+from ampmodel.layer_stack import WaveNetBase
+from ampmodel.losses import REPORTED_PRE_EMPHASIS, esr
+from ampmodel.streaming import render
 
-
-def predict(net: WaveNet, x_with_context: np.ndarray, controls: np.ndarray | None) -> np.ndarray:
-    """Run the network over one long input (which already carries receptive_field - 1 context samples)."""
-    with torch.inference_mode():
-        x = torch.as_tensor(x_with_context, dtype=torch.float32).view(1, 1, -1)
-        c = None if controls is None else torch.as_tensor(controls, dtype=torch.float32).view(1, -1)
-        return net(x, c).view(-1).numpy()
+GROUP_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:red"}
 
 
 def comparison_figure(input_: np.ndarray, target: np.ndarray, pred: np.ndarray, fs: int, title: str) -> Figure:
@@ -66,28 +62,29 @@ def comparison_figure(input_: np.ndarray, target: np.ndarray, pred: np.ndarray, 
     return fig
 
 
-def log_examples(client: MlflowClient, run_id: str, net: WaveNet, datamodule, settings: list[int],
+def log_examples(client: MlflowClient, run_id: str, net: WaveNetBase, datamodule, settings: list[int],
                  seconds: float, split: str = "val") -> None:
     """For each knob setting: input/target/prediction wavs under audio/, a figure under plots/."""
     if seconds <= 0:
         return
     fs = datamodule.sample_rate
-    rf = net.receptive_field
+    context = net.receptive_field - 1
     with tempfile.TemporaryDirectory() as tmp:
         for setting in settings:
             x, target, controls = datamodule.example(split, setting, seconds)
-            pred = predict(net, x, controls)
-            input_ = x[rf - 1:]
+            pred = render(net, x, controls)[context:]  # the one whole-signal inference path
+            input_ = x[context:]
+            seen = "unseen" if datamodule.groups[setting] != "train" else "seen"
             label = datamodule.settings[setting].label()
-            folder = Path(tmp) / "audio" / f"setting_{setting}_{label}"
+            folder = Path(tmp) / "audio" / f"setting_{setting}_{seen}_{label}"
             folder.mkdir(parents=True)
             for name, signal in (("input", input_), ("target", target), ("prediction", pred)):
                 sf.write(folder / f"{name}.wav", np.asarray(signal, dtype=np.float32), fs, subtype="FLOAT")
             plots = Path(tmp) / "plots"
             plots.mkdir(exist_ok=True)
-            esr_value = float(np.sum((target - pred) ** 2) / max(np.sum(target**2), 1e-12))
-            fig = comparison_figure(input_, target, pred, fs,
-                                    f"{split} audio, knobs {label}, ESR {esr_value:.4f} (no pre-emphasis)")
+            value = float(esr(torch.from_numpy(pred), torch.from_numpy(target)))
+            fig = comparison_figure(input_, target, pred, fs, f"{split} audio, {seen} knobs {label}, "
+                                                              f"ESR {value:.4f} (pre-emphasis {REPORTED_PRE_EMPHASIS})")
             fig.savefig(plots / f"{split}_setting_{setting}.png", dpi=80)
         client.log_artifacts(run_id, str(Path(tmp) / "audio"), "audio")
         client.log_artifacts(run_id, str(Path(tmp) / "plots"), "plots")
@@ -106,9 +103,10 @@ def log_settings_table(client: MlflowClient, run_id: str, rows: list[dict], spli
         bars, grid = fig.subplots(1, 2)
         labels = [f"{r['setting']}: v{r['volume']:.2f} t{r['treble']:.2f} b{r['bass']:.2f} m{r['middle']:.2f}"
                   for r in rows]
-        colours = ["tab:red" if r["held_out"] else "tab:blue" for r in rows]
+        colours = [GROUP_COLOURS.get(r["group"], "tab:gray") for r in rows]
         bars.barh(labels, [r[key] for r in rows], color=colours)
-        bars.set(xlabel=f"{split} ESR (pre-emphasis 0.95)", title="ESR by knob setting (red: held out)")
+        bars.set(xlabel=f"{split} ESR (pre-emphasis {REPORTED_PRE_EMPHASIS})",
+                 title="ESR by knob setting (blue: trained on; orange: validation; red: test settings)")
         bars.tick_params(axis="y", labelsize=7)
         points = grid.scatter([r["volume"] for r in rows], [r["treble"] for r in rows], c=[r[key] for r in rows],
                               s=[60 + 40 * r["bass"] for r in rows], cmap="viridis",

@@ -1,4 +1,16 @@
-"""Whole-signal ESR of a network on one split of the SPICE dataset (validation or held-out test)."""
+"""Whole-signal ESR of a network on the validation, test or response spans of the SPICE dataset.
+
+Each span goes through `ampmodel.streaming.render`, the project's one whole-signal inference
+path (the same code renders a wav and serves the registered model), together with its rf - 1
+samples of real context, whose outputs are dropped. The numbers of a split:
+
+- `esr`: the primary number. Over the settings never trained on (the validation group for 'val',
+  the test group for 'test') when the split has any, else over all of its settings (a dataset
+  with listed settings only). Always with pre-emphasis REPORTED_PRE_EMPHASIS.
+- `esr_seen_settings` / `esr_unseen_settings`: pooled over training-group settings (their
+  held-back audio) / over settings never trained on; `esr_mean_over_settings`,
+  `esr_worst_setting`, `esr_worst_unseen_setting`; a table of ESR per setting.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +19,65 @@ from typing import Any
 
 import torch
 
-from ampmodel.metrics import REPORTED_PRE_EMPHASIS, ESRAccumulator
-from ampmodel.wavenet import WaveNet
+from ampmodel.layer_stack import WaveNetBase
+from ampmodel.losses import REPORTED_PRE_EMPHASIS
+from ampmodel.metrics import ESRAccumulator
+from ampmodel.streaming import render
 from datamodules.bassman import BassmanDataModule
 from datamodules.config import DataConfig
 from foundation.configs import to_dict
-from training.model_io import LoadedModel
 
 
-def evaluate_net(net: WaveNet, datamodule: BassmanDataModule, split: str) -> dict[str, Any]:
-    """ESR over every sample of `split` ('val' or 'test'): overall, per setting, held-out vs seen."""
-    loader = {"val": datamodule.val_dataloader, "test": datamodule.test_dataloader}[split]()
-    acc = ESRAccumulator(REPORTED_PRE_EMPHASIS)
-    net.eval()
-    with torch.inference_mode():
-        for batch in loader:
-            pred = net(batch["input"], batch["controls"])  # an unconditioned net ignores controls
-            acc.update(pred, batch["target"], batch["setting"], batch.get("mask"))
-    per_setting = acc.per_setting()
-    held_out, seen = acc.held_out_and_seen(datamodule.test_settings_held_out)
+def predict_span(net: WaveNetBase, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's output (1, 1, L) for one evaluation item (input with rf - 1 samples of context)."""
+    x = batch["input"].reshape(-1)
+    out = render(net, x, batch["controls"].reshape(-1), block_size=max(1, x.numel()))
+    return out[net.receptive_field - 1:].view(1, 1, -1)
+
+
+def accumulate(net: WaveNetBase, loader, acc: ESRAccumulator | None = None) -> ESRAccumulator:
+    acc = acc or ESRAccumulator(REPORTED_PRE_EMPHASIS)
+    for batch in loader:
+        acc.update(predict_span(net, batch), batch["target"], batch["setting"])
+    return acc
+
+
+def split_metrics(acc: ESRAccumulator, groups: list[str]) -> dict[str, float]:
+    """The scalar numbers of one evaluated split (see the module docstring); nan where undefined."""
+    evaluated = acc.settings()
+    seen = [s for s in evaluated if groups[s] == "train"]
+    unseen = [s for s in evaluated if groups[s] in ("val", "test")]
     return {
-        "esr": acc.esr(),
+        "esr": acc.esr(unseen) if unseen else acc.esr(),
+        "esr_seen_settings": acc.esr(seen),
+        "esr_unseen_settings": acc.esr(unseen),
         "esr_mean_over_settings": acc.mean_over_settings(),
-        "esr_per_setting": {datamodule.settings[s].label(): v for s, v in per_setting.items()},
-        "settings_table": [{"setting": s, **to_dict(datamodule.settings[s]), "held_out": s in held_out,
-                            f"{split}_esr": v} for s, v in per_setting.items()],
-        "esr_held_out_settings": acc.esr(held_out) if held_out else math.nan,
-        "esr_seen_settings": acc.esr(seen) if seen else math.nan,
-        "pre_emphasis": REPORTED_PRE_EMPHASIS,
+        "esr_worst_setting": acc.worst_setting(),
+        "esr_worst_unseen_setting": acc.worst_setting(unseen),
     }
 
 
-def evaluate_model(loaded: LoadedModel, data_cfg: DataConfig | None = None, split: str = "test",
-                   batch_size: int = 8) -> dict[str, Any]:
-    """Evaluate a saved model on its own dataset (or `data_cfg`), preparing the data if needed."""
-    data_cfg = data_cfg or loaded.run_config.data
-    datamodule = BassmanDataModule(data_cfg, receptive_field=loaded.net.receptive_field,
-                                   segment_samples=loaded.run_config.train.segment_samples,
-                                   batch_size=batch_size)
+def evaluate_net(net: WaveNetBase, datamodule: BassmanDataModule, split: str) -> dict[str, Any]:
+    """ESR over every sample of `split` ('val' or 'test'): the split's numbers plus a table by setting."""
+    net.eval()
+    acc = accumulate(net, datamodule.eval_dataloader(split))
+    metrics: dict[str, Any] = split_metrics(acc, datamodule.groups)
+    metrics["settings_table"] = [
+        {"setting": s, **to_dict(datamodule.settings[s]), "group": datamodule.groups[s], f"{split}_esr": value}
+        for s, value in acc.per_setting().items()]
+    return metrics
+
+
+def finite_numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics that can be logged as numbers (drops tables and nan)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def evaluate_model(net: WaveNetBase, data_cfg: DataConfig, split: str = "test",
+                   progress: bool = True) -> dict[str, Any]:
+    """Evaluate a trained net on the dataset of `data_cfg`, preparing that dataset if needed."""
+    datamodule = BassmanDataModule(data_cfg, receptive_field=net.receptive_field, segment_samples=1, batch_size=1,
+                                   progress=progress)
     datamodule.prepare_data()
-    datamodule.setup("test" if split == "test" else "validate")
-    return evaluate_net(loaded.net, datamodule, split)
+    datamodule.setup()
+    return evaluate_net(net, datamodule, split)

@@ -1,56 +1,80 @@
-"""LightningModule around the pure WaveNet: ESR loss with pre-emphasis, whole-signal metrics.
+"""LightningModule around the pure WaveNet: ESR loss with pre-emphasis, whole-signal validation ESR.
 
-It holds the network as `self.net` (so the nn.Module can be exported alone) and the frozen run
-config, which is also written into every checkpoint under `ampstudy_config`.
+It holds the network as `self.net` (so the nn.Module can be saved alone) and the frozen run
+config, which is also written into every checkpoint under `ampstudy_config`. It is built with
+everything it needs from the data: which group each knob setting belongs to (for seen/unseen
+metrics) and, for the normalised losses, each training setting's reference power.
+
+Loss normalisation (`train.loss_reference`), all with the ESR of ampmodel.losses:
+- "batch": the batch's ESR, error energy / target energy of the batch as one signal (the papers'
+  loss). A batch of quiet or near-silent segments divides by almost nothing, so its value and
+  gradient can explode.
+- "dataset": error energy / the energy the batch would have at the mean training power: the
+  pooled ESR in expectation, with a constant denominator, so it stays well-conditioned.
+- "setting": each item's error over its own setting's mean training power: every knob setting
+  counts as if at unit power, quiet (low-volume) settings as much as loud ones.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-from ampmodel.losses import MultiResolutionSTFTLoss, dc_loss, esr, pre_emphasis
+from ampmodel.losses import MultiResolutionSTFTLoss, dc_loss, esr, esr_parts
 from ampmodel.metrics import ESRAccumulator
-from ampmodel.wavenet import WaveNet
+from ampmodel.wavenet import build_wavenet
+from datamodules.bassman import BassmanDataModule
 from foundation.configs import to_dict
 from foundation.errors import TrainingDiverged
+from training.evaluate import predict_span, split_metrics
 from training.run_config import RunConfig
 
 
+def reference_power(datamodule: BassmanDataModule, pre_emphasis: float) -> list[float]:
+    """Per setting, the mean power of its pre-emphasised training target (0 for settings not trained on)."""
+    power = []
+    for setting, group in enumerate(datamodule.groups):
+        energy, samples = 0.0, 0
+        for start, end in (datamodule.split_spans("train", setting) if group == "train" else []):
+            target = torch.from_numpy(datamodule.data.targets[setting][start:end]).double().view(1, 1, -1)
+            _, e = esr_parts(torch.zeros_like(target), target, pre_emphasis)
+            energy, samples = energy + float(e), samples + target.size(-1) - (pre_emphasis != 0.0)
+        power.append(energy / samples if samples else 0.0)
+    return power
+
+
 class AmpModule(pl.LightningModule):
-    def __init__(self, run_config: RunConfig, held_out_settings: tuple[int, ...] = ()) -> None:
+    def __init__(self, run_config: RunConfig, groups: list[str], reference: list[float] | None = None) -> None:
         super().__init__()
         self.run_config = run_config
-        self.net = WaveNet(run_config.model)
-        self.held_out_settings = tuple(held_out_settings)
+        self.net = build_wavenet(run_config.model)
+        self.groups = list(groups)  # per knob setting of the dataset: train | val | test | response
         train = run_config.train
         self.stft_loss = MultiResolutionSTFTLoss() if train.loss == "esr_stft" else None
-        self._accumulators: dict[str, ESRAccumulator] = {}
-        # 1 / mean target power per knob setting (set from the datamodule); None = plain ESR.
-        self.setting_weights: torch.Tensor | None = None
-
-    def set_target_power(self, power: list[float]) -> None:
-        """With train.balance_settings, each knob setting counts in the loss as if at unit power."""
-        balance = self.run_config.train.balance_settings and len(power) > 1
-        self.setting_weights = 1.0 / torch.tensor(power, dtype=torch.float32) if balance else None
+        self._accumulator: ESRAccumulator | None = None
+        self.reference: torch.Tensor | None = None
+        if train.loss_reference != "batch":
+            if reference is None:
+                raise ValueError("loss_reference 'dataset'/'setting' needs the training settings' reference power")
+            per_setting = torch.tensor(reference, dtype=torch.float32)
+            trained = per_setting[[g == "train" for g in self.groups]]
+            if train.loss_reference == "dataset":
+                per_setting = torch.full_like(per_setting, float(trained.mean()))
+            self.reference = per_setting.clamp_min(1e-12)
 
     def forward(self, x: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, controls)  # an unconditioned WaveNet ignores controls
 
-    def _predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self(batch["input"], batch["controls"])
-
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor, setting: torch.Tensor | None = None) -> torch.Tensor:
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor, setting: torch.Tensor) -> torch.Tensor:
         train = self.run_config.train
-        if self.setting_weights is None or setting is None:
-            loss = esr(pred, target, pre_emphasis=train.pre_emphasis)
+        if self.reference is None:
+            loss = esr(pred, target, train.pre_emphasis)
         else:
-            weight = self.setting_weights.to(pred.device)[setting].view(-1, 1, 1)
-            p, t = pre_emphasis(pred, train.pre_emphasis), pre_emphasis(target, train.pre_emphasis)
-            loss = (weight * (t - p) ** 2).sum() / ((weight * t**2).sum() + 1e-8)
+            error, _ = esr_parts(pred, target, train.pre_emphasis, per_item=True)
+            samples = target.size(-1) - (train.pre_emphasis != 0.0)
+            loss = (error / (samples * self.reference.to(pred.device)[setting])).mean()
         if train.loss == "esr_dc":
             loss = loss + train.aux_weight * dc_loss(pred, target)
         elif self.stft_loss is not None:
@@ -58,7 +82,7 @@ class AmpModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self._predict(batch), batch["target"], batch.get("setting"))
+        loss = self._loss(self(batch["input"], batch["controls"]), batch["target"], batch["setting"])
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"training loss became {loss.item()} at step {self.global_step}; lower train.learning_rate "
@@ -66,45 +90,20 @@ class AmpModule(pl.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["input"].shape[0])
         return loss
 
-    # Validation and test accumulate error/energy per knob setting for whole-signal ESRs, always with
-    # REPORTED_PRE_EMPHASIS so runs with different loss settings are compared on one scale.
-    def _start(self, stage: str) -> None:
-        self._accumulators[stage] = ESRAccumulator()
-
-    def _accumulate(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        self._accumulators[stage].update(self._predict(batch), batch["target"], batch["setting"], batch.get("mask"))
-
-    def _finish(self, stage: str) -> dict[str, float]:
-        acc = self._accumulators.pop(stage)
-        metrics = {f"{stage}_esr": acc.esr(), f"{stage}_esr_mean_over_settings": acc.mean_over_settings()}
-        per_setting = acc.per_setting()
-        for setting, value in per_setting.items():
-            metrics[f"{stage}_esr_setting_{setting}"] = value
-        held_out, seen = acc.held_out_and_seen(self.held_out_settings)
-        if held_out:
-            metrics[f"{stage}_esr_held_out_settings"] = acc.esr(held_out)
-            metrics[f"{stage}_esr_seen_settings"] = acc.esr(seen) if seen else math.nan
-        for name, value in metrics.items():
-            self.log(name, value, prog_bar=name == f"{stage}_esr")
-        return metrics
-
+    # Validation renders whole spans and accumulates error/energy per knob setting, always with
+    # REPORTED_PRE_EMPHASIS, so runs with different loss settings are compared on one scale.
     def on_validation_epoch_start(self) -> None:
-        self._start("val")
+        self._accumulator = ESRAccumulator()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._accumulate("val", batch)
+        self._accumulator.update(predict_span(self.net, batch), batch["target"], batch["setting"])
 
     def on_validation_epoch_end(self) -> None:
-        self._finish("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._start("test")
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._accumulate("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._finish("test")
+        metrics = split_metrics(self._accumulator, self.groups)
+        self._accumulator = None
+        for name, value in metrics.items():
+            if value == value:  # nan: that number does not exist for this dataset
+                self.log(f"val_{name}", value, prog_bar=name == "esr")
 
     def configure_optimizers(self) -> dict[str, Any]:
         train = self.run_config.train

@@ -6,7 +6,7 @@ A run config file is TOML with up to four tables, all optional, e.g.
     [data]
     corpus_seconds = 30
     [model]
-    preset = "WaveNet2"      # start from a paper preset, then override fields
+    preset = "WaveNet2"      # start from a preset (paper WaveNet1-3, NAM's nam-standard ...), then override fields
     dilations = "(1..256)x2" # or a list of integers
     [train]
     learning_rate = 0.004
@@ -15,6 +15,7 @@ A run config file is TOML with up to four tables, all optional, e.g.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from foundation.configs import from_mapping, load_toml, require, to_dict
 from foundation.errors import ConfigError
 
 LOSSES = ("esr", "esr_dc", "esr_stft")
+ARRAY_FIELDS = ("array_channels", "array_layers")  # nam-family lists a study may search as "8" or "8,4"
+LOSS_REFERENCES = ("batch", "dataset", "setting")
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,20 @@ class TrainConfig:
     pre_emphasis: float = 0.95  # first-order pre-emphasis coefficient of the ESR loss (0 = off)
     loss: str = "esr"  # esr, esr_dc (adds DC term), esr_stft (adds multi-resolution STFT)
     aux_weight: float = 1.0  # weight of the DC or STFT term
-    # Weight each knob setting by 1 / its target power, so quiet settings count as much as loud ones.
-    # Off by default: measured on 6 random settings it let a near-silent setting (volume 0.06)
-    # dominate and left every setting worse (benchmarks/conditioning.py).
-    balance_settings: bool = False
+    # What the loss error is divided by (training/lightning_module.py): "batch" (the batch's ESR),
+    # "dataset" (the mean training power: well-conditioned on quiet batches) or "setting" (each
+    # knob setting's own training power: quiet settings count as much as loud ones).
+    loss_reference: str = "batch"
     gradient_clip: float = 1.0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     audio_seconds: float = 3.0  # length of the wav/plot examples logged at the end of a run
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                require(math.isfinite(value), f.name, f"{value} is not a finite number")
         require(self.learning_rate > 0, "learning_rate", "must be > 0")
         require(0 < self.lr_decay <= 1, "lr_decay", "must be in (0, 1]")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
@@ -66,6 +73,8 @@ class TrainConfig:
         require(self.val_every_epochs >= 1, "val_every_epochs", "must be >= 1")
         require(0 <= self.pre_emphasis < 1, "pre_emphasis", "must be in [0, 1)")
         require(self.loss in LOSSES, "loss", f"'{self.loss}' is not one of {', '.join(LOSSES)}")
+        require(self.loss_reference in LOSS_REFERENCES, "loss_reference",
+                f"'{self.loss_reference}' is not one of {', '.join(LOSS_REFERENCES)}")
         require(self.aux_weight >= 0, "aux_weight", "must be >= 0")
         require(self.threads >= 0, "threads", "must be >= 0")
         require(self.audio_seconds >= 0, "audio_seconds", "must be >= 0")
@@ -97,6 +106,16 @@ def model_from_mapping(data: Mapping[str, Any] | None, where: str = "model") -> 
             table["dilations"] = parse_dilations(table["dilations"])
         except ModelConfigError as err:
             raise ConfigError(f"{where}.{err}") from None
+    for name in ARRAY_FIELDS:  # one number, or "8,4" (how a study's choices name a list)
+        value = table.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            table[name] = (value,)
+        elif isinstance(value, str):
+            try:
+                table[name] = tuple(int(v) for v in value.split(",") if v.strip())
+            except ValueError:
+                raise ConfigError(f"{where}.{name}: '{value}' is not a list of integers such as "
+                                  "\"8\" or \"8,4\"") from None
     merged = {**to_dict(base), **table}
     return from_mapping(WaveNetConfig, merged, where)
 

@@ -30,8 +30,9 @@ from datamodules.bassman import BassmanDataModule
 from foundation.configs import flatten, to_dict
 from foundation.errors import AmpStudyError
 from training import artifacts, tracking
-from training.evaluate import evaluate_net
-from training.lightning_module import AmpModule
+from training.evaluate import evaluate_net, finite_numbers
+from training.knob_response import log_knob_response
+from training.lightning_module import AmpModule, reference_power
 from training.model_io import save_model
 from training.run_config import RunConfig
 
@@ -46,6 +47,7 @@ class TrainResult:
     model_dir: Path
     epochs: int
     wall_seconds: float
+    val_metrics: dict[str, Any] = field(default_factory=dict)
     test_metrics: dict[str, Any] = field(default_factory=dict)  # only with evaluate_test=True
 
     @property
@@ -56,30 +58,25 @@ class TrainResult:
 def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: str | None = None,
           tags: dict[str, str] | None = None, tracking_uri: str | None = None, evaluate_test: bool = False,
           progress: bool = True, track: bool = True, work_dir: str | Path | None = None) -> TrainResult:
-    """Train one model as `cfg` says; see the module docstring. `track=False` skips MLflow entirely."""
+    """Train one model as `cfg` says; see the module docstring. `track=False` skips MLflow entirely.
+
+    In order: data (from cfg alone) -> module (built with all it needs) -> run -> fit -> evaluate -> log.
+    """
     started = time.perf_counter()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    module = AmpModule(cfg)
-    datamodule = BassmanDataModule(cfg.data, receptive_field=module.net.receptive_field,
-                                   segment_samples=cfg.train.segment_samples, batch_size=cfg.train.batch_size)
+    datamodule = BassmanDataModule(cfg.data, receptive_field=cfg.model.receptive_field,
+                                   segment_samples=cfg.train.segment_samples, batch_size=cfg.train.batch_size,
+                                   progress=progress)
     datamodule.prepare_data()  # the only expensive data step (ngspice), cached by content hash
     datamodule.setup("fit")
-    module.held_out_settings = tuple(datamodule.test_settings_held_out)
-    module.set_target_power(datamodule.target_power)
+    reference = reference_power(datamodule, cfg.train.pre_emphasis) if cfg.train.loss_reference != "batch" else None
+    module = AmpModule(cfg, groups=datamodule.groups, reference=reference)
 
     uri = tracking_uri or tracking.default_tracking_uri()
     client = tracking.client(uri) if track else None
-    run_id = ""
-    if client is not None:
-        run_tags = {MLFLOW_RUN_NAME: cfg.run_name} if cfg.run_name else {}
-        if parent_run_id:
-            run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-        run_tags.update({"dataset_hash": str(datamodule.manifest.get("hash", "")), **(tags or {})})
-        run = client.create_run(tracking.ensure_experiment(cfg.experiment, uri), tags=run_tags,
-                                run_name=cfg.run_name or None)
-        run_id = run.info.run_id
+    run_id = _start_run(client, uri, cfg, parent_run_id, datamodule, tags) if client is not None else ""
     work = Path(work_dir) if work_dir else Path(tracking.TRACKING_DIR) / "work" / (run_id or f"untracked-{time.time_ns()}")
     try:
         cost = compute_cost(module.net, fs=datamodule.sample_rate)
@@ -88,7 +85,8 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
         trainer, checkpoint = _trainer(cfg, callbacks, uri, run_id, work, progress, track)
         trainer.fit(module, datamodule=datamodule)
         if checkpoint.best_model_path:
-            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+            # Tensors and plain containers only (the checkpoint holds no objects that need unpickling).
+            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(best["state_dict"])
         val = evaluate_net(module.net, datamodule, "val")
         if not math.isfinite(val["esr"]):
@@ -96,20 +94,7 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
         test_metrics = evaluate_net(module.net, datamodule, "test") if evaluate_test else {}
         model_dir = save_model(work / "model", module.net, cfg, _data_info(datamodule))
         if client is not None:
-            client.log_metric(run_id, "best_val_esr", val["esr"])
-            client.log_metric(run_id, "epochs", trainer.current_epoch)
-            for name, value in test_metrics.items():
-                if isinstance(value, float) and math.isfinite(value):
-                    client.log_metric(run_id, f"test_{name}", value)
-            client.log_artifacts(run_id, str(model_dir), "model")
-            if checkpoint.best_model_path:
-                client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
-            examples = [i for i in range(len(datamodule.settings)) if i not in datamodule.test_settings_held_out]
-            artifacts.log_examples(client, run_id, module.net, datamodule, examples[:MAX_EXAMPLE_SETTINGS],
-                                   cfg.train.audio_seconds)
-            artifacts.log_settings_table(client, run_id, val["settings_table"], "val")
-            if test_metrics:
-                artifacts.log_settings_table(client, run_id, test_metrics["settings_table"], "test")
+            _log_results(client, run_id, module, datamodule, trainer, checkpoint, val, test_metrics, model_dir)
             client.set_terminated(run_id, "FINISHED")
     except BaseException as err:
         if client is not None:
@@ -117,7 +102,45 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
         raise
     return TrainResult(run_id=run_id, val_esr=val["esr"], cost=cost, model_dir=model_dir,
                        epochs=trainer.current_epoch, wall_seconds=time.perf_counter() - started,
-                       test_metrics=test_metrics)
+                       val_metrics=val, test_metrics=test_metrics)
+
+
+def _start_run(client, uri: str, cfg: RunConfig, parent_run_id: str | None, datamodule: BassmanDataModule,
+               tags: dict[str, str] | None) -> str:
+    run_tags = {MLFLOW_RUN_NAME: cfg.run_name} if cfg.run_name else {}
+    if parent_run_id:
+        run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    run_tags.update({"dataset_hash": str(datamodule.manifest.get("hash", "")), **(tags or {})})
+    run = client.create_run(tracking.ensure_experiment(cfg.experiment, uri), tags=run_tags,
+                            run_name=cfg.run_name or None)
+    return run.info.run_id
+
+
+def _log_results(client, run_id: str, module: AmpModule, datamodule: BassmanDataModule, trainer: pl.Trainer,
+                 checkpoint: ModelCheckpoint, val: dict[str, Any], test: dict[str, Any], model_dir: Path) -> None:
+    client.log_metric(run_id, "best_val_esr", val["esr"])
+    client.log_metric(run_id, "epochs", trainer.current_epoch)
+    for name, value in finite_numbers(val).items():
+        if name != "esr":  # that one is best_val_esr
+            client.log_metric(run_id, f"best_val_{name}", value)
+    for name, value in finite_numbers(test).items():
+        client.log_metric(run_id, f"test_{name}", value)
+    client.log_artifacts(run_id, str(model_dir), "model")
+    if checkpoint.best_model_path:
+        client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
+    examples = example_settings(datamodule)
+    artifacts.log_examples(client, run_id, module.net, datamodule, examples, module.run_config.train.audio_seconds)
+    log_knob_response(client, run_id, module.net, datamodule)
+    artifacts.log_settings_table(client, run_id, val["settings_table"], "val")
+    if test:
+        artifacts.log_settings_table(client, run_id, test["settings_table"], "test")
+
+
+def example_settings(datamodule: BassmanDataModule) -> list[int]:
+    """Settings whose validation audio is logged: one unseen (validation group) first if there is one."""
+    unseen = datamodule.settings_in("val")
+    seen = [i for i in datamodule.settings_in("train") if datamodule.split_spans("val", i)]
+    return (unseen[:1] + seen)[:MAX_EXAMPLE_SETTINGS]
 
 
 def _trainer(cfg: RunConfig, callbacks: Sequence[Callback], uri: str, run_id: str, work: Path,
@@ -174,7 +197,6 @@ def _data_info(datamodule: BassmanDataModule) -> dict[str, Any]:
         "sample_rate": datamodule.sample_rate,
         "dataset_hash": manifest.get("hash"),
         "input_full_scale_volts": manifest.get("input_full_scale_volts"),
-        "settings": [to_dict(s) for s in datamodule.settings],
-        "held_out_settings": list(datamodule.test_settings_held_out),
-        "target_scales": manifest.get("target_scales"),
+        "target_scale_volts": manifest.get("target_scale_volts"),
+        "settings": [{**to_dict(s), "group": g} for s, g in zip(datamodule.settings, datamodule.groups)],
     }

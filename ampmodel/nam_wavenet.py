@@ -1,0 +1,158 @@
+"""Neural Amp Modeler's WaveNet (family "nam"): the network NAM's plugin plays, trained our way.
+
+Structure (neural-amp-modeler 0.12, .nam file format 0.5): layer arrays, one after the other.
+Array a has `channels` C_a; a bias-free 1x1 "rechannel" takes its input (the audio for the first
+array, the previous array's residual output after that) to C_a channels; each of its layers is a
+dilated conv C_a -> P plus a bias-free 1x1 "input mixer" of the network's input audio 1 -> P,
+then tanh (P = C_a) or a gate tanh*sigmoid (P = 2 C_a), then a 1x1 C_a -> C_a added to the
+layer's input (the residual). The gated outputs (skips) of an array are summed with the head
+signal coming from the previous array and go through the array's head 1x1 (C_a -> C_{a+1}, or
+-> 1 with bias for the last array); the output is head_scale times the last head's output.
+
+So the output is a sum over layers of linear maps of their skips: layer l of array a contributes
+head_scale * H_last ... H_a @ skip_l. `mix_weights` gives exactly those products, and the layer
+protocol of layer_stack.WaveNetBase (streaming, cost, folding) runs this family unchanged. The
+rechannel into array a >= 2 sits in the array's first layer, so its state is that layer's input.
+
+Knob conditioning: FiLM of each layer's pre-activation (conv + input mixer), which folds into
+the conv and the input mixer at one knob setting: the folded net is a plain NAM WaveNet, and
+`nam_config()` / `nam_weights()` give its .nam "config" and "weights" (training/nam_export.py
+writes the file). State-dict keys: input_conv, layers.<i>.{rechannel,dilated,mixin,residual},
+heads.<a>, film.{hidden,out}.
+"""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .conditioning import FiLM
+from .config import WaveNetConfig
+from .layer_stack import WaveNetBase, activate, fold_film_into_conv, modulate, residual_and_share
+
+NAM_HEAD_SCALE = 0.02  # NAM's fixed output scale of every trainer architecture (standard ... nano)
+
+
+class NamLayer(nn.Module):
+    """One layer of a layer array; `rechannel_from` > 0 makes it the first layer of a later array,
+    taking the previous array's `rechannel_from` channels to its own."""
+
+    def __init__(self, cfg: WaveNetConfig, channels: int, dilation: int, rechannel_from: int = 0) -> None:
+        super().__init__()
+        p = cfg.pre_activation(channels)
+        self.gated = cfg.activation == "gated"
+        self.history = (cfg.kernel_size - 1) * dilation
+        self.rechannel: Optional[nn.Conv1d] = (nn.Conv1d(rechannel_from, channels, 1, bias=False) if rechannel_from
+                                               else None)
+        self.dilated = nn.Conv1d(channels, p, cfg.kernel_size, dilation=dilation)
+        self.mixin = nn.Conv1d(1, p, 1, bias=False)
+        self.residual = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: Tensor, mix_weight: Tensor, film: Optional[Tensor], audio: Tensor) -> Tuple[Tensor, Tensor]:
+        rechannel = self.rechannel
+        if rechannel is not None:
+            x = rechannel(x)
+        z = self.dilated(x)
+        z = z + self.mixin(audio[:, :, audio.size(2) - z.size(2):])  # the input samples of these outputs
+        if film is not None:
+            z = modulate(z, film)
+        skip = activate(z, self.gated, False)
+        return residual_and_share(x, skip, self.residual.weight, self.residual.bias, mix_weight, self.history)
+
+
+class NamWaveNet(WaveNetBase):
+    """The nam family; see the module docstring."""
+
+    layer_array: List[int]  # per layer, its array's index
+    film_offsets: List[int]  # per layer, where its FiLM features start in the FiLM output row
+    film_sizes: List[int]
+
+    def __init__(self, cfg: WaveNetConfig) -> None:
+        super().__init__(cfg, "nam")
+        arrays = cfg.layer_arrays
+        self.input_conv = nn.Conv1d(1, arrays[0][0], 1, bias=False)  # the first array's rechannel
+        layers: List[NamLayer] = []
+        self.layer_array = []
+        for a, (width, dilations) in enumerate(arrays):
+            for j, dilation in enumerate(dilations):
+                layers.append(NamLayer(cfg, width, dilation, arrays[a - 1][0] if a and not j else 0))
+                self.layer_array.append(a)
+        self.layers = nn.ModuleList(layers)
+        self.num_arrays: int = len(arrays)
+        self.heads = nn.ModuleList([nn.Conv1d(width, arrays[a + 1][0] if a + 1 < len(arrays) else 1, 1,
+                                              bias=a + 1 == len(arrays)) for a, (width, _) in enumerate(arrays)])
+        self.head_scale: float = NAM_HEAD_SCALE
+        sizes = [cfg.pre_activation(arrays[a][0]) for a in self.layer_array]
+        self.film_offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.film_sizes = sizes
+        # One FiLM output row for all layers (their widths differ between arrays): layer_film slices it.
+        self.film = FiLM(cfg.num_controls, cfg.film_hidden, 1, sum(sizes)) if cfg.conditioning == "film" else None
+
+    # --- the layer protocol (layer_stack.WaveNetBase) ---
+
+    @torch.jit.export
+    def embed_input(self, x: Tensor, controls: Optional[Tensor]) -> Tensor:
+        return self.input_conv(x)
+
+    @torch.jit.export
+    def mix_weights(self) -> List[Tensor]:
+        """Per layer, head_scale * H_last ... H_a (1, C_a): its skip's map to the output."""
+        heads: List[Tensor] = []
+        for head in self.heads:
+            heads.append(head.weight[:, :, 0])
+        chain = torch.full((1, 1), self.head_scale, dtype=heads[0].dtype, device=heads[0].device)
+        chains: List[Tensor] = []
+        for a in range(len(heads) - 1, -1, -1):
+            chain = chain @ heads[a]
+            chains.insert(0, chain)
+        return [chains[a] for a in self.layer_array]
+
+    @torch.jit.export
+    def layer_film(self, film: Optional[Tensor], i: int) -> Optional[Tensor]:
+        if film is None:
+            return None
+        start = self.film_offsets[i]
+        return film[:, 0, :, start : start + self.film_sizes[i]]
+
+    @torch.jit.export
+    def finish(self, mixed: Tensor) -> Tensor:
+        """Summed shares (B,1,T) -> output: plus head_scale times the last head's bias."""
+        for a, head in enumerate(self.heads):
+            bias = head.bias
+            if a == self.num_arrays - 1 and bias is not None:
+                mixed = mixed + self.head_scale * bias.view(1, -1, 1)
+        return mixed
+
+    def fold_knobs(self, state: dict, controls: Tensor) -> None:
+        """FiLM scales and shifts conv + input mixer: the scale folds into both, the shift into the conv bias."""
+        for i, (scale, shift) in enumerate(self.layer_films(controls)):
+            fold_film_into_conv(state, f"layers.{i}.dilated", scale, shift)
+            state[f"layers.{i}.mixin.weight"] = state[f"layers.{i}.mixin.weight"] * scale.view(-1, 1, 1)
+
+    # --- the .nam file's "config" and "weights" (NAM's layout; the net must be unconditioned) ---
+
+    def nam_config(self) -> Dict[str, Any]:
+        arrays = self.cfg.layer_arrays
+        layers = [{"input_size": arrays[a - 1][0] if a else 1, "condition_size": 1,
+                   "head_size": arrays[a + 1][0] if a + 1 < len(arrays) else 1, "channels": width,
+                   "kernel_size": self.cfg.kernel_size, "dilations": list(dilations), "activation": "Tanh",
+                   "gated": self.cfg.activation == "gated", "head_bias": a + 1 == len(arrays)}
+                  for a, (width, dilations) in enumerate(arrays)]
+        return {"layers": layers, "head": None, "head_scale": self.head_scale}
+
+    def nam_weights(self) -> List[float]:
+        """All weights in NAM's order: per array its rechannel, per layer conv (weight, bias), input
+        mixer, 1x1 (weight, bias), then the array's head 1x1; head_scale last."""
+        if self.conditioned:
+            raise ValueError("a knob-conditioned net has no .nam weights; fold a setting first: net.at_setting(knobs)")
+        tensors: List[Tensor] = []
+        for i, layer in enumerate(self.layers):
+            if i == 0 or layer.rechannel is not None:
+                tensors.append((self.input_conv if i == 0 else layer.rechannel).weight)
+            tensors += [layer.dilated.weight, layer.dilated.bias, layer.mixin.weight, layer.residual.weight,
+                        layer.residual.bias]
+            if i + 1 == len(self.layers) or self.layers[i + 1].rechannel is not None:
+                head = self.heads[self.layer_array[i]]
+                tensors += [head.weight] + ([head.bias] if head.bias is not None else [])
+        flat = torch.cat([t.detach().reshape(-1).cpu().double() for t in tensors])
+        return flat.tolist() + [self.head_scale]

@@ -1,0 +1,95 @@
+"""What a registered model version says about itself: its tags (for code) and its description (for
+people, shown as Markdown on the version's page in the MLflow UI).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from foundation.knobs import KNOB_NAMES
+from training.evaluate import finite_numbers
+from training.model_io import LoadedModel
+from training.nam_export import export_command
+
+
+def version_tags(study: str, trial: Any, run_id: str, test: dict[str, Any], loaded: LoadedModel) -> dict[str, str]:
+    """The tags `promote` and other tools read back (test_esr and data_hash decide the champion)."""
+    return {"study": study, "trial": str(trial.number), "test_esr": repr(float(test["esr"])),
+            "val_esr": repr(trial.values[0]), "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
+            "rtf": repr(trial.user_attrs.get("rtf")), "params": repr(trial.user_attrs.get("params")),
+            "data_hash": str(loaded.data_info.get("dataset_hash", "")), "mlflow_run_id": run_id,
+            "family": loaded.run_config.model.family,
+            **{f"test_{k}": repr(v) for k, v in finite_numbers(test).items() if k.endswith("settings")}}
+
+
+def version_description(name: str, version: str, tags: dict[str, str], test: dict[str, Any],
+                        loaded: LoadedModel) -> str:
+    cfg = loaded.run_config.model
+    fs = loaded.sample_rate
+    settings = loaded.data_info.get("settings") or []
+    channels = ", ".join(str(width) for width, _ in cfg.layer_arrays)  # per layer array (nam family)
+    groups = [s.get("group", "train") for s in settings]
+    knobs = " ".join(f"--{k} 0.5" for k in KNOB_NAMES) if loaded.conditioned else ""
+    params = f", params={{{', '.join(repr(k) + ': 0.5' for k in KNOB_NAMES)}}}" if loaded.conditioned else ""
+    conditioning = (f"follows the knobs ({', '.join(KNOB_NAMES)}: positions 0..1, {cfg.conditioning} conditioning)"
+                    if loaded.conditioned else "trained at fixed knobs " + _knobs(settings[:1]))
+    rows = [
+        ("study, trial", f"`{tags['study']}`, trial {tags['trial']} (MLflow run `{tags['mlflow_run_id']}`)"),
+        ("architecture", f"{'WaveNet' if cfg.family == 'paper' else 'NAM WaveNet'}, {channels} channels, "
+                         f"{cfg.layers} layers (dilations "
+                         f"{', '.join(map(str, cfg.dilations))}), kernel {cfg.kernel_size}, {cfg.activation} "
+                         f"activation; receptive field {cfg.receptive_field} samples "
+                         f"({1000 * cfg.receptive_field / fs:.1f} ms)"),
+        ("knobs", conditioning),
+        ("test ESR", f"{_num(test.get('esr'))}: on knob settings no trial saw "
+                     f"{_num(test.get('esr_unseen_settings'))} (worst setting "
+                     f"{_num(test.get('esr_worst_unseen_setting'))}), on the trained settings' unseen audio "
+                     f"{_num(test.get('esr_seen_settings'))}; validation ESR {_num(_float(tags['val_esr']))}"),
+        ("compute", f"{_num(_float(tags['macs_per_sample']))} MACs/sample, real-time factor "
+                    f"{_num(_float(tags['rtf']))}x (one CPU thread)"),
+        ("data", f"dataset hash `{tags['data_hash']}`, {fs} Hz, {len(settings)} knob settings: "
+                 f"{groups.count('train')} trained on, {groups.count('val')} for validation, "
+                 f"{groups.count('test')} only for this test"),
+    ]
+    table = "\n".join(["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)])
+    command = export_command(f"models:/{name}/{version}", loaded, name)
+    export = f"\nPlay it in Neural Amp Modeler's plugin (one .nam file per knob setting):\n\n    {command}\n\n" \
+        if command else "\n"
+    return f"""SPICE Bassman 5F6-A preamp modelled by a WaveNet.
+
+{table}
+
+Input: mono float32 DI at {fs} Hz, full scale = the input volts used in training. Output: same
+length, on the training targets' scale. ESR with pre-emphasis 0.95, lower is better.
+
+Render a wav with ampstudy (this version, or whichever is the champion):
+
+    ampstudy render models:/{name}/{version} di.wav amp.wav {knobs}
+    ampstudy render models:/{name}@champion di.wav amp.wav {knobs}
+{export}
+From Python, with only mlflow, torch and numpy installed (soundfile to read wavs):
+
+    import mlflow, soundfile as sf
+    amp = mlflow.pyfunc.load_model("models:/{name}/{version}")
+    di, fs = sf.read("di.wav", dtype="float32")   # mono, {fs} Hz
+    out = amp.predict(di{params})
+
+Over HTTP: `mlflow models serve -m models:/{name}/{version} --env-manager local -h 127.0.0.1 -p 5001`,
+then POST `{{"inputs": [samples...]{', "params": {...knobs}' if loaded.conditioned else ''}}}` to `/invocations`.
+"""
+
+
+def _knobs(settings: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{k} {s.get(k)}" for s in settings for k in KNOB_NAMES) or "(not recorded)"
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "None") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"

@@ -1,0 +1,190 @@
+"""`ampstudy export`: a NAM-family model at a knob setting, as a .nam file that neural-amp-modeler's own
+loader plays like our render (every NAM preset; a FiLM model at three settings); one-line refusals;
+an exportable-only study whose champion `promote` tells how to export, with its test ESR."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ampmodel.streaming import render
+from ampstudy.cli import main
+from foundation.errors import ConfigError
+from studies.spec import load_study_spec, study_spec_from_mapping
+from tests.conftest import TINY_STUDY, write_study_file
+from training.model_io import resolve_model, save_model
+from training.nam_export import export_nam
+from training.run_config import run_config_from_mapping
+
+init_from_nam = pytest.importorskip("nam.models", reason="`make test` installs neural-amp-modeler").init_from_nam
+
+SETTINGS = [{"volume": 0.2, "treble": 0.9, "bass": 0.1, "middle": 0.5},
+            {"volume": 0.8, "treble": 0.6, "bass": 0.5, "middle": 0.5},
+            {"volume": 1.0, "treble": 0.0, "bass": 1.0, "middle": 0.3}]
+DATA_INFO = {"sample_rate": 16000, "input_full_scale_volts": 1.0, "target_scale_volts": 20.0,
+             "settings": [{**SETTINGS[1], "group": "train"}]}
+
+
+def guitar(samples: int = 6000) -> np.ndarray:
+    t = np.arange(samples) / 16000
+    tone = 0.5 * np.sin(2 * np.pi * 82.4 * t) * np.exp(-3 * t) + 0.3 * np.sin(2 * np.pi * 329.6 * t)
+    return (tone + 0.05 * np.random.default_rng(0).standard_normal(samples)).astype(np.float32)
+
+
+def saved_model(directory: Path, model: dict, seed: int = 0) -> Path:
+    """A NAM-family model directory with weights moved off their init and outputs of order 1."""
+    cfg = run_config_from_mapping({"model": model})
+    torch.manual_seed(seed)
+    from ampmodel.wavenet import build_wavenet
+
+    net = build_wavenet(cfg.model)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        net.heads[-1].weight.mul_(1 / net.head_scale)  # as training does: NAM's 0.02 output scale undone
+    return save_model(directory, net, cfg, DATA_INFO)
+
+
+def played_by_nam(path: Path, audio: np.ndarray) -> np.ndarray:
+    document = json.loads(path.read_text())
+    model = init_from_nam(document).eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(audio)[None], pad_start=True)[0].numpy()  # NAM pads with rf-1 zeros too
+
+
+@pytest.mark.parametrize("preset", ["nam-standard", "nam-lite", "nam-feather", "nam-nano"])
+def test_every_nam_preset_plays_in_nam_as_in_our_render(preset, tmp_path):
+    model_dir = saved_model(tmp_path / "model", {"preset": preset})
+    done = export_nam(str(model_dir), tmp_path / "amp.nam", dict.fromkeys(SETTINGS[0]))
+    audio = guitar()
+    ours = render(resolve_model(str(model_dir)).net, audio)
+    assert np.abs(ours).max() > 0.2  # a real signal, so 1e-5 is a strict match
+    np.testing.assert_allclose(played_by_nam(done.path, audio), ours, rtol=0, atol=1e-5)
+    document = json.loads(done.path.read_text())
+    assert document["version"] == "0.5.4" and document["architecture"] == "WaveNet"
+    assert document["sample_rate"] == 16000 and document["config"]["head_scale"] == 0.02
+    meta = document["metadata"]
+    assert meta["name"] == "amp" and meta["modeled_by"] == "ampstudy" and meta["gear_type"] == "preamp"
+    assert meta["knobs"] == SETTINGS[1]  # trained at fixed knobs: that setting is what the file plays
+    assert meta["input_level_dbu"] == pytest.approx(20 * math.log10(1 / math.sqrt(2) / 0.7746), abs=0.01)
+    assert "test_esr" not in meta  # a model directory alone does not know it; never a null for plugins
+
+
+def test_a_film_model_plays_in_nam_at_each_knob_setting(tmp_path, capsys):
+    model_dir = saved_model(tmp_path / "model", {"preset": "nam-feather", "conditioning": "film", "film_hidden": 8})
+    net, audio = resolve_model(str(model_dir)).net, guitar()
+    outputs = []
+    for i, knobs in enumerate(SETTINGS):
+        args = [arg for name, value in knobs.items() for arg in (f"--{name}", str(value))]
+        assert main(["export", str(model_dir), str(tmp_path / f"s{i}.nam"), *args, "--name", f"setting {i}"]) == 0
+        assert f"s{i}.nam: 'setting {i}' at volume {knobs['volume']:g}" in capsys.readouterr().out
+        ours = render(net, audio, list(knobs.values()))
+        np.testing.assert_allclose(played_by_nam(tmp_path / f"s{i}.nam", audio), ours, rtol=0, atol=1e-5)
+        meta = json.loads((tmp_path / f"s{i}.nam").read_text())["metadata"]
+        assert meta["knobs"] == knobs and meta["name"] == f"setting {i}" and meta["knob_conditioning"] == "film"
+        outputs.append(ours)
+    assert min(np.abs(a - b).max() for a, b in zip(outputs, outputs[1:])) > 1e-3  # the knobs matter
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A FiLM NAM-family model and a paper-family one, saved once for the refusal tests."""
+    root = tmp_path_factory.mktemp("export-models")
+    paper = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..4"}})
+    from ampmodel.wavenet import build_wavenet
+
+    return {"nam": saved_model(root / "nam", {"preset": "nam-nano", "conditioning": "film"}),
+            "paper": save_model(root / "paper", build_wavenet(paper.model), paper, DATA_INFO)}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("paper family", "a 'paper'-family WaveNet cannot be written as a .nam file; the families that export are: nam"),
+    ("no knobs", "this model follows the amp's knobs: give --treble --bass --middle"),
+    ("NaN knob", "volume: knob position nan is outside 0..1"),
+    ("knob too high", "bass: knob position 1.5 is outside 0..1"),
+    ("not .nam", "amp.wav: NAM's plugin opens files ending in .nam; name the output e.g. amp.nam"),
+    ("no folder", "no-such-dir: no such directory"),
+    ("a folder", "d.nam: is a directory; give a file name ending in .nam"),
+])
+def test_export_refuses_in_one_line(case, message, models, tmp_path, capsys):
+    (tmp_path / "d.nam").mkdir()
+    model, out, knobs = str(models["nam"]), str(tmp_path / "amp.nam"), _knobs()
+    if case == "paper family":
+        model = str(models["paper"])
+    elif case == "no knobs":
+        knobs = ["--volume", "0.5"]
+    elif case in ("NaN knob", "knob too high"):
+        knobs = _knobs(volume="nan") if case == "NaN knob" else _knobs(bass="1.5")
+    else:
+        out = str(tmp_path / {"not .nam": "amp.wav", "no folder": "no-such-dir/amp.nam", "a folder": "d.nam"}[case])
+    assert main(["export", model, out, *knobs]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.nam"]  # nothing written, not even half a file
+
+
+def _knobs(**given: str) -> list[str]:
+    values = {"volume": "0.5", "treble": "0.5", "bass": "0.5", "middle": "0.5", **given}
+    return [arg for name, value in values.items() for arg in (f"--{name}", value)]
+
+
+def test_exportable_only_studies_refuse_families_that_do_not_export():
+    base = {"model": {"preset": "nam-nano"}}
+    spec = study_spec_from_mapping({"name": "s", "exportable_only": True, "budget": {"n_trials": 1}, "base": base,
+                                    "space": {"model": {"array_channels": {"choices": [1, 2]}}}})
+    assert spec.options.exportable_only and spec.base.model.family == "nam"
+    for table, wrong in [({"base": {}}, "paper"),
+                         ({"base": base, "space": {"model": {"family": {"choices": ["nam", "paper"]}}}}, "paper")]:
+        with pytest.raises(ConfigError, match=f"exportable_only: the study would train family {wrong}"):
+            study_spec_from_mapping({"name": "s", "exportable_only": True, "budget": {"n_trials": 1}, **table})
+
+
+NAM_BASE = '''[base.model]
+family = "nam"
+channels = 4
+array_channels = [2]
+dilations = "(1..8)x2"
+kernel_size = 2
+conditioning = "film"
+film_hidden = 4
+'''
+NAM_SPACE = '''[space.model]
+array_channels = { choices = [2, 3] }
+activation = { choices = ["gated", "tanh"] }
+'''
+
+
+def test_an_exportable_study_promotes_a_champion_that_exports_with_its_test_esr(study_workdir, study_data_dir,
+                                                                               capsys):
+    from studies.promote import promote
+    from studies.runner import run_study
+
+    text = TINY_STUDY.read_text()
+    base_model = text[text.index("[base.model]"):text.index("[base.train]")]
+    space_model = text[text.index("[space.model]"):text.index("[space.train]")]
+    path = write_study_file(study_workdir / "nam.toml", study_data_dir, name="nam-tiny", n_trials=1,
+                            replace={base_model: NAM_BASE + "\n", space_model: NAM_SPACE + "\n",
+                                     'registered_model = "bassman-wavenet"': 'exportable_only = true\n'
+                                                                             'registered_model = "nam-amp"'})
+    spec = load_study_spec(path)
+    run_study(spec, report=False)
+    result = promote(spec)
+    out = capsys.readouterr().out
+    command = out.split("play the champion in Neural Amp Modeler (one .nam file per knob setting):\n  ")[1]
+    command = command.split("\n")[0]
+    assert command.startswith("ampstudy export models:/nam-amp@champion nam-amp.nam --volume ")
+    assert main(command.split()[1:]) == 0  # the printed command works as printed
+    meta = json.loads((study_workdir / "nam-amp.nam").read_text())["metadata"]
+    assert meta["test_esr"] == pytest.approx(result.test_esr)
+    loaded, audio = resolve_model("models:/nam-amp@champion"), guitar(3000)
+    ours = render(loaded.net, audio, [meta["knobs"][k] for k in ("volume", "treble", "bass", "middle")])
+    np.testing.assert_allclose(played_by_nam(study_workdir / "nam-amp.nam", audio), ours, rtol=0, atol=1e-5)
+    import mlflow  # the registered model's shipped copy of ampmodel runs the nam family too
+
+    registered = mlflow.pyfunc.load_model("models:/nam-amp@champion")
+    np.testing.assert_allclose(registered.predict(audio, params=meta["knobs"]), ours, rtol=0, atol=1e-6)

@@ -1,0 +1,155 @@
+"""The NAM WaveNet family (model.family = "nam"): its presets are NAM's own architectures (checked
+against the installed neural-amp-modeler), and it runs the one streaming engine, knob folding,
+TorchScript and the cost counter exactly like the paper family."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ampmodel.config import PRESETS, ModelConfigError, WaveNetConfig
+from ampmodel.cost import analytic_macs_per_sample, count_parameters, macs_per_sample, op_counts_per_sample
+from ampmodel.loading import config_from_dict
+from ampmodel.nam_wavenet import NamWaveNet
+from ampmodel.streaming import KnobStream, StreamingWaveNet
+from ampmodel.wavenet import WaveNet, build_wavenet, from_preset
+from foundation.configs import to_dict
+from foundation.errors import ConfigError
+from tests.test_wavenet import assert_valid_causal_convolution, stream_in_random_blocks
+from training.run_config import model_from_mapping
+
+SMALL = dict(family="nam", channels=4, array_channels=(3,), dilations=(1, 2, 4, 1, 2), array_layers=(3, 2),
+             kernel_size=3, activation="tanh")  # rf = 21
+VARIANTS = [
+    dict(),
+    dict(activation="gated"),
+    dict(conditioning="film"),
+    dict(conditioning="film", activation="gated", kernel_size=2),
+    dict(array_channels=(), array_layers=(), conditioning="film"),  # one layer array
+    dict(array_channels=(5, 2), array_layers=(), dilations=(1, 2, 1, 2, 1, 4)),  # three arrays, equal shares
+]
+CONDITIONED = [v for v in VARIANTS if v.get("conditioning")]
+
+
+def make(seed: int = 0, **overrides) -> NamWaveNet:
+    """A small NAM-family net with every weight (FiLM too) moved off its init, so every term matters."""
+    torch.manual_seed(seed)
+    net = build_wavenet(WaveNetConfig(**{**SMALL, **overrides}))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return net
+
+
+def controls_for(net, batch: int = 1, seed: int = 1):
+    return torch.rand(batch, 4, generator=torch.Generator().manual_seed(seed)) if net.conditioned else None
+
+
+def test_presets_are_nams_trainer_architectures():
+    core = pytest.importorskip("nam.train.core", reason="`make test` installs neural-amp-modeler")
+    from nam.models.wavenet import WaveNet as NamReference
+
+    for name in ("standard", "lite", "feather", "nano"):
+        reference_cfg = core.get_wavenet_config(core.Architecture(name))
+        ours, reference = from_preset(f"nam-{name}"), NamReference(**reference_cfg)
+        assert ours.nam_config()["layers"] == reference_cfg["layers_configs"]
+        assert ours.nam_config()["head_scale"] == reference_cfg["head_scale"]
+        assert count_parameters(ours) == sum(p.numel() for p in reference.parameters())
+        assert len(ours.nam_weights()) == len(reference._export_weights())  # weights + head_scale
+        assert ours.receptive_field == reference.receptive_field
+    assert len(from_preset("nam-standard").nam_weights()) == 13_802  # NAM's count: 13,801 weights + head_scale
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_output_is_valid_causal_convolution(overrides):
+    net = make(**overrides)
+    assert_valid_causal_convolution(net, controls_for(net, 2), length=60, t=35)
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_streaming_in_random_blocks_equals_one_pass(overrides):
+    net = make(**overrides)
+    x = torch.randn(2, 1, 400)
+    c = controls_for(net, 2)
+    expected = net(F.pad(x, (net.receptive_field - 1, 0)), c)
+    with torch.no_grad():
+        got = stream_in_random_blocks(StreamingWaveNet(net, chunk_size=16), x, c, seed=0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [VARIANTS[3], VARIANTS[5]])
+def test_torchscript_matches_eager_and_streams(overrides):
+    net = make(**overrides)
+    x = torch.randn(2, 1, 300)
+    c = controls_for(net, 2)
+    torch.testing.assert_close(torch.jit.script(net)(x, c), net(x, c), rtol=0, atol=1e-6)
+    expected = net(F.pad(x, (net.receptive_field - 1, 0)), c)
+    with torch.no_grad():
+        got = stream_in_random_blocks(torch.jit.script(StreamingWaveNet(net)), x, c, seed=1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", CONDITIONED)
+def test_folding_the_knobs_gives_a_plain_nam_net_computing_the_same(overrides):
+    net = make(**overrides)
+    x = torch.randn(2, 1, 200)
+    for seed in range(3):
+        knobs = controls_for(net, 1, seed=seed)[0]
+        folded = net.at_setting(knobs)
+        assert isinstance(folded, NamWaveNet) and not folded.conditioned
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), net(x, knobs.expand(2, -1)), rtol=0, atol=1e-5)
+    assert count_parameters(folded) == count_parameters(build_wavenet(folded.cfg))  # the knob MLP is gone
+    reference, knob_stream = StreamingWaveNet(net), KnobStream(net)
+    with torch.no_grad():
+        for i, start in enumerate(range(0, 300, 100)):  # the knobs move every 100 samples
+            block, knobs = x[:1, :, start:start + 100], controls_for(net, 1, seed=i)[0]
+            torch.testing.assert_close(knob_stream.process(block, knobs), reference.process(block, knobs),
+                                       rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(activation="gated", kernel_size=2), dict(conditioning="film"),
+                                       VARIANTS[-1]])
+def test_counted_macs_equal_the_formula_and_folded_film_costs_nothing(overrides):
+    net = make(**overrides)
+    assert macs_per_sample(net) == analytic_macs_per_sample(net) == analytic_macs_per_sample(net.cfg)
+    if net.conditioned:
+        assert op_counts_per_sample(net) == op_counts_per_sample(build_wavenet(net.at_setting([0.5] * 4).cfg))
+
+
+def test_nam_standard_macs_by_hand():
+    # rechannel 16 + 10 x (3*16*16 + 16 + 16*16 + 16) + rechannel 16*8 + 10 x (3*8*8 + 8 + 8*8 + 8)
+    assert analytic_macs_per_sample(PRESETS["nam-standard"]) == 16 + 10 * 1056 + 128 + 10 * 272
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(activation="softsign_gated"), "activation: 'softsign_gated' is not available in family 'nam'"),
+    (dict(conditioning="concat"), "conditioning: 'concat' is not available in family 'nam'"),
+    (dict(conditioning="film_out"), "conditioning: 'film_out' is not available in family 'nam'"),
+    (dict(head_hidden=4), "head_hidden: family 'nam' has no head MLP"),
+    (dict(array_layers=(2, 2)), r"array_layers: \[2, 2\] must give each of the 2 layer arrays"),
+    (dict(array_layers=()), "array_layers: 5 dilations do not split equally into 2 layer arrays"),
+    (dict(array_channels=(0,)), "array_channels: .* must all be >= 1"),
+    (dict(array_channels=(999,)), "array_channels: 999 is above the limit 256"),
+    (dict(array_channels=(2,) * 9), "array_channels: 9 entries is above the limit of 8"),
+    (dict(family="paper"), "array_channels: layer arrays belong to family 'nam'"),
+    (dict(family="lstm"), "family: 'lstm' is not one of paper, nam"),
+])
+def test_bad_nam_configs_name_the_field(overrides, message):
+    with pytest.raises(ModelConfigError, match=message):
+        WaveNetConfig(**{**SMALL, **overrides})
+
+
+def test_each_family_builds_its_own_class_and_configs_round_trip():
+    cfg = WaveNetConfig(**SMALL)
+    with pytest.raises(ModelConfigError, match="use ampmodel.wavenet.build_wavenet"):
+        WaveNet(cfg)
+    assert isinstance(build_wavenet(PRESETS["WaveNet2"]), WaveNet)
+    assert config_from_dict(to_dict(cfg)) == cfg  # a model file's JSON lists come back as the config
+    assert cfg.layer_arrays == ((4, (1, 2, 4)), (3, (1, 2)))
+    assert model_from_mapping({"preset": "nam-standard", "array_channels": 6, "conditioning": "film"}) == \
+        dataclasses.replace(PRESETS["nam-standard"], array_channels=(6,), conditioning="film")
+    assert model_from_mapping({**SMALL, "array_channels": "3,2", "array_layers": "2,2,1"}).array_channels == (3, 2)
+    with pytest.raises(ConfigError, match="model.array_channels: '8,x' is not a list of integers"):
+        model_from_mapping({"preset": "nam-standard", "array_channels": "8,x"})
