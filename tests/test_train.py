@@ -136,9 +136,10 @@ def test_loss_references_and_per_setting_metrics():
     from ampmodel.metrics import ESRAccumulator
     from training.lightning_module import AmpModule
 
-    def module(reference: str) -> AmpModule:
+    def module(reference: str, floor: float = 0.0) -> AmpModule:
         cfg = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..2"},
-                                       "train": {"pre_emphasis": 0.0, "loss_reference": reference}})
+                                       "train": {"pre_emphasis": 0.0, "loss_reference": reference,
+                                                 "setting_power_floor": floor}})
         return AmpModule(cfg, groups=["train", "train"], reference=[1.0, 1e-4])  # loud, quiet setting
 
     target = torch.stack([torch.ones(1, 100), 0.01 * torch.ones(1, 100)])
@@ -149,6 +150,8 @@ def test_loss_references_and_per_setting_metrics():
     for reference, expected in (("batch", pooled), ("setting", (0.25 + 1) / 2),
                                 ("dataset", (0.25 + 1e-4) / 2 / mean_power)):
         assert module(reference)._loss(worse_quiet, target, setting).item() == pytest.approx(expected, rel=1e-3)
+    floored = (0.25 + 1e-4 / (0.01 * mean_power)) / 2  # the quiet setting counts as if at -20 dB re the mean
+    assert module("setting", floor=0.01)._loss(worse_quiet, target, setting).item() == pytest.approx(floored, rel=1e-3)
     near_silent = 1e-3 * torch.ones(1, 1, 100)  # a quiet stretch; the model is off by 0.01
     for reference, expected in (("batch", 100.0), ("dataset", 1e-4 / mean_power)):
         loss = module(reference)._loss(near_silent + 0.01, near_silent, torch.tensor([1]))

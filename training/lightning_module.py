@@ -11,8 +11,9 @@ Loss normalisation (`train.loss_reference`), all with the ESR of ampmodel.losses
   gradient can explode.
 - "dataset": error energy / the energy the batch would have at the mean training power: the
   pooled ESR in expectation, with a constant denominator, so it stays well-conditioned.
-- "setting": each item's error over its own setting's mean training power: every knob setting
-  counts as if at unit power, quiet (low-volume) settings as much as loud ones.
+- "setting": each item's error over its own setting's mean training power (but at least
+  `setting_power_floor` x the mean over settings): quiet knob settings (low volume, bass and
+  middle down) count about as much as loud ones, down to the floor.
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ class AmpModule(pl.LightningModule):
                 raise ValueError("loss_reference 'dataset'/'setting' needs the training settings' reference power")
             per_setting = torch.tensor(reference, dtype=torch.float32)
             trained = per_setting[[g == "train" for g in self.groups]]
+            mean = float(trained.mean())
             if train.loss_reference == "dataset":
-                per_setting = torch.full_like(per_setting, float(trained.mean()))
-            self.reference = per_setting.clamp_min(1e-12)
+                per_setting = torch.full_like(per_setting, mean)
+            # A floor keeps a nearly silent setting from outweighing all others by orders of magnitude.
+            self.reference = per_setting.clamp_min(max(train.setting_power_floor * mean, 1e-12))
 
     def forward(self, x: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, controls)  # an unconditioned WaveNet ignores controls

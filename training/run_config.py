@@ -52,6 +52,7 @@ class TrainConfig:
     # "dataset" (the mean training power: well-conditioned on quiet batches) or "setting" (each
     # knob setting's own training power: quiet settings count as much as loud ones).
     loss_reference: str = "batch"
+    setting_power_floor: float = 0.01  # "setting": no reference below this share of the mean power (-20 dB)
     gradient_clip: float = 1.0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default
@@ -76,6 +77,7 @@ class TrainConfig:
         require(self.loss_reference in LOSS_REFERENCES, "loss_reference",
                 f"'{self.loss_reference}' is not one of {', '.join(LOSS_REFERENCES)}")
         require(self.aux_weight >= 0, "aux_weight", "must be >= 0")
+        require(0 <= self.setting_power_floor <= 1, "setting_power_floor", "must be in 0..1")
         require(self.threads >= 0, "threads", "must be >= 0")
         require(self.audio_seconds >= 0, "audio_seconds", "must be >= 0")
 
