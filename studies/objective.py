@@ -59,21 +59,28 @@ class TrialObjective:
         except DuplicateParams:
             raise  # never trained: no MLflow run
         except StopRequested as err:
-            message = (f"{err}: the worker was stopped mid-trial (re-queued with the same parameters, "
-                       "up to storage.max_retries times)")
-            trial.set_user_attr(ERROR_ATTR, message)
-            self._finish_run(trial, "FAIL", error=message, run_status="KILLED")
-            self.stopped_trial = trial.number
-            trial.study.stop()
+            self._stopped(trial, err)
             raise
         except optuna.TrialPruned as err:
             self._finish_run(trial, "PRUNED", error=str(err), run_status="KILLED")
             raise
         except Exception as err:
+            if self.stop.requested:  # MLflow or Lightning may wrap the StopRequested raised inside them
+                stop = StopRequested(self.stop.signum, f"{type(err).__name__}: {err}")
+                self._stopped(trial, stop)
+                raise stop from err
             message = f"{type(err).__name__}: {err}"
             trial.set_user_attr(ERROR_ATTR, message[:2000])
             self._finish_run(trial, "FAIL", error=message, run_status="FAILED")
             raise
+
+    def _stopped(self, trial: optuna.Trial, err: StopRequested) -> None:
+        message = (f"{err}: the worker was stopped mid-trial (re-queued with the same parameters, "
+                   "up to storage.max_retries times)")
+        trial.set_user_attr(ERROR_ATTR, message)
+        self._finish_run(trial, "FAIL", error=message, run_status="KILLED")
+        self.stopped_trial = trial.number
+        trial.study.stop()
 
     def suggest_config(self, trial: optuna.Trial):
         """Sample every active parameter (conditional ones only when their condition holds)."""
