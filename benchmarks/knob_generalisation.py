@@ -27,6 +27,7 @@ import math
 import resource
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -74,7 +75,10 @@ def config(data: DataConfig, name: str, args: argparse.Namespace):
     for item in args.set:
         key, _, raw = item.partition("=")
         section, _, leaf = key.partition(".")
-        table[section][leaf] = json.loads(raw) if raw[:1] in "0123456789-[{tf" else raw
+        try:
+            table[section][leaf] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            table[section][leaf] = raw  # a bare word is a string: model.conditioning=film_out
     cfg = run_config_from_mapping(table)
     return dataclasses.replace(cfg, data=data)
 
