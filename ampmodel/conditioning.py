@@ -68,3 +68,22 @@ class FiLM(nn.Module):
         scale = raw[:, :, 0] + 1.0
         shift = raw[:, :, 1]
         return torch.stack((scale, shift), dim=2)
+
+
+class KnobGain(nn.Module):
+    """knob positions (B, num_controls) -> output gain (B, 1, 1) = exp(small MLP), 1 at init.
+
+    The amp's level follows the knobs over ~50 dB (audio-taper volume, tone stack): in the log
+    domain that is a range of a few units, easy for a tiny MLP, while scaling every layer's
+    activations by 1/300 is not. Folds into the output layer at one knob setting.
+    """
+
+    def __init__(self, num_controls: int, hidden: int = 8) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(num_controls, hidden)
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, controls: Tensor) -> Tensor:
+        return torch.exp(self.out(torch.tanh(self.hidden(2.0 * controls - 1.0)))).view(-1, 1, 1)

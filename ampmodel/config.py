@@ -79,6 +79,9 @@ class WaveNetConfig:
     conditioning: str = "none"  # none, film, film_out (both from a small MLP of the knobs), concat
     num_controls: int = 4  # volume, treble, bass, middle
     film_hidden: int = 16  # width of the control MLP that produces FiLM parameters
+    # A learned output gain exp(g(knobs)) from a small MLP: the volume and tone knobs move the
+    # amp's output level over ~50 dB, which a multiplicative gain spans at no per-sample cost.
+    knob_gain: bool = False
     family: str = "paper"  # paper or nam (see FAMILIES); nam exports to .nam files
     # nam only: `channels` is the first layer array's width, array_channels the widths of the
     # arrays after it; each array takes array_layers[i] of `dilations` in order (() = equal shares).
@@ -99,6 +102,8 @@ class WaveNetConfig:
             raise ModelConfigError(f"conditioning: '{self.conditioning}' is not one of {', '.join(CONDITIONINGS)}")
         if self.head_hidden < 0 or self.film_hidden < 1 or self.num_controls < 1:
             raise ModelConfigError("head_hidden must be >= 0, film_hidden and num_controls >= 1")
+        if self.knob_gain and self.conditioning == "none":
+            raise ModelConfigError("knob_gain: needs knob conditioning (film, film_out or concat); set it or drop knob_gain")
         if self.family not in FAMILIES:
             raise ModelConfigError(f"family: '{self.family}' is not one of {', '.join(FAMILIES)}")
         if self.family == "nam":

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conditioning import FiLM, checked_controls
+from .conditioning import FiLM, KnobGain, checked_controls
 from .config import ModelConfigError, WaveNetConfig
 
 
@@ -92,6 +92,7 @@ class WaveNetBase(nn.Module):
         self.conditioning: str = cfg.conditioning
         self.conditioned: bool = cfg.conditioning != "none"
         self.film: Optional[FiLM] = None
+        self.gain: Optional[KnobGain] = KnobGain(cfg.num_controls) if cfg.knob_gain else None
         self.mix_channels: int = 1  # rows of every mix weight: what the summed shares have before finish
 
     @torch.jit.export
@@ -108,6 +109,15 @@ class WaveNetBase(nn.Module):
         if film is None or controls is None:
             return None
         return film(controls)
+
+    @torch.jit.export
+    def output(self, mixed: Tensor, controls: Optional[Tensor]) -> Tensor:
+        """finish(summed shares), times the knob gain when the net has one."""
+        y = self.finish(mixed)
+        gain = self.gain
+        if gain is not None and controls is not None:
+            y = y * gain(controls).to(y.dtype)
+        return y
 
     def forward(self, x: Tensor, controls: Optional[Tensor] = None) -> Tensor:
         if x.dim() != 3 or x.size(1) != 1:
@@ -127,7 +137,7 @@ class WaveNetBase(nn.Module):
             h, share = layer(h, mix[i], self.layer_film(film, i), x)
             # Every share is cropped to the final length: only its newest `length` samples count.
             mixed = mixed + share[:, :, share.size(2) - length :]
-        return self.finish(mixed)
+        return self.output(mixed, ctl)
 
     def at_setting(self, controls: Tensor | Sequence[float]) -> "WaveNetBase":
         """This network at one knob setting as an unconditioned net of its family with the same output.
@@ -141,16 +151,23 @@ class WaveNetBase(nn.Module):
         param = next(self.parameters())
         ctl = self.prepare_controls(torch.as_tensor(controls, dtype=param.dtype, device=param.device).reshape(1, -1), 1)
         assert ctl is not None
-        twin = type(self)(dataclasses.replace(self.cfg, conditioning="none"))
+        twin = type(self)(dataclasses.replace(self.cfg, conditioning="none", knob_gain=False))
         folded = twin.to(device=param.device, dtype=param.dtype)
         with torch.no_grad():
-            state = {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("film.")}
+            state = {k: v.detach().clone() for k, v in self.state_dict().items()
+                     if not k.startswith(("film.", "gain."))}
             self.fold_knobs(state, ctl)
+            if self.gain is not None:
+                self.fold_output_gain(state, float(self.gain(ctl)))
             folded.load_state_dict(state)
         return folded.train(self.training)
 
     def fold_knobs(self, state: dict, controls: Tensor) -> None:
         """Fold the conditioning at `controls` (1, num_controls) into `state` (film.* keys removed)."""
+        raise NotImplementedError
+
+    def fold_output_gain(self, state: dict, gain: float) -> None:
+        """Scale the family's last linear map in `state` so the whole output is `gain` times larger."""
         raise NotImplementedError
 
     def layer_films(self, controls: Tensor) -> List[Tensor]:

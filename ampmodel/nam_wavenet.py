@@ -123,6 +123,13 @@ class NamWaveNet(WaveNetBase):
                 mixed = mixed + self.head_scale * bias.view(1, -1, 1)
         return mixed
 
+    def fold_output_gain(self, state: dict, gain: float) -> None:
+        # Every layer reaches the output through the last array's head (and head_scale): scale it.
+        last = f"heads.{self.num_arrays - 1}"
+        state[f"{last}.weight"] = state[f"{last}.weight"] * gain
+        if f"{last}.bias" in state:
+            state[f"{last}.bias"] = state[f"{last}.bias"] * gain
+
     def fold_knobs(self, state: dict, controls: Tensor) -> None:
         """FiLM scales and shifts conv + input mixer: the scale folds into both, the shift into the conv bias."""
         for i, (scale, shift) in enumerate(self.layer_films(controls)):

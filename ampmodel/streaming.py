@@ -88,7 +88,7 @@ class StreamingWaveNet(nn.Module):
             h, share = layer(layer_input, mix[i], self.net.layer_film(film, i), x)
             mixed = mixed + share
         self.states = new_states
-        return self.net.finish(mixed)
+        return self.net.output(mixed, ctl)
 
     def _silence_states(self, controls: Optional[Tensor], film: Optional[Tensor], like: Tensor) -> List[Tensor]:
         """Per-layer past inputs for an all-zero input history: each layer sees a constant."""

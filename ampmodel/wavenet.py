@@ -136,6 +136,11 @@ class WaveNet(WaveNetBase):
             y = head(y)
         return y
 
+    def fold_output_gain(self, state: dict, gain: float) -> None:
+        last = "head.1" if self.head is not None else "mixer"  # the output is linear in the last conv
+        state[f"{last}.weight"] = state[f"{last}.weight"] * gain
+        state[f"{last}.bias"] = state[f"{last}.bias"] * gain
+
     def fold_knobs(self, state: dict, controls: Tensor) -> None:
         """A scale/shift of the dilated conv's output folds into that conv; one of the gated output
         (film_out) into the residual 1x1 and this layer's mixer columns (the shift becomes bias);

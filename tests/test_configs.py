@@ -23,6 +23,7 @@ from training.run_config import RunConfig, TrainConfig, load_run_config, run_con
     ({"model": {"kernel_size": 1}}, "model.kernel_size"),
     ({"model": {"activation": "relu"}}, "model.activation: 'relu' is not one of"),
     ({"model": {"channels": 100000}}, "model.channels: 100000 is above the limit 256"),
+    ({"model": {"knob_gain": True}}, "model.knob_gain: needs knob conditioning"),
     ({"model": {"dilations": "(1..65536)x2", "kernel_size": 16}}, "model.dilations: receptive field 3932131 samples"),
 ])
 def test_bad_run_configs_name_the_field(table, message):

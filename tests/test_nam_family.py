@@ -25,7 +25,7 @@ VARIANTS = [
     dict(),
     dict(activation="gated"),
     dict(conditioning="film"),
-    dict(conditioning="film", activation="gated", kernel_size=2),
+    dict(conditioning="film", activation="gated", kernel_size=2, knob_gain=True),
     dict(array_channels=(), array_layers=(), conditioning="film"),  # one layer array
     dict(array_channels=(5, 2), array_layers=(), dilations=(1, 2, 1, 2, 1, 4)),  # three arrays, equal shares
 ]

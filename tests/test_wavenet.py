@@ -19,6 +19,8 @@ VARIANTS = [
     dict(conditioning="film"),
     dict(conditioning="film_out", head_hidden=3),
     dict(conditioning="concat", kernel_size=2),
+    dict(conditioning="film", knob_gain=True, head_hidden=3),
+    dict(conditioning="concat", knob_gain=True),
 ]
 CONDITIONED = [v for v in VARIANTS if v.get("conditioning")]
 
@@ -30,6 +32,8 @@ def make(seed: int = 0, randomise_film: bool = True, **overrides) -> WaveNet:
         # At init FiLM is the identity; give it real weights so conditioning paths are exercised.
         torch.nn.init.normal_(net.film.out.weight, std=0.5)
         torch.nn.init.normal_(net.film.out.bias, std=0.5)
+    if randomise_film and net.gain is not None:  # likewise the knob gain (1 at init)
+        torch.nn.init.normal_(net.gain.out.weight, std=0.5)
     return net
 
 
