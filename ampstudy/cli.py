@@ -90,6 +90,11 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pots", metavar="V,T,B,M", action="append",
                         help="a knob setting volume,treble,bass,middle in 0..1; repeat for several")
     parser.add_argument("--random-settings", type=number(int, low=0), help="add N seeded random knob settings")
+    parser.add_argument("--design", type=number(int, low=1, high=4096), metavar="N",
+                        help="a knob design instead of listed settings: N space-filling settings with their own DI, "
+                             "split into train/validation/test groups (see studies/README.md)")
+    parser.add_argument("--design-seconds", type=number(low=0, above=True, unit="seconds"),
+                        help="seconds of DI per design setting (default 6)")
     parser.add_argument("--data-dir", help="dataset cache directory (default: data)")
     parser.add_argument("--workers", type=number(int, low=1), help="parallel ngspice processes (default: all cores)")
 
@@ -122,6 +127,11 @@ def _run_config(args: argparse.Namespace):
         data["settings"] = [_parse_pots(text) for text in args.pots]
     if args.random_settings is not None:
         data["random_settings"] = args.random_settings
+    if args.design is not None:
+        data["design_settings"] = args.design
+        data.setdefault("settings", [])  # the design replaces the default listed setting unless --pots gives some
+    if args.design_seconds is not None:
+        data["design_seconds"] = args.design_seconds
     if args.data_dir:
         data["data_dir"] = args.data_dir
     if args.workers is not None:
@@ -155,7 +165,8 @@ def _add_data(commands) -> None:
         description="Generate guitar/bass-like DI input, run it through the SPICE Bassman preamp at each "
                     "knob setting (parallel ngspice processes), and cache input/targets/manifest under the "
                     "data directory, keyed by a content hash: a second call with the same settings is instant.",
-        epilog="example: ampstudy data --seconds 20 --pots 0.8,0.5,0.5,0.5 --pots 0.3,1,0.2,0.5",
+        epilog="examples:\n  ampstudy data --seconds 20 --pots 0.8,0.5,0.5,0.5 --pots 0.3,1,0.2,0.5\n"
+               "  ampstudy data --design 64 --design-seconds 6   # the knob study's data (~25 min on 2 cores)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_options(parser)
     parser.set_defaults(handler=_cmd_data)
