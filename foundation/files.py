@@ -8,8 +8,10 @@ would have given it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,3 +67,23 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """`writer(tmp)` writes the file; it appears at `path` only once complete."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float = 120.0) -> Iterator[None]:
+    """An flock()ed file; released by the kernel even if the holder is killed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with open(path, "a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"waited {timeout:.0f} s for lock {path}") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from foundation.errors import AmpStudyError
+from foundation.files import file_lock
 from foundation.uris import sqlite_path
 from studies import mlflow_runs
 from studies.fingerprint import spec_fingerprint, trial_fingerprint
 from studies.model_card import version_description, version_tags
 from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
-from studies.storage import file_lock, is_postgres, open_storage
+from studies.storage import is_postgres, open_storage
 from training import tracking
 from training.evaluate import evaluate_model, finite_numbers
 from training.mlflow_model import log_amp_model

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation.errors import AmpStudyError, StopRequested
-from foundation.uris import masked, sqlite_path
+from foundation.uris import masked
 from studies import mlflow_runs
 from studies.fingerprint import FINGERPRINT_ATTR, adopt_fingerprint
 from studies.recovery import fail_orphaned_trials
@@ -29,7 +29,6 @@ from studies.storage import (
     DEFAULT_SQLITE,
     absolute_url,
     check_storage_url,
-    file_lock,
     local_file,
     open_storage,
     storage_lock,
@@ -111,17 +110,6 @@ def create_or_load_study(spec: StudySpec, storage_url: str, allow_changed_space:
     return study
 
 
-def init_tracking_store(tracking_uri: str, experiment: str) -> None:
-    """Create the MLflow store and experiment once, under a file lock for a SQLite store: two
-    processes migrating a fresh SQLite file at the same moment can fail."""
-    db = sqlite_path(tracking_uri)
-    if db is not None:
-        with file_lock(db.parent / ".ampstudy-init.lock"):
-            tracking.ensure_experiment(experiment, tracking_uri)
-    else:
-        tracking.ensure_experiment(experiment, tracking_uri)
-
-
 def prepare_data(spec: StudySpec) -> Path:
     """Simulate the dataset once, before any trial, so every trial (and worker) reads the cache."""
     from datamodules.dataset import prepare_dataset
@@ -152,7 +140,7 @@ def run_study(spec: StudySpec, *, storage_url: str | None = None, n_trials: int 
     uri = resolve_tracking_uri(spec, tracking_uri)
     study = create_or_load_study(spec, url, allow_changed_space)
     prepare_data(spec)
-    init_tracking_store(uri, spec.base.experiment)
+    tracking.ensure_experiment(spec.base.experiment, uri)  # the store is created under a lock (tracking.client)
     parent = mlflow_runs.ensure_parent_run(study, spec.base.experiment, url, uri, spec.options.description)
     with workers_lock(url, spec.name):
         run_number = next_run_number(study)

@@ -13,7 +13,6 @@ in studies/recovery.py.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import time
 import warnings
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from foundation.errors import AmpStudyError, ConfigError
+from foundation.files import file_lock
 from foundation.uris import masked, sqlite_path
 
 DEFAULT_SQLITE = "sqlite:///mlruns/optuna.db"
@@ -147,26 +147,6 @@ def storage_lock(url: str, name: str, timeout: float = 120.0) -> Iterator[None]:
     safe = hashlib.sha1(f"{file}:{name}".encode()).hexdigest()[:16]
     with file_lock(lock_dir / f".ampstudy-{safe}.lock", timeout):
         yield
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, timeout: float = 120.0) -> Iterator[None]:
-    """An flock()ed file; released by the kernel even if the holder is killed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
-    with open(path, "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"waited {timeout:.0f} s for lock {path}") from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

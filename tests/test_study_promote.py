@@ -7,7 +7,6 @@ import math
 import subprocess
 import sys
 
-
 from studies.promote import ALIAS, promote
 from studies.spec import load_study_spec
 from training import tracking

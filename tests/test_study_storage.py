@@ -12,9 +12,10 @@ import pytest
 from optuna.trial import TrialState
 
 from foundation.errors import ConfigError
+from foundation.files import file_lock
 from studies.budget import EXCESS_ATTR, counted_trials, is_excess, remaining_trials
 from studies.recovery import RETRY_ATTR, WORKER_ATTR, fail_orphaned_trials, requeue_trial
-from studies.storage import check_storage_url, file_lock, open_storage, storage_lock
+from studies.storage import check_storage_url, open_storage, storage_lock
 from studies.workers import worker_id
 
 

@@ -14,6 +14,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from foundation.files import file_lock
 from foundation.uris import sqlite_path
 
 TRACKING_DIR = "mlruns"
@@ -34,12 +35,26 @@ def artifact_root(tracking_uri: str) -> str | None:
     return None if db_path is None else (db_path.parent / "artifacts").resolve().as_uri()
 
 
+_ready_stores: set[str] = set()
+
+
 def client(tracking_uri: str | None = None) -> MlflowClient:
     uri = tracking_uri or default_tracking_uri()
     # The registry lives in the same store; pyfunc loading uses the module-level URIs, so keep them in step.
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    db = sqlite_path(uri)
+    if db is None or uri in _ready_stores:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # MLflow creates and migrates a SQLite store on first use; two processes doing that at the same
+    # moment fail ("table ... already exists"), so this process's first use happens under a lock.
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(db.parent / ".ampstudy-init.lock"):
+        mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        mlflow_client.search_experiments(max_results=1)
+        mlflow_client.search_registered_models(max_results=1)
+    _ready_stores.add(uri)
+    return mlflow_client
 
 
 def ensure_experiment(name: str, tracking_uri: str | None = None) -> str:

@@ -1,0 +1,25 @@
+"""The local MLflow store: several processes may be the first to use a fresh SQLite store at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPT = """
+import pathlib, sys, time
+from training import tracking
+folder, me = pathlib.Path(sys.argv[2]), sys.argv[3]
+(folder / f"ready-{me}").touch()
+while len(list(folder.glob("ready-*"))) < 3:  # a barrier: all three make their first use together
+    time.sleep(0.01)
+print(tracking.ensure_experiment("together", sys.argv[1]))
+"""
+
+
+def test_processes_first_using_one_fresh_sqlite_store_all_succeed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    workers = [subprocess.Popen([sys.executable, "-c", SCRIPT, uri, str(tmp_path), str(i)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i in range(3)]
+    results = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 3, [err[-2000:] for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1  # one experiment, whoever created it
