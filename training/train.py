@@ -1,9 +1,10 @@
 """`train(cfg)`: one training run, the function behind `ampstudy train` and every Optuna trial.
 
 It prepares (or reuses) the SPICE dataset, opens an MLflow run (nested under a study's parent run
-when given), fits the WaveNet with ESR loss, early stopping and a best checkpoint, then logs the
-compute cost, the best model (weights + config + TorchScript), audio examples and plots. The test
-split is touched only when `evaluate_test=True` (the CLI), never by studies.
+when given), fits the WaveNet with ESR loss, early stopping and a best checkpoint on the device
+`train.accelerator` resolves to (training/devices.py), then logs the compute cost, the best model
+(weights + config + TorchScript), audio examples and plots. The test split is touched only when
+`evaluate_test=True` (the CLI), never by studies.
 """
 
 from __future__ import annotations
