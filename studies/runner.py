@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from foundation.errors import AmpStudyError, StopRequested
+from foundation.errors import AmpStudyError, ConfigError, StopRequested
 from foundation.uris import masked, sqlite_path
 from studies import mlflow_runs
 from studies.fingerprint import FINGERPRINT_ATTR, adopt_fingerprint
@@ -143,10 +143,17 @@ def check_budget(spec: StudySpec, n_trials: int, timeout_minutes: float, workers
 
 
 def worker_gpus(spec: StudySpec, workers: int, share_gpus: bool = False) -> list[str | None]:
-    """CUDA_VISIBLE_DEVICES per spawned worker (studies/gpus.py); None everywhere for one worker or a CPU study."""
-    if workers == 1 or spec.base.train.accelerator == "cpu":
+    """CUDA_VISIBLE_DEVICES per spawned worker (studies/gpus.py); None everywhere for one worker or a CPU
+    study. A study that asks for a GPU this machine lacks stops here, before any work."""
+    if spec.base.train.accelerator == "cpu":
         return [None] * workers
-    return assign_gpus(workers, visible_gpus(), share_gpus)
+    from training.devices import placement
+
+    try:
+        placement(spec.base.train)
+    except ConfigError as err:
+        raise ConfigError(f"{spec.path or spec.name}: base.{err}") from None
+    return [None] if workers == 1 else assign_gpus(workers, visible_gpus(), share_gpus)
 
 
 def run_study(spec: StudySpec, *, storage_url: str | None = None, n_trials: int | None = None,

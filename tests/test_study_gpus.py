@@ -59,3 +59,14 @@ def test_more_workers_than_gpus_is_refused_before_any_work(tmp_path, monkeypatch
     cpu_study = tomllib.loads(TINY_STUDY.read_text())
     cpu_study["base"]["train"]["accelerator"] = "cpu"
     assert runner.worker_gpus(study_spec_from_mapping(cpu_study), 3) == [None] * 3
+
+
+def test_a_study_that_insists_on_cuda_stops_before_any_work_without_a_gpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = tmp_path / "gpu.toml"
+    path.write_text(TINY_STUDY.read_text().replace("[base.train]\n", '[base.train]\naccelerator = "cuda"\n', 1))
+    assert main(["study", "run", str(path)]) == 2
+    assert "gpu.toml: base.train.accelerator: 'cuda' but torch sees no CUDA GPU here" in capsys.readouterr().err
+    assert not (tmp_path / "mlruns").exists()
+
