@@ -34,6 +34,11 @@ def checked_controls(controls: Optional[Tensor], batch: int, num_controls: int, 
             + "), got " + str(controls.shape) + "; one row of knob positions per input signal"
         )
     in_range = (controls >= 0.0) & (controls <= 1.0)  # also rejects NaN
+    if controls.device.type != "cpu":
+        # Reading the answer on the host would make every training step wait for the GPU: the device
+        # checks it and fails the run with this message instead.
+        torch._assert_async(in_range.all(), "controls must be knob positions in [0, 1] (0 = fully counter-clockwise)")
+        return controls
     if not bool(in_range.all()):
         raise ValueError(
             "controls must be knob positions in [0, 1] (0 = fully counter-clockwise); got values from "

@@ -230,6 +230,9 @@ def _add_render(commands) -> None:
         parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
     parser.add_argument("--block-seconds", type=number(low=0, above=True, high=60, unit="seconds"), default=0.1,
                         help="streaming block length (default 0.1)")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                        help="where the model runs (default cpu: short streamed blocks are faster on a CPU core; "
+                             "cuda can win for long --block-seconds and large models; auto = cuda when present)")
     parser.set_defaults(handler=_cmd_render)
 
 
@@ -237,7 +240,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from training.render import render_file
 
     knobs = {k: getattr(args, k) for k in KNOB_NAMES}
-    seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds)
+    seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds, args.device)
     print(f"wrote {args.output_wav}: {seconds:.2f} s of audio in {wall:.2f} s ({seconds / max(wall, 1e-9):.1f}x real time)")
     return 0
 

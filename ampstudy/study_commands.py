@@ -43,7 +43,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--timeout", type=number(low=0, unit="seconds"), metavar="S",
                      help="stop starting trials after S seconds (default: budget.timeout_minutes)")
     run.add_argument("--workers", type=number(int, low=1, high=256), default=1, metavar="N",
-                     help="local worker processes sharing the study (default 1)")
+                     help="local worker processes sharing the study (default 1); with GPUs, one GPU each")
+    run.add_argument("--share-gpus", action="store_true",
+                     help="let --workers N exceed the GPUs of this machine: workers take the GPUs round robin "
+                          "(default: each worker gets its own GPU, CUDA_VISIBLE_DEVICES, and more workers than "
+                          "GPUs is refused)")
     run.add_argument("--tracking-uri", metavar="URI", help=TRACKING_HELP)
     run.add_argument("--allow-changed-space", action="store_true",
                      help="resume although the search space, base config or objective changed since the study "
@@ -97,7 +101,8 @@ def cmd_study_run(args: argparse.Namespace) -> int:
     spec = load_study_spec(args.study_file)
     run_study(spec, storage_url=args.storage, n_trials=args.trials,
               timeout_minutes=None if args.timeout is None else args.timeout / 60,
-              workers=args.workers, tracking_uri=args.tracking_uri, allow_changed_space=args.allow_changed_space)
+              workers=args.workers, tracking_uri=args.tracking_uri, allow_changed_space=args.allow_changed_space,
+              share_gpus=args.share_gpus)
     return 0
 
 

@@ -17,11 +17,21 @@ NAM differs in structure at equal size: its layers also mix the input signal in 
 mixer over all L*C skip channels. Run: `.venv/bin/python benchmarks/model_speed.py`
 (`--quick` for a smoke run). Needs `make bench-deps` (neural-amp-modeler 0.12.3) for the NAM
 columns; without it only ours are shown.
+
+Devices: `--devices cpu,cuda` (default: cpu, and cuda when torch sees a GPU) adds a table of
+training throughput (the same step, ours) per device with the GPU/CPU ratio, CPU at `--threads`
+(default 2). `--batch-sweep` times batch sizes 16..256 x 8192 per device, the measurement behind
+`training/devices.py` DEVICE_PROFILES. `--trial` times one trial of the main study
+(studies/bassman_wavenet.toml's base config, its dataset, tracked into a temporary store) end to
+end on each device (benchmarks/trial_speed.py). On a GPU machine, in one command:
+
+    .venv/bin/python benchmarks/model_speed.py --devices cpu,cuda --batch-sweep --trial --trial-minutes 5
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -30,7 +40,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install (benchmarks.*)
 
 from ampmodel.config import PRESETS, WaveNetConfig  # noqa: E402
 from ampmodel.cost import macs_per_sample  # noqa: E402
@@ -119,6 +129,67 @@ def training_step_fn(model: Adapter):
     return step, float(counter.get_total_flops())
 
 
+def device_train_sps(module: torch.nn.Module, receptive_field: int, device: str, batch: int = BATCH,
+                     segment: int = SEGMENT, steps: int = 4, bf16: bool = False) -> float:
+    """Output samples/s of ours' fwd+bwd+Adam step on `device` (best of `steps`, after a warm-up), data
+    already there (as training.train keeps it); a copy of the module, so the CPU table is untouched."""
+    net = copy.deepcopy(module).to(device)
+    generator = torch.Generator().manual_seed(0)
+    x = (0.5 * torch.randn(batch, 1, segment + receptive_field - 1, generator=generator)).to(device)
+    target = torch.tanh(2 * x[:, :, receptive_field - 1:])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):  # "bf16-mixed"
+            loss = (net(x) - target).float().square().mean()
+        loss.backward()
+        opt.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    step()
+    best = Best()
+    for _ in range(steps):
+        best.time(step)
+    return batch * segment / best.wall
+
+
+def device_name(device: str, threads: int) -> str:
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else f"cpu, {threads} threads"
+
+
+def device_table(presets: list[str], devices: list[str], steps: int, threads: int, bf16: bool = False) -> None:
+    """Training samples/s of ours per device, and each device's ratio to the first."""
+    print(f"\ntraining throughput by device: batch {BATCH} x {SEGMENT}, fwd+bwd+Adam, wall clock, best of {steps}, "
+          f"{'bf16 autocast' if bf16 else 'float32'}")
+    for device in devices:
+        print(f"  {device}: {device_name(device, threads)}")
+    header = f"{'model':<12}" + "".join(f"{d + ' smp/s':>16}" for d in devices) + \
+        "".join(f"{d + '/' + devices[0]:>12}" for d in devices[1:])
+    print(header + "\n" + "-" * len(header))
+    for name in presets:
+        net = from_preset(name)
+        sps = [device_train_sps(net, PRESETS[name].receptive_field, d, steps=steps, bf16=bf16) for d in devices]
+        print(f"{name:<12}" + "".join(f"{v:>16,.0f}" for v in sps) + "".join(f"{v / sps[0]:>12.2f}" for v in sps[1:]),
+              flush=True)
+
+
+def batch_sweep(preset: str, devices: list[str], steps: int, batches: list[int]) -> None:
+    """Samples/s by batch size (segment 8192) per device: where a device stops gaining is its batch."""
+    print(f"\nbatch sweep, {preset}, segment {SEGMENT}, training samples/s (wall clock, best of {steps})")
+    print(f"{'batch':>8}" + "".join(f"{d:>14}" for d in devices))
+    net = from_preset(preset)
+    for batch in batches:
+        row = []
+        for device in devices:
+            try:
+                row.append(f"{device_train_sps(net, PRESETS[preset].receptive_field, device, batch, steps=steps):>14,.0f}")
+            except torch.OutOfMemoryError:
+                row.append(f"{'out of memory':>14}")
+        print(f"{batch:>8}" + "".join(row), flush=True)
+
+
 def streaming_pass_fn(model: Adapter, seconds: float):
     """One timed pass = stream `seconds` of noise at batch 1 in 1 s blocks, from silence."""
     total = max(FS, round(seconds * FS))
@@ -197,7 +268,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="WaveNet1,WaveNet2,WaveNet3")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per model (best of)")
-    parser.add_argument("--threads", type=int, default=0, help="training threads (0 = torch's default)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU training threads (0 = torch's default)")
+    parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu",
+                        help="devices of the by-device table, e.g. cpu,cuda (default: cpu, and cuda when present)")
+    parser.add_argument("--batch-sweep", action="store_true", help="samples/s by batch size on each device")
+    parser.add_argument("--sweep-preset", default="WaveNet3")
+    parser.add_argument("--sweep-batches", default="16,32,64,128,256", help="batch sizes of --batch-sweep")
+    parser.add_argument("--bf16", action="store_true", help="by-device table under bf16 autocast (train.precision bf16-mixed)")
+    parser.add_argument("--trial", action="store_true",
+                        help="time one trial of the main study end to end on each device (benchmarks/trial_speed.py)")
+    parser.add_argument("--trial-minutes", type=float, default=0.0,
+                        help="wall-clock cap of that trial's fitting (default: the study's trial_max_minutes)")
+    parser.add_argument("--only-devices", action="store_true", help="skip the CPU table of ours vs NAM")
     parser.add_argument("--rtf-seconds", type=float, default=3.0, help="audio streamed per timed pass")
     parser.add_argument("--repeats", type=int, default=4, help="timed streaming passes per model (best of)")
     parser.add_argument("--no-nam", action="store_true")
@@ -226,11 +308,25 @@ def main() -> None:
           f"streaming: batch 1, 1 s blocks, 1 thread, {args.rtf_seconds:g} s audio, best of {args.repeats}; "
           "ours and NAM interleaved\n")
 
+    presets = args.presets.split(",")
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    if not args.only_devices:
+        ours_vs_nam(presets, args, peak1, nam_available)
+    device_table(presets, devices, args.steps, threads, args.bf16)
+    if args.batch_sweep:
+        batch_sweep(args.sweep_preset, devices, args.steps, [int(b) for b in args.sweep_batches.split(",")])
+    if args.trial:
+        from benchmarks.trial_speed import time_trials
+
+        time_trials(devices, max_minutes=args.trial_minutes or None)
+
+
+def ours_vs_nam(presets: list[str], args, peak1: float, nam_available: bool) -> None:
     header = (f"{'model':<12}{'params':>8}{'MAC/smp':>9}{'train smp/s':>13}{'/cpu-s':>10}{'util':>7}"
               f"{'RTF':>8}{'RTF cpu':>9}{'util':>7}")
     print(header)
     print("-" * len(header))
-    for name in args.presets.split(","):
+    for name in presets:
         cfg = PRESETS[name]
         candidates = [Adapter(name, from_preset(name), cfg.receptive_field, is_nam=False)]
         if nam_available:

@@ -1,11 +1,17 @@
 """How fast is the ngspice Bassman, and what do chunking and the step size cost in accuracy?
 
-Prints (for a plucked-string test signal at 44.1 kHz):
-  1. real-time factor (audio seconds per wall second): one serial run vs parallel chunks;
-  2. max_step_fraction 0.25 vs 0.5: speed and error against a fine-step reference;
-  3. chunked vs one run: max error for several warm-up lengths.
+Sections (all by default; `--sections` picks some):
+  rtf      real-time factor (audio s per wall s) of one plucked-string signal: one serial run vs
+           parallel chunks, with ngspice CPU time (robust to other load on the machine);
+  step     max_step_fraction 0.25 vs 0.5: speed and error against a fine-step reference;
+  warmup   chunked vs one run: max error for several warm-up lengths, at several knob settings
+           (hard clipping, bass/middle up with low treble, low volume);
+  dataset  a knob-design dataset built as `ampstudy data` builds it (`--design-settings` x
+           `--design-seconds` of synthetic DI, the default chunking), through one pool of `--workers`
+           ngspice processes vs serially (one process per setting, no chunks): speedup, audio s
+           per wall s, CPU seconds of ngspice and of the parent process.
 
-    .venv/bin/python benchmarks/spice_speed.py [--seconds 8] [--workers 2]
+    .venv/bin/python benchmarks/spice_speed.py [--sections dataset] [--workers 0 (= all cores)]
 """
 
 from __future__ import annotations
@@ -13,15 +19,21 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from datamodules.config import PotSettings
-from datamodules.spice import ngspice_version, simulate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from datamodules.config import DataConfig, PotSettings  # noqa: E402
+from datamodules.spice import available_cores, ngspice_version, simulate, simulate_many  # noqa: E402
 
 FS = 44100
 POTS = PotSettings(volume=0.8)  # well into V2A clipping: the hard case for the solver
+WARMUP_POTS = (POTS, PotSettings(volume=0.5, treble=0.0, bass=1.0, middle=1.0), PotSettings(volume=0.15))
+SECTIONS = ("rtf", "step", "warmup", "dataset")
 
 
 def plucked_strings(seconds: float, fs: int = FS, peak_volts: float = 1.0) -> np.ndarray:
@@ -44,12 +56,23 @@ def _child_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(x: np.ndarray, **kwargs) -> tuple[np.ndarray, float]:
-    """Output and wall seconds; the ngspice CPU seconds of the last call are in timed.cpu."""
-    start, cpu = time.perf_counter(), _child_cpu_seconds()
-    y = simulate(x, FS, POTS, **kwargs)
-    timed.cpu = _child_cpu_seconds() - cpu
-    return y, time.perf_counter() - start
+class Timed:
+    """Wall seconds, ngspice (children) CPU seconds and this process's CPU seconds of a block."""
+
+    def __enter__(self) -> "Timed":
+        self._wall, self._child, self._own = time.perf_counter(), _child_cpu_seconds(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = _child_cpu_seconds() - self._child
+        self.own = time.process_time() - self._own
+
+
+def timed(x: np.ndarray, pots: PotSettings = POTS, **kwargs) -> tuple[np.ndarray, Timed]:
+    with Timed() as t:
+        y = simulate(x, FS, pots, **kwargs)
+    return y, t
 
 
 def error_db(y: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
@@ -60,50 +83,101 @@ def error_db(y: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return peak, energy
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--accuracy-seconds", type=float, default=2.0)
-    args = parser.parse_args()
-    print(f"{ngspice_version()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-          f"fs {FS} Hz, knobs {POTS.label()}")
-
+def rtf_section(args) -> None:
     x = plucked_strings(args.seconds)
     serial, t_serial = timed(x, workers=1, chunk_seconds=args.seconds + 1)
-    cpu_serial = timed.cpu
-    chunked, t_par = timed(x, workers=args.workers, chunk_seconds=2.0, warmup_seconds=0.5)
-    cpu_par = timed.cpu
-    print(f"\n1. real-time factor on {args.seconds:g} s (audio s per wall s, max_step_fraction 0.25)")
+    chunked, t_par = timed(x, workers=args.workers, chunk_seconds=2.0, warmup_seconds=args.warmup)
+    print(f"\nrtf: real-time factor on {args.seconds:g} s (audio s per wall s, max_step_fraction 0.25)")
     print(f"   {'serial (1 run)':<28}{'parallel (2 s chunks)':<28}speedup")
-    print(f"   {args.seconds / t_serial:<28.3f}{args.seconds / t_par:<28.3f}{t_serial / t_par:.2f}x"
-          f"   [{t_serial:.1f} s vs {t_par:.1f} s wall, {args.workers} workers]")
-    # Wall times suffer from whatever else runs on the machine; ngspice CPU time does not.
-    print(f"   ngspice CPU s per audio s: serial {cpu_serial / args.seconds:.2f}, chunked "
-          f"{cpu_par / args.seconds:.2f} (warm-up overhead {cpu_par / cpu_serial - 1:+.0%}); "
-          f"speedup bound with {args.workers} free cores: "
-          f"{cpu_serial / cpu_par * args.workers:.2f}x")
+    print(f"   {args.seconds / t_serial.wall:<28.3f}{args.seconds / t_par.wall:<28.3f}{t_serial.wall / t_par.wall:.2f}x"
+          f"   [{t_serial.wall:.1f} s vs {t_par.wall:.1f} s wall, {args.workers} workers, warm-up {args.warmup:g} s]")
+    print(f"   ngspice CPU s per audio s: serial {t_serial.cpu / args.seconds:.2f}, chunked "
+          f"{t_par.cpu / args.seconds:.2f} (warm-up overhead {t_par.cpu / t_serial.cpu - 1:+.0%}); speedup bound "
+          f"with {args.workers} free cores: {t_serial.cpu / t_par.cpu * args.workers:.2f}x")
     peak, energy = error_db(chunked, serial)
     print(f"   chunked vs serial: max error {peak:.1f} dB re peak, error energy {energy:.1f} dB")
 
-    xa = x[: int(args.accuracy_seconds * FS)]
+
+def step_section(args) -> None:
+    xa = plucked_strings(args.accuracy_seconds)
     ref, t_ref = timed(xa, workers=1, chunk_seconds=100, max_step_fraction=1 / 16)
-    print(f"\n2. max_step_fraction on {args.accuracy_seconds:g} s, reference = 1/16 "
-          f"({args.accuracy_seconds / t_ref:.3f}x real time)")
+    print(f"\nstep: max_step_fraction on {args.accuracy_seconds:g} s, reference = 1/16 "
+          f"({args.accuracy_seconds / t_ref.wall:.3f}x real time)")
     print(f"   {'fraction':<10}{'RTF':<10}{'max err dB':<14}{'err energy dB':<14}")
     for fraction in (0.25, 0.5):
         y, t = timed(xa, workers=1, chunk_seconds=100, max_step_fraction=fraction)
         peak, energy = error_db(y, ref)
-        print(f"   {fraction:<10g}{args.accuracy_seconds / t:<10.3f}{peak:<14.1f}{energy:<14.1f}")
+        print(f"   {fraction:<10g}{args.accuracy_seconds / t.wall:<10.3f}{peak:<14.1f}{energy:<14.1f}")
 
-    print(f"\n3. chunked (1 s chunks) vs one run on {args.accuracy_seconds * 2:g} s: warm-up needed")
-    xw = x[: int(2 * args.accuracy_seconds * FS)]
-    whole, _ = timed(xw, workers=1, chunk_seconds=100)
-    print(f"   {'warmup s':<10}{'max err dB':<14}{'err energy dB':<14}")
-    for warmup in (0.0, 0.05, 0.1, 0.25, 0.5, 1.0):
-        y, _ = timed(xw, workers=args.workers, chunk_seconds=1.0, warmup_seconds=warmup)
-        peak, energy = error_db(y, whole)
-        print(f"   {warmup:<10g}{peak:<14.1f}{energy:<14.1f}")
+
+def warmup_section(args) -> None:
+    seconds = 2 * args.accuracy_seconds
+    xw = plucked_strings(seconds)
+    warmups = [float(w) for w in args.warmups.split(",")]
+    print(f"\nwarmup: chunked (1 s chunks) vs one run on {seconds:g} s, max error dB re peak (error energy dB)")
+    print(f"   {'warm-up s':<10}" + "".join(f"{p.label():<26}" for p in WARMUP_POTS))
+    wholes = [timed(xw, pots, workers=1, chunk_seconds=100)[0] for pots in WARMUP_POTS]
+    for warmup in warmups:
+        cells = []
+        for pots, whole in zip(WARMUP_POTS, wholes):
+            y, _ = timed(xw, pots, workers=args.workers, chunk_seconds=1.0, warmup_seconds=warmup)
+            peak, energy = error_db(y, whole)
+            cells.append(f"{peak:6.1f} ({energy:6.1f})")
+        print(f"   {warmup:<10g}" + "".join(f"{c:<26}" for c in cells), flush=True)
+
+
+def dataset_section(args) -> None:
+    from datamodules.dataset import spice_jobs
+    from datamodules.dataset_plan import build_audio, plan_dataset
+
+    cfg = DataConfig(data_dir="/nonexistent", settings=(), design_settings=args.design_settings,
+                     design_seconds=args.design_seconds, sweep_test_settings=False, response_points=0)
+    plan = plan_dataset(cfg)
+    jobs = spice_jobs(plan, build_audio(plan))
+    audio = sum(len(j.x_volts) for j in jobs) / FS
+    warmups = [float(w) for w in args.dataset_warmups.split(",")] if args.dataset_warmups else [args.warmup]
+    print(f"\ndataset: {len(jobs)} design settings x {args.design_seconds:g} s = {audio:g} s of audio, "
+          f"chunks of {cfg.chunk_seconds:g} s, {args.workers} workers")
+    with Timed() as serial:
+        simulate_many(jobs, FS, workers=1, chunk_seconds=args.design_seconds + 1)
+    print(f"   {'':<24}{'wall s':>8}{'audio s/wall s':>16}{'ngspice CPU s':>15}{'parent CPU s':>14}{'speedup':>9}"
+          f"{'bound':>7}")
+    print(f"   {'serial, 1 run/setting':<24}{serial.wall:>8.1f}{audio / serial.wall:>16.3f}{serial.cpu:>15.1f}"
+          f"{serial.own:>14.1f}", flush=True)
+    for warmup in warmups:
+        with Timed() as parallel:
+            simulate_many(jobs, FS, workers=args.workers, chunk_seconds=cfg.chunk_seconds, warmup_seconds=warmup)
+        # What the pool could reach with every core free: serial work over the parallel run's work per core.
+        bound = serial.cpu / (parallel.cpu + parallel.own) * args.workers
+        print(f"   {f'pool, warm-up {warmup:g} s':<24}{parallel.wall:>8.1f}{audio / parallel.wall:>16.3f}"
+              f"{parallel.cpu:>15.1f}{parallel.own:>14.1f}{serial.wall / parallel.wall:>8.2f}x{bound:>6.2f}x",
+              flush=True)
+    print("   bound: serial ngspice CPU s / (pool ngspice + parent CPU s) x workers, the speedup with every core free")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"some of {', '.join(SECTIONS)}")
+    parser.add_argument("--seconds", type=float, default=8.0, help="rtf: signal length")
+    parser.add_argument("--workers", type=int, default=0, help="parallel ngspice processes (0 = all cores)")
+    parser.add_argument("--warmup", type=float, default=DataConfig.warmup_seconds,
+                        help="rtf, dataset: warm-up seconds (default: DataConfig's)")
+    parser.add_argument("--accuracy-seconds", type=float, default=2.0, help="step: signal length; warmup: twice it")
+    parser.add_argument("--warmups", default="0,0.05,0.1,0.15,0.2,0.25,0.5,1.0", help="warmup: lengths tried")
+    parser.add_argument("--design-settings", type=int, default=8)
+    parser.add_argument("--design-seconds", type=float, default=6.0)
+    parser.add_argument("--dataset-warmups", default="", help="dataset: warm-ups to compare, e.g. 0.5,0.2 "
+                                                              "(default: --warmup)")
+    args = parser.parse_args()
+    args.workers = args.workers or available_cores()
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    print(f"{ngspice_version()}, {os.cpu_count()} CPUs ({available_cores()} available), load average "
+          f"{os.getloadavg()[0]:.2f}, fs {FS} Hz, knobs {POTS.label()}")
+    for section in chosen:
+        globals()[f"{section}_section"](args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Every item is a dict:
     controls (4,) float32             knob positions (volume, treble, bass, middle) in 0..1
     setting  () long                  index into dm.settings
 Training items are random segments (L = segment_samples) from the train regions of the
-training-group settings, drawn across all of them, so every batch mixes many knob settings.
+training-group settings, drawn across all of them, so every batch mixes many knob settings; they
+are gathered on `device` (datamodules/segments.py), so a GPU run copies its audio there once.
 Evaluation items are whole spans (batch size 1, L = the span's length): for a training-group
 setting the val (or test) regions of its input, for a val (or test) group setting all of its
 input. A span is one signal, so its ESR is a whole-signal ESR with nothing counted twice.
@@ -21,11 +22,12 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.config import DataConfig, PotSettings
 from datamodules.dataset import LoadedDataset, load_dataset, locate_dataset, prepare_dataset
 from datamodules.dataset_plan import Region
+from datamodules.segments import RandomSegments, SegmentBatches
 from foundation.errors import AmpStudyError
 
 EVAL_SPLITS = ("val", "test", "response")
@@ -71,38 +73,10 @@ class AudioItems(Dataset):
         }
 
 
-class RandomSegments(Sampler):
-    """Yields (setting, start, end) keys of random train segments; reshuffled per epoch.
-
-    Each epoch draws from numpy's generator seeded by (seed, epoch), so runs are reproducible;
-    the sampler runs in the main process, so worker processes need no seeding.
-    """
-
-    def __init__(self, candidates: list[tuple[int, int, int]], segment: int, epoch_len: int, seed: int):
-        self.candidates = candidates  # (setting, first valid start, last valid start)
-        counts = np.array([hi - lo + 1 for _, lo, hi in candidates], dtype=np.float64)
-        self.weights = counts / counts.sum()
-        self.segment = segment
-        self.epoch_len = epoch_len
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return self.epoch_len
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        picks = rng.choice(len(self.candidates), size=self.epoch_len, p=self.weights)
-        for c in picks:
-            setting, lo, hi = self.candidates[int(c)]
-            start = int(rng.integers(lo, hi + 1))
-            yield (setting, start, start + self.segment)
-
-
 class BassmanDataModule(pl.LightningDataModule):
     def __init__(self, cfg: DataConfig, receptive_field: int, segment_samples: int, batch_size: int,
-                 num_workers: int = 0, *, seed: int | None = None, progress: bool = True):
+                 num_workers: int = 0, *, seed: int | None = None, progress: bool = True,
+                 device: torch.device | str = "cpu"):
         super().__init__()
         if receptive_field < 1 or segment_samples < 1 or batch_size < 1:
             raise AmpStudyError("receptive_field, segment_samples and batch_size must all be >= 1")
@@ -110,7 +84,8 @@ class BassmanDataModule(pl.LightningDataModule):
         self.receptive_field = receptive_field
         self.segment_samples = segment_samples
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = num_workers  # evaluation loaders only: training batches are gathered on `device`
+        self.device = torch.device(device)
         self.seed = cfg.seed if seed is None else seed
         self.progress = progress
         self.sample_rate = cfg.sample_rate
@@ -190,13 +165,14 @@ class BassmanDataModule(pl.LightningDataModule):
         return candidates
 
     # ------------------------------------------------------------------ loaders
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> SegmentBatches:
+        """One epoch = about as many segments as the training audio holds, drawn anew every epoch."""
         candidates = self._train_segment_candidates()
         train_samples = sum(hi - lo + self.segment_samples for _, lo, hi in candidates)
         epoch_len = max(1, train_samples // self.segment_samples)
         sampler = RandomSegments(candidates, self.segment_samples, epoch_len, self.seed)
-        return DataLoader(AudioItems(self.data, self.receptive_field), sampler=sampler, batch_size=self.batch_size,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return SegmentBatches(self.data, sampler, self.receptive_field, self.batch_size, self.device,
+                              dataset=AudioItems(self.data, self.receptive_field))
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """One whole span per batch (spans differ in length)."""

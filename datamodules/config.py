@@ -60,7 +60,9 @@ class DataConfig:
     dc_block_hz: float = 5.0  # first-order high-pass on the target, like the next stage's coupling cap
     max_step_fraction: float = 0.25  # ngspice max time step as a fraction of one sample
     chunk_seconds: float = 2.0  # audio per ngspice process
-    warmup_seconds: float = 0.5  # overlap simulated before each chunk and thrown away
+    # Overlap simulated before each chunk and thrown away: 0.2 s keeps chunk joins at ngspice's noise
+    # floor at every knob setting measured (datamodules/spice.py); 0.5 s until issue 14.
+    warmup_seconds: float = 0.2
     workers: int = 0  # parallel ngspice processes; 0 = one per CPU core
 
     def __post_init__(self) -> None:

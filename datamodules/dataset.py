@@ -80,12 +80,17 @@ def prepare_dataset(cfg: DataConfig, progress: bool = True) -> Path:
     return plan.path
 
 
+def spice_jobs(plan: DatasetPlan, audio: Any) -> list[spice.SpiceJob]:
+    """One ngspice job per knob setting: the input it plays, in volts at the amp's input jack."""
+    return [spice.SpiceJob(audio.inputs[s.input].astype(np.float64) * plan.cfg.input_full_scale_volts, s.pots)
+            for s in plan.settings]
+
+
 def _build(plan: DatasetPlan, progress: bool) -> None:
     started = time.perf_counter()
     cfg, fs = plan.cfg, plan.cfg.sample_rate
     audio = build_audio(plan)  # fails on an unusable config before any simulation
-    jobs = [spice.SpiceJob(audio.inputs[s.input].astype(np.float64) * cfg.input_full_scale_volts, s.pots)
-            for s in plan.settings]
+    jobs = spice_jobs(plan, audio)
     with tqdm(total=round(sum(len(j.x_volts) for j in jobs) / fs, 1), unit="s", unit_scale=False,
               disable=not progress, desc="SPICE (audio s)") as bar:
         def report(p: spice.SpiceProgress) -> None:

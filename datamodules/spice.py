@@ -11,11 +11,16 @@ How a run works (why it is done this way):
   `warmup_seconds` of the preceding audio simulated first and thrown away. Each chunk starts
   from the circuit's DC operating point at zero input (the warm-up is faded in from silence), so
   the warm-up only has to let the slow parts of the state (the 250 uF cathode bypass, coupling
-  and tone-stack capacitors) catch up with the signal history. Measured at 44.1 kHz with V2A
-  clipping hard (benchmarks/spice_speed.py): chunked vs one run differs by -6 dB (re output
-  peak) with no warm-up, -74 dB with 0.05 s, -77..-82 dB from 0.1 s on (solver noise floor),
-  so the default 0.5 s is a wide margin. The first chunk, like a single run, starts from the
-  operating point at input x[0].
+  and tone-stack capacitors) catch up with the signal history. Measured at 44.1 kHz
+  (benchmarks/spice_speed.py --sections warmup, 1 s chunks of 4 s of plucked strings), max error
+  of chunked vs one run re output peak: -6 dB with no warm-up; with 0.05 / 0.1 / 0.15 / 0.2 s,
+  -74 / -82 / -77 / -77 dB with V2A clipping hard (volume 0.8), -61 / -78 / -82 / -82 dB with
+  bass and middle up and treble down (the slowest to settle), -77 / -91 / -91 / -91 dB at volume
+  0.15; longer warm-ups (up to 1 s) stay at those solver noise floors (-77..-79, -82, -91 dB)
+  and only push the error energy further down (already -101 dB or lower at 0.2 s). So the
+  default, 0.2 s, is at the floor everywhere with 0.05 s of margin; it costs 7 % of extra
+  simulation on 2 s chunks where 0.5 s cost 17 % (6 s settings). The first chunk, like a single
+  run, starts from the operating point at input x[0].
 """
 
 from __future__ import annotations
@@ -59,6 +64,14 @@ CHUNK_CACHE_VERSION = 1  # bump when a chunk's simulation changes meaning
 
 class SpiceError(AmpStudyError):
     """ngspice is missing, failed, or produced unusable output; the message names the fix."""
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def ngspice_path() -> str:
@@ -185,8 +198,11 @@ class _Chunk:
 
 
 def _write_input(path: Path, x: np.ndarray, fs: int) -> None:
-    t = np.arange(len(x)) / fs
-    np.savetxt(path, np.column_stack([t, x]), fmt=["%.12e", "%.9e"])
+    """(time, value) rows for XSPICE filesource. One format string over all rows: the same text as
+    np.savetxt at a third of its CPU time, which the parent process spends while ngspice runs."""
+    rows = np.empty(2 * len(x))
+    rows[0::2], rows[1::2] = np.arange(len(x)) / fs, x
+    path.write_text(("%.12e %.9e\n" * len(x)) % tuple(rows.tolist()))
 
 
 def _transient_analysis(n: int, fs: int, max_step_fraction: float, out_file: str) -> str:
@@ -300,7 +316,7 @@ def simulate(x_volts: np.ndarray, fs: int, pots: PotSettings, *,
 
 
 def simulate_many(jobs: list[SpiceJob], fs: int, *, max_step_fraction: float = 0.25,
-                  chunk_seconds: float = 2.0, warmup_seconds: float = 0.5, workers: int = 0,
+                  chunk_seconds: float = 2.0, warmup_seconds: float = 0.2, workers: int = 0,
                   progress: Callable[[SpiceProgress], None] | None = None,
                   bright_volume: float = 0.0, template: str | None = None,
                   cache_dir: str | Path | None = None) -> list[np.ndarray]:
@@ -356,7 +372,7 @@ def simulate_many(jobs: list[SpiceJob], fs: int, *, max_step_fraction: float = 0
         else:
             pending.append((j, s, e, chunk))
     pending.sort(key=lambda item: -len(item[3].x))  # longest first: no long chunk starts last
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(pending)))
+    n_workers = max(1, min(workers or available_cores(), len(pending)))
     # Threads suffice: each chunk's work happens in its own ngspice process.
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         futures = {pool.submit(_simulate_chunk, chunk): (j, s, e, chunk) for j, s, e, chunk in pending}

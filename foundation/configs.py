@@ -99,19 +99,30 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _expected(tp: Any) -> str:
+    """How an error names a value of type `tp`: 'an integer', "'auto'", ..."""
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(map(repr, typing.get_args(tp)))
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(tp) or ("a table" if dataclasses.is_dataclass(tp) else _type_name(tp))
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
         errors = []
-        for option in (a for a in args if a is not type(None)):
+        for option in options:
             try:
                 return _convert(option, value, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{where}: expected {' or '.join(map(_expected, options))}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")

@@ -6,7 +6,7 @@ config stops here, before any work, unless --allow-changed-space), simulate the 
 (trials share the cache), create the MLflow parent run once, take a run number (seeds the
 sampler streams), then run workers (studies/worker_loop.py): in this process for --workers 1,
 else N spawned processes on a journal file (or the given SQL storage), which die with this
-process and get its SIGTERM/SIGINT. Finally log the report to the parent run and print a summary.
+process and get its SIGTERM/SIGINT; on a machine with GPUs each gets its own (studies/gpus.py). Finally log the report to the parent run and print a summary.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from foundation.errors import AmpStudyError, StopRequested
+from foundation.errors import AmpStudyError, ConfigError, StopRequested
 from foundation.uris import masked
 from studies import mlflow_runs
 from studies.fingerprint import FINGERPRINT_ATTR, adopt_fingerprint
+from studies.gpus import VISIBLE, assign_gpus, child_environment, visible_gpus
+from studies.gpus import describe as describe_gpus
 from studies.recovery import fail_orphaned_trials
 from studies.spec import StudySpec
 from studies.stopping import forward_signals
@@ -128,13 +130,28 @@ def check_budget(spec: StudySpec, n_trials: int, timeout_minutes: float, workers
         raise AmpStudyError(f"--workers {workers}: must be >= 1")
 
 
+def worker_gpus(spec: StudySpec, workers: int, share_gpus: bool = False) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES per spawned worker (studies/gpus.py); None everywhere for one worker or a CPU
+    study. A study that asks for a GPU this machine lacks stops here, before any work."""
+    if spec.base.train.accelerator == "cpu":
+        return [None] * workers
+    from training.devices import placement
+
+    try:
+        placement(spec.base.train)
+    except ConfigError as err:
+        raise ConfigError(f"{spec.path or spec.name}: base.{err}") from None
+    return [None] if workers == 1 else assign_gpus(workers, visible_gpus(), share_gpus)
+
+
 def run_study(spec: StudySpec, *, storage_url: str | None = None, n_trials: int | None = None,
               timeout_minutes: float | None = None, workers: int = 1, tracking_uri: str | None = None,
-              report: bool = True, allow_changed_space: bool = False) -> Any:
+              report: bool = True, allow_changed_space: bool = False, share_gpus: bool = False) -> Any:
     """Run (or resume) the study; returns the Optuna study. See the module docstring."""
     n_trials = spec.budget.n_trials if n_trials is None else n_trials
     timeout_minutes = spec.budget.timeout_minutes if timeout_minutes is None else timeout_minutes
     check_budget(spec, n_trials, timeout_minutes, workers)
+    gpus = worker_gpus(spec, workers, share_gpus)
     quiet_library_warnings()
     url = storage_for_run(spec, storage_url, workers)
     uri = resolve_tracking_uri(spec, tracking_uri)
@@ -148,10 +165,12 @@ def run_study(spec: StudySpec, *, storage_url: str | None = None, n_trials: int 
                    timeout_seconds=timeout_minutes * 60, workers=workers, run_number=run_number,
                    fingerprint=study.user_attrs[FINGERPRINT_ATTR])
     print(f"study '{spec.name}': storage {masked(url)}\n  MLflow parent run {parent} ({masked(uri)})", flush=True)
+    if describe_gpus(gpus):
+        print(f"  {describe_gpus(gpus)}", flush=True)
     if workers == 1:
         run_worker(plan, 0)
     else:
-        _run_processes(plan)
+        _run_processes(plan, gpus)
     import optuna
 
     study = optuna.load_study(study_name=spec.name, storage=open_storage(url))  # fresh view of all workers' trials
@@ -162,14 +181,15 @@ def run_study(spec: StudySpec, *, storage_url: str | None = None, n_trials: int 
     return study
 
 
-def _run_processes(plan: RunPlan) -> None:
+def _run_processes(plan: RunPlan, gpus: list[str | None]) -> None:
     context = multiprocessing.get_context("spawn")  # fork + torch threads/MLflow clients is unsafe
     pids: list[int] = []
     with forward_signals(pids) as received:  # installed first: a signal during start-up is forwarded too
         processes = [context.Process(target=worker_process, args=(plan, i, os.getpid()), name=f"study-worker-{i}")
                      for i in range(plan.workers)]
-        for process in processes:
-            process.start()
+        for process, gpu in zip(processes, gpus):
+            with child_environment(VISIBLE, gpu):  # read by CUDA in the worker, before it imports torch
+                process.start()
             pids.append(process.pid)
         for process in processes:
             process.join()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ from training.run_config import ARRAY_FIELDS, RunConfig, TrainConfig, model_from
 
 STACK_KNOBS = ("layers_per_stack", "stacks")
 SECTIONS = ("model", "train")
-FIXED_TRAIN_FIELDS = ("max_minutes", "threads", "audio_seconds")  # budgets/plumbing, not hyperparameters
+# Budgets and plumbing, not hyperparameters: not searched, not in the study fingerprint. Accelerator and
+# precision say where and how a trial computes, so one study can use CPU and GPU machines alike.
+FIXED_TRAIN_FIELDS = ("max_minutes", "threads", "audio_seconds", "accelerator", "precision")
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,8 @@ def _field_type(section: str, key: str) -> Any:
                           f"{', '.join(valid)}")
     if section == "train" and key in FIXED_TRAIN_FIELDS:
         raise ConfigError(f"space.train.{key}: not a hyperparameter; set it in [base.train] or [budget]")
+    if typing.get_origin(hints[key]) in (typing.Union, types.UnionType) and int in typing.get_args(hints[key]):
+        return int  # batch_size = "auto" | N: a study searches numbers
     return hints[key]
 
 

@@ -2,7 +2,7 @@
 
 Every worker process (`study run` with --workers 1, or each spawned worker, on any machine)
 registers a study system attribute `ampstudy.worker:<host>:<pid>` = {beat, started, ended, run,
-index} and a daemon thread refreshes `beat` (wall-clock seconds) every `heartbeat_seconds`. This
+index} (<host>: the hostname, or AMPSTUDY_HOSTNAME where machines share one) and a daemon thread refreshes `beat` (wall-clock seconds) every `heartbeat_seconds`. This
 works the same on every storage, including the journal file, which has no heartbeat of its own in
 Optuna 5 (only RDBStorage implements BaseHeartbeat). It answers two questions:
 
@@ -24,11 +24,18 @@ from typing import Any
 
 WORKER_PREFIX = "ampstudy.worker:"  # study system attr per worker process
 RUNS_ATTR = "ampstudy.runs_started"  # study system attr: `study run` invocations so far
+HOST_ENV = "AMPSTUDY_HOSTNAME"
 PID_REUSE_FACTOR = 10  # a local pid whose worker has not beaten for this many grace periods is someone else
 
 
+def host_name() -> str:
+    """This machine in worker ids: AMPSTUDY_HOSTNAME when set (for machines or containers that share one
+    hostname), else the hostname. Workers on one host must agree on it: it decides whether a pid can be checked."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{host_name()}:{os.getpid()}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -55,7 +62,7 @@ def worker_alive(worker: str, entry: dict[str, Any] | None, grace_seconds: float
     if entry is not None and entry.get("ended"):
         return False
     host, _, pid = worker.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
+    if host == host_name() and pid.isdigit():
         # The pid decides; a beat silent for far longer than any hiccup means the pid was reused.
         silent = (now or time.time()) - float(entry.get("beat", 0)) if entry is not None else 0.0
         reused = silent > PID_REUSE_FACTOR * grace_seconds

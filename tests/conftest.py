@@ -3,13 +3,17 @@ per session), and a per-test working directory so mlruns/ and optuna files land 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -167,8 +171,6 @@ def wait_for_output(path: Path, text: str, process, timeout: float = 240) -> Non
 def start_study_run(path: Path, name: str, *args: str):
     """`ampstudy study run PATH ARGS` in a subprocess writing to PATH.log, returned once it printed that
     study `name` exists (so opening its database no longer races the creation of its tables)."""
-    import sys
-
     log_path = path.with_suffix(".log")
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "study", "run", str(path), *args],
@@ -179,8 +181,49 @@ def start_study_run(path: Path, name: str, *args: str):
 
 def freeze(pid: int) -> None:
     """SIGSTOP `pid` and wait until it is stopped: what it wrote so far is all it will have written."""
-    import signal
-
     os.kill(pid, signal.SIGSTOP)
     wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt", 10,
              interval=0.01, what=f"process {pid} to stop")
+
+
+@contextlib.contextmanager
+def mlflow_process(arguments: list[str], env: dict[str, str], folder: Path):
+    """`mlflow ARGUMENTS` (server, models serve) on a free loopback port; yields its URL once /health
+    answers, then stops it and its workers."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(folder / "mlflow.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "mlflow", *arguments, "-h", "127.0.0.1", "-p", str(port)],
+                                   env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: process.poll() is not None or http_ok(f"{url}/health"), timeout=180, what=" ".join(arguments))
+        assert process.poll() is None, (folder / "mlflow.log").read_text()[-4000:]
+        yield url
+    finally:  # by its pid: the process and its workers form a process group led by it
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def global_mlflow_uris_restored():
+    """tracking.client() points mlflow's module-level URIs at a store; put them back for later tests."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])

@@ -12,7 +12,11 @@ from training.run_config import RunConfig, TrainConfig, load_run_config, run_con
 @pytest.mark.parametrize("table, message", [
     ({"trian": {}}, "trian: unknown setting (did you mean 'train'?)"),
     ({"train": {"lerning_rate": 0.1}}, "train.lerning_rate: unknown setting (did you mean 'learning_rate'?)"),
-    ({"train": {"batch_size": "16"}}, "train.batch_size: expected an integer"),
+    ({"train": {"batch_size": "16"}}, "train.batch_size: expected an integer or 'auto', got '16'"),
+    ({"train": {"batch_size": 0}}, "train.batch_size: must be >= 1 (or \"auto\")"),
+    ({"train": {"accelerator": "tpu"}}, "train.accelerator: 'tpu' is not one of auto, cpu, cuda"),
+    ({"train": {"precision": "bf16-true"}}, "train.precision: 'bf16-true' is not one of 32, bf16-mixed, 16-mixed"),
+    ({"train": {"accelerator": "cpu", "precision": "16-mixed"}}, "train.precision: '16-mixed' needs a CUDA GPU"),
     ({"train": {"batch_size": 1.5}}, "train.batch_size: expected an integer"),
     ({"train": {"learning_rate": -1}}, "train.learning_rate: must be > 0"),
     ({"data": {"split": [0.5, 0.5, 0.5]}}, "data.split"),

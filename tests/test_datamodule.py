@@ -17,6 +17,7 @@ from datamodules import dataset_plan as plan
 from datamodules import spice
 from datamodules.bassman import BassmanDataModule, merged_spans
 from datamodules.config import DataConfig, PotSettings
+from datamodules.segments import RandomSegments, SegmentBatches
 from datamodules.knob_design import plan_settings
 from datamodules.netlist import netlist_hash, render_netlist
 from foundation.errors import AmpStudyError, ConfigError
@@ -84,6 +85,27 @@ def test_items_align_input_context_with_target(prepared):
         expected_input = np.concatenate([np.zeros(RF), x])[start + 1:end + RF]
         assert np.array_equal(item["input"][0].numpy(), expected_input)
         assert np.array_equal(item["target"][0].numpy(), dm.data.targets[setting][start:end])
+
+
+@pytest.mark.parametrize("fixture", ["prepared", "designed"])
+def test_device_batches_are_the_items_of_the_drawn_keys(fixture, request):
+    """Batches gathered from the audio held as one tensor equal AudioItems' slices of the same keys, in
+    order (one shared input with zero history, and one input per design setting)."""
+    _, dm = request.getfixturevalue(fixture)
+    loader, keys = dm.train_dataloader(), list(iter(dm.train_dataloader().sampler))
+    batches = list(loader)
+    assert len(batches) == len(loader) == -(-len(keys) // 4) and sum(len(b["setting"]) for b in batches) == len(keys)
+    items = [loader.dataset[key] for key in keys]
+    for name in ("input", "target", "controls", "setting"):
+        assert torch.equal(torch.cat([b[name] for b in batches]), torch.stack([item[name] for item in items])), name
+    # Segments at the very start of each input: their context is the zeros before the recording.
+    first = [(setting, 0, 0) for setting in dm.settings_in("train")]
+    at_start = SegmentBatches(dm.data, RandomSegments(first, SEGMENT, 5, seed=0), RF, batch_size=2)
+    for batch in at_start:
+        for i, setting in enumerate(batch["setting"].tolist()):
+            expected = loader.dataset[(setting, 0, SEGMENT)]
+            assert torch.equal(batch["input"][i], expected["input"]) and not batch["input"][i, 0, :RF - 1].any()
+            assert torch.equal(batch["target"][i], expected["target"])
 
 
 def test_training_uses_only_train_regions_of_training_settings(prepared):

@@ -3,11 +3,9 @@ cannot be imported, served over HTTP by `mlflow models serve`, and refusing craf
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -27,7 +25,7 @@ from ampstudy.cli import main
 from foundation.errors import AmpStudyError
 from studies.promote import ALIAS, promote
 from studies.spec import load_study_spec
-from tests.conftest import _free_port, wait_for
+from tests.conftest import global_mlflow_uris_restored, mlflow_process
 from training import tracking
 from training.mlflow_model import log_amp_model
 from training.model_io import load_model, resolve_model, save_model
@@ -162,35 +160,6 @@ def test_render_from_a_tracking_server_leaves_no_temporary_copy(logged_model, tm
             assert not list(scratch.iterdir()), f"{uri} left {list(scratch.iterdir())}"
 
 
-@contextlib.contextmanager
-def mlflow_process(arguments: list[str], env: dict[str, str], folder: Path):
-    """`mlflow ARGUMENTS` on a free loopback port; yields its URL once /health answers, then stops it."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(folder / "mlflow.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "mlflow", *arguments, "-h", "127.0.0.1", "-p", str(port)],
-                                   env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for(lambda: process.poll() is not None or _get(f"{url}/health"), timeout=180, what=" ".join(arguments))
-        assert process.poll() is None, (folder / "mlflow.log").read_text()[-4000:]
-        yield url
-    finally:  # by its pid: the process and its workers form a process group led by it
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-
-
-def _get(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def _post(url: str, body: dict) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
@@ -262,17 +231,6 @@ def logged_model(tmp_path_factory, finished_study):
         model_uri = log_amp_model(run.info.run_id, model_dir)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(root / "mlflow")))
     return model_dir, local, uri
-
-
-@contextlib.contextmanager
-def global_mlflow_uris_restored():
-    """tracking.client() points mlflow's module-level URIs at a store; put them back for later tests."""
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
 
 
 def _edit_config(**model):

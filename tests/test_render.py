@@ -102,3 +102,17 @@ def test_long_file_renders_in_bounded_memory(model_dir, tmp_path):
     y, rate = sf.read(tmp_path / "short-out.wav", dtype="float32")
     assert rate == FS and np.allclose(y, render(load_model(model_dir).net, x, block_size=4096), atol=1e-6)
     assert long - short < 4 * samples, f"peak RSS grew {(long - short) / 2**20:.0f} MiB for {samples} samples"
+
+
+def test_device_option_runs_the_one_render_path_and_refuses_a_missing_gpu(model_dir, tmp_path, capsys):
+    di = write_di(tmp_path / "di.wav", 0.2)
+    assert main(["render", str(model_dir), str(di), str(tmp_path / "cpu.wav")]) == 0  # CPU by default
+    assert main(["render", str(model_dir), str(di), str(tmp_path / "auto.wav"), "--device", "auto"]) == 0
+    cpu, _ = sf.read(tmp_path / "cpu.wav", dtype="float32")
+    auto, _ = sf.read(tmp_path / "auto.wav", dtype="float32")
+    assert np.allclose(cpu, auto, atol=1e-5)  # cuda where present, the same samples
+    if not torch.cuda.is_available():
+        capsys.readouterr()
+        assert main(["render", str(model_dir), str(di), str(tmp_path / "gpu.wav"), "--device", "cuda"]) == 2
+        assert "--device: 'cuda' but torch sees no CUDA GPU here" in capsys.readouterr().err
+        assert not (tmp_path / "gpu.wav").exists()

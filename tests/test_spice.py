@@ -170,3 +170,22 @@ def test_many_jobs_run_through_one_pool_and_equal_single_runs() -> None:
     assert [p.jobs_done for p in reports] == sorted(p.jobs_done for p in reports)
     # equal chunk sizes: no short last chunk that leaves a worker idle
     assert [e - s for _, s, e in plan_chunks(1000, 1000, 0.3, 0.0)] == [250, 250, 250, 250]
+
+
+def test_the_default_warm_up_keeps_chunk_joins_at_the_solver_floor() -> None:
+    """Sized by benchmarks/spice_speed.py --sections warmup: with bass and middle up and treble down
+    (the setting slowest to settle) the default warm-up joins chunks as well as a long one does, and
+    a much shorter one does measurably worse."""
+    from datamodules.config import DataConfig
+
+    x = plucks(1.2, 1.0)
+    pots = PotSettings(volume=0.5, treble=0.0, bass=1.0, middle=1.0)
+    whole = simulate(x, FS, pots, chunk_seconds=10.0, workers=1)
+
+    def join_error_db(warmup: float) -> float:
+        chunked = simulate(x, FS, pots, chunk_seconds=0.4, warmup_seconds=warmup, workers=2)
+        return 20 * np.log10(np.abs(chunked - whole).max() / np.abs(whole).max())
+
+    default, long, short = (join_error_db(w) for w in (DataConfig.warmup_seconds, 0.8, 0.03))
+    print(f"\njoin error: default {default:.1f} dB, 0.8 s {long:.1f} dB, 0.03 s {short:.1f} dB")
+    assert default < long + 3 and short > long + 6

@@ -130,6 +130,20 @@ def test_nan_loss_fails_the_run_with_a_clear_error(store):
     assert "cost_params" in runs[0].data.metrics  # what was logged before the failure is kept
 
 
+def test_mixed_precision_training_reports_the_float32_esr_of_its_model(store):
+    """bf16 autocast trains (the CPU takes it too); the validation ESR it reports is the float32 ESR of
+    the saved model, recomputed here outside any autocast."""
+    from training.evaluate import evaluate_model
+
+    result = train(tiny_config(store, precision="bf16-mixed", max_epochs=1, audio_seconds=0), track=False,
+                   progress=False, work_dir=store["root"] / "bf16")
+    loaded = load_model(result.model_dir)
+    assert loaded.run_config.train.precision == "bf16-mixed" and loaded.run_config.train.batch_size == 4
+    assert next(loaded.net.parameters()).dtype == torch.float32
+    again = evaluate_model(loaded.net, loaded.run_config.data, "val", progress=False)
+    assert math.isfinite(result.val_esr) and result.val_esr == pytest.approx(again["esr"], rel=1e-6)
+
+
 def test_loss_references_and_per_setting_metrics():
     """The batch ESR pools settings; 'setting' counts a quiet setting as much as a loud one; 'dataset'
     divides by the mean training power, so a near-silent batch cannot blow the loss up."""

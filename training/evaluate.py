@@ -2,7 +2,10 @@
 
 Each span goes through `ampmodel.streaming.render`, the project's one whole-signal inference
 path (the same code renders a wav and serves the registered model), together with its rf - 1
-samples of real context, whose outputs are dropped. The numbers of a split:
+samples of real context, whose outputs are dropped.
+
+Spans run on the net's device in float32 (`full_precision`), also when training used mixed
+precision. The numbers of a split:
 
 - `esr`: the primary number. Over the settings never trained on (the validation group for 'val',
   the test group for 'test') when the split has any, else over all of its settings (a dataset
@@ -15,6 +18,8 @@ samples of real context, whose outputs are dropped. The numbers of a split:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -28,17 +33,33 @@ from datamodules.config import DataConfig
 from foundation.configs import to_dict
 
 
+@contextmanager
+def full_precision(device_type: str) -> Iterator[None]:
+    """Autocast and TF32 off: a reported ESR is a float32 number whatever precision training used
+    (Lightning runs validation inside the training precision's autocast)."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
 def predict_span(net: WaveNetBase, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's output (1, 1, L) for one evaluation item (input with rf - 1 samples of context)."""
+    """The model's output (1, 1, L) for one evaluation item (input with rf - 1 samples of context),
+    in float32, on the net's device."""
     x = batch["input"].reshape(-1)
-    out = render(net, x, batch["controls"].reshape(-1), block_size=max(1, x.numel()))
+    with full_precision(next(net.parameters()).device.type):
+        out = render(net, x, batch["controls"].reshape(-1), block_size=max(1, x.numel()))
     return out[net.receptive_field - 1:].view(1, 1, -1)
 
 
 def accumulate(net: WaveNetBase, loader, acc: ESRAccumulator | None = None) -> ESRAccumulator:
     acc = acc or ESRAccumulator(REPORTED_PRE_EMPHASIS)
     for batch in loader:
-        acc.update(predict_span(net, batch), batch["target"], batch["setting"])
+        pred = predict_span(net, batch)
+        acc.update(pred, batch["target"].to(pred.device), batch["setting"])
     return acc
 
 

@@ -32,6 +32,8 @@ from foundation.errors import TrainingDiverged
 from training.evaluate import predict_span, split_metrics
 from training.run_config import RunConfig
 
+FINITE_CHECK_STEPS = 50  # training steps between host-side checks that the loss is finite
+
 
 def reference_power(datamodule: BassmanDataModule, pre_emphasis: float) -> list[float]:
     """Per setting, the mean power of its pre-emphasised training target (0 for settings not trained on)."""
@@ -55,7 +57,10 @@ class AmpModule(pl.LightningModule):
         train = run_config.train
         self.stft_loss = MultiResolutionSTFTLoss() if train.loss == "esr_stft" else None
         self._accumulator: ESRAccumulator | None = None
-        self.reference: torch.Tensor | None = None
+        self._first_bad: tuple[torch.Tensor, torch.Tensor] | None = None  # (step or -1, loss) on the device
+        self._steps: torch.Tensor | None = None
+        # A buffer, not saved: it moves to the training device with the module, once.
+        self.register_buffer("reference", None, persistent=False)
         if train.loss_reference != "batch":
             if reference is None:
                 raise ValueError("loss_reference 'dataset'/'setting' needs the training settings' reference power")
@@ -77,7 +82,7 @@ class AmpModule(pl.LightningModule):
         else:
             error, _ = esr_parts(pred, target, train.pre_emphasis, per_item=True)
             samples = target.size(-1) - (train.pre_emphasis != 0.0)
-            loss = (error / (samples * self.reference.to(pred.device)[setting])).mean()
+            loss = (error / (samples * self.reference[setting])).mean()
         if train.loss == "esr_dc":
             loss = loss + train.aux_weight * dc_loss(pred, target)
         elif self.stft_loss is not None:
@@ -86,16 +91,43 @@ class AmpModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._loss(self(batch["input"], batch["controls"]), batch["target"], batch["setting"])
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"training loss became {loss.item()} at step {self.global_step}; lower train.learning_rate "
-                f"(now {self.run_config.train.learning_rate}) or train.gradient_clip")
+        self._watch_loss(loss)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["input"].shape[0])
         return loss
+
+    # A non-finite loss is noted on the device and raised every FINITE_CHECK_STEPS steps and before
+    # every validation: reading it on the host each step would make a GPU wait for every step.
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        loss = loss.detach()
+        if self._first_bad is None or self._first_bad[0].device != loss.device:
+            self._first_bad = (torch.full((), -1, dtype=torch.long, device=loss.device),
+                               torch.zeros((), dtype=loss.dtype, device=loss.device))
+            self._steps = torch.zeros((), dtype=torch.long, device=loss.device)
+        step, value = self._first_bad
+        new = (step < 0) & ~torch.isfinite(loss)
+        self._first_bad = (torch.where(new, self._steps, step), torch.where(new, loss, value))
+        self._steps += 1
+
+    def check_finite(self) -> None:
+        """Raise TrainingDiverged if a training loss so far was nan or inf (one host sync)."""
+        if self._first_bad is None or int(self._first_bad[0]) < 0:
+            return
+        step, value = int(self._first_bad[0]), float(self._first_bad[1])
+        raise TrainingDiverged(
+            f"training loss became {value} at step {step}; lower train.learning_rate "
+            f"(now {self.run_config.train.learning_rate}) or train.gradient_clip")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (batch_idx + 1) % FINITE_CHECK_STEPS == 0:
+            self.check_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
 
     # Validation renders whole spans and accumulates error/energy per knob setting, always with
     # REPORTED_PRE_EMPHASIS, so runs with different loss settings are compared on one scale.
     def on_validation_epoch_start(self) -> None:
+        self.check_finite()  # before early stopping or the checkpoint see a nan validation ESR
         self._accumulator = ESRAccumulator()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

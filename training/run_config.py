@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ampmodel.config import PRESETS, ModelConfigError, WaveNetConfig, parse_dilations
 from datamodules.config import DataConfig
@@ -29,6 +29,10 @@ from foundation.errors import ConfigError
 LOSSES = ("esr", "esr_dc", "esr_stft")
 ARRAY_FIELDS = ("array_channels", "array_layers")  # nam-family lists a study may search as "8" or "8,4"
 LOSS_REFERENCES = ("batch", "dataset", "setting")
+ACCELERATORS = ("auto", "cpu", "cuda")  # "auto": cuda when torch sees a GPU, else cpu (training/devices.py)
+# Lightning precisions whose weights stay float32 ("-true" ones would also make evaluation low precision).
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,10 @@ class TrainConfig:
     learning_rate: float = 5e-3
     lr_decay: float = 0.5  # ReduceLROnPlateau factor on validation ESR
     lr_patience: int = 3  # validation checks without improvement before decaying the learning rate
-    batch_size: int = 16
-    segment_samples: int = 8192  # output samples per training example (input adds receptive_field - 1)
+    # "auto": chosen from the device the run trains on (training/devices.py DEVICE_PROFILES); a number
+    # is used as given on every device (what a study spread over mixed machines needs to compare trials).
+    batch_size: int | Literal["auto"] = AUTO
+    segment_samples: int | Literal["auto"] = AUTO  # output samples per training example (input adds receptive_field - 1)
     max_epochs: int = 100
     max_minutes: float = 0.0  # wall-clock budget for fitting; 0 = no limit
     early_stopping_patience: int = 8  # validation checks without improvement before stopping
@@ -56,6 +62,8 @@ class TrainConfig:
     gradient_clip: float = 1.0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    accelerator: str = AUTO  # "auto" (cuda when present, else cpu), "cpu" or "cuda"
+    precision: str | int = "32"  # "32"; "bf16-mixed" (cpu, cuda) or "16-mixed" (cuda): training only, ESR is float32
     audio_seconds: float = 3.0  # length of the wav/plot examples logged at the end of a run
 
     def __post_init__(self) -> None:
@@ -65,8 +73,9 @@ class TrainConfig:
                 require(math.isfinite(value), f.name, f"{value} is not a finite number")
         require(self.learning_rate > 0, "learning_rate", "must be > 0")
         require(0 < self.lr_decay <= 1, "lr_decay", "must be in (0, 1]")
-        require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        require(self.segment_samples >= 1, "segment_samples", "must be >= 1")
+        for name in ("batch_size", "segment_samples"):
+            value = getattr(self, name)
+            require(value == AUTO or (isinstance(value, int) and value >= 1), name, "must be >= 1 (or \"auto\")")
         require(self.max_epochs >= 1, "max_epochs", "must be >= 1")
         require(self.max_minutes >= 0, "max_minutes", "must be >= 0 (0 = no limit)")
         require(self.early_stopping_patience >= 1, "early_stopping_patience", "must be >= 1")
@@ -80,6 +89,14 @@ class TrainConfig:
         require(0 <= self.setting_power_floor <= 1, "setting_power_floor", "must be in 0..1")
         require(self.threads >= 0, "threads", "must be >= 0")
         require(self.audio_seconds >= 0, "audio_seconds", "must be >= 0")
+        require(self.accelerator in ACCELERATORS, "accelerator",
+                f"'{self.accelerator}' is not one of {', '.join(ACCELERATORS)}")
+        if isinstance(self.precision, int):  # TOML `precision = 32` means "32"
+            object.__setattr__(self, "precision", str(self.precision))
+        require(self.precision in PRECISIONS, "precision",
+                f"'{self.precision}' is not one of {', '.join(PRECISIONS)} (weights stay float32)")
+        require(not (self.accelerator == "cpu" and self.precision == "16-mixed"), "precision",
+                "'16-mixed' needs a CUDA GPU (torch has no float16 autocast on CPU); use \"bf16-mixed\" or \"32\"")
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """`train(cfg)`: one training run, the function behind `ampstudy train` and every Optuna trial.
 
 It prepares (or reuses) the SPICE dataset, opens an MLflow run (nested under a study's parent run
-when given), fits the WaveNet with ESR loss, early stopping and a best checkpoint, then logs the
-compute cost, the best model (weights + config + TorchScript), audio examples and plots. The test
-split is touched only when `evaluate_test=True` (the CLI), never by studies.
+when given), fits the WaveNet with ESR loss, early stopping and a best checkpoint on the device
+`train.accelerator` resolves to (training/devices.py), then logs the compute cost, the best model
+(weights + config + TorchScript), audio examples and plots. The test split is touched only when
+`evaluate_test=True` (the CLI), never by studies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -30,6 +32,7 @@ from datamodules.bassman import BassmanDataModule
 from foundation.configs import flatten, to_dict
 from foundation.errors import AmpStudyError
 from training import artifacts, tracking
+from training.devices import Placement, placement, resolved
 from training.evaluate import evaluate_net, finite_numbers
 from training.knob_response import log_knob_response
 from training.lightning_module import AmpModule, reference_power
@@ -65,10 +68,12 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
     started = time.perf_counter()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    where = placement(cfg.train)  # the device, its precision and batch shape, every "auto" resolved
+    cfg = dataclasses.replace(cfg, train=resolved(cfg.train, where))
     pl.seed_everything(cfg.train.seed, workers=True, verbose=False)
     datamodule = BassmanDataModule(cfg.data, receptive_field=cfg.model.receptive_field,
                                    segment_samples=cfg.train.segment_samples, batch_size=cfg.train.batch_size,
-                                   progress=progress)
+                                   progress=progress, device=where.device)
     datamodule.prepare_data()  # the only expensive data step (ngspice), cached by content hash
     datamodule.setup("fit")
     reference = reference_power(datamodule, cfg.train.pre_emphasis) if cfg.train.loss_reference != "batch" else None
@@ -81,17 +86,19 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
     try:
         cost = compute_cost(module.net, fs=datamodule.sample_rate)
         if client is not None:
-            _log_params(client, run_id, cfg, cost)
-        trainer, checkpoint = _trainer(cfg, callbacks, uri, run_id, work, progress, track)
+            _log_params(client, run_id, cfg, cost, device=where.describe())
+        trainer, checkpoint = _trainer(cfg, where, callbacks, uri, run_id, work, progress, track)
         trainer.fit(module, datamodule=datamodule)
         if checkpoint.best_model_path:
             # Tensors and plain containers only (the checkpoint holds no objects that need unpickling).
             best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
             module.load_state_dict(best["state_dict"])
+        module.net.to(where.device)  # Lightning hands the module back on the CPU
         val = evaluate_net(module.net, datamodule, "val")
         if not math.isfinite(val["esr"]):
             raise AmpStudyError("validation ESR is not finite; the data may be silent or training diverged")
         test_metrics = evaluate_net(module.net, datamodule, "test") if evaluate_test else {}
+        module.net.cpu()  # saved, logged and rendered from the CPU
         model_dir = save_model(work / "model", module.net, cfg, _data_info(datamodule))
         if client is not None:
             _log_results(client, run_id, module, datamodule, trainer, checkpoint, val, test_metrics, model_dir)
@@ -143,17 +150,17 @@ def example_settings(datamodule: BassmanDataModule) -> list[int]:
     return (unseen[:1] + seen)[:MAX_EXAMPLE_SETTINGS]
 
 
-def _trainer(cfg: RunConfig, callbacks: Sequence[Callback], uri: str, run_id: str, work: Path,
+def _trainer(cfg: RunConfig, where: Placement, callbacks: Sequence[Callback], uri: str, run_id: str, work: Path,
              progress: bool, track: bool) -> tuple[pl.Trainer, ModelCheckpoint]:
     train = cfg.train
     checkpoint = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor="val_esr", mode="min",
                                  save_top_k=1, enable_version_counter=False)
     stopper = EarlyStopping(monitor="val_esr", mode="min", patience=train.early_stopping_patience)
     logger = MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=uri, run_id=run_id) if track else False
-    # Lightning's own banner lines ("GPU available: ...") are noise for a CPU tool.
+    # Lightning's own banner lines ("GPU available: ...") repeat what the run's `device` param says.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=train.max_epochs,
+        accelerator=where.accelerator, devices=1, precision=where.precision, max_epochs=train.max_epochs,
         max_time={"minutes": train.max_minutes} if train.max_minutes else None,
         limit_train_batches=train.limit_train_batches or 1.0,
         check_val_every_n_epoch=train.val_every_epochs, gradient_clip_val=train.gradient_clip or None,
@@ -165,8 +172,9 @@ def _trainer(cfg: RunConfig, callbacks: Sequence[Callback], uri: str, run_id: st
     return trainer, checkpoint
 
 
-def _log_params(client, run_id: str, cfg: RunConfig, cost: dict[str, float]) -> None:
+def _log_params(client, run_id: str, cfg: RunConfig, cost: dict[str, float], device: str = "") -> None:
     params = {k: ("" if v is None else str(v))[:6000] for k, v in flatten(to_dict(cfg)).items()}
+    params["train.device"] = device  # what train.accelerator / precision resolved to, e.g. "cuda (NVIDIA ...), 32"
     params["model.receptive_field"] = str(cfg.model.receptive_field)
     params.update({f"cost.{k}": str(v) for k, v in cost.items()})
     for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
