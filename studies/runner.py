@@ -48,6 +48,9 @@ from studies.workers import next_run_number
 from training import tracking
 
 
+OBJECTIVE_NAMES = ["val_esr", "macs_per_sample"]
+
+
 def resolve_tracking_uri(spec: StudySpec, override: str | None = None) -> str:
     uri = override or spec.options.tracking_uri or tracking.default_tracking_uri()
     return absolute_url(uri) if uri.startswith("sqlite:///") else uri
@@ -105,9 +108,11 @@ def create_or_load_study(spec: StudySpec, storage_url: str, allow_changed_space:
                                 f"objective(s) but the file now asks for {len(spec.directions)}; "
                                 "rename the study (name = ...)")
         adopt_fingerprint(study, spec, allow_changed_space)
+        if study.metric_names is None:  # optuna-dashboard and study.trials_dataframe() name the objectives
+            study.set_metric_names(OBJECTIVE_NAMES[:len(spec.directions)])
         if "study_file" not in study.user_attrs:
             study.set_user_attr("study_file", spec.path)
-            study.set_user_attr("objective", "val_esr" if len(spec.directions) == 1 else "val_esr, macs_per_sample")
+            study.set_user_attr("objective", ", ".join(OBJECTIVE_NAMES[:len(spec.directions)]))
     return study
 
 
@@ -153,7 +158,8 @@ def run_study(spec: StudySpec, *, storage_url: str | None = None, n_trials: int 
     study = create_or_load_study(spec, url, allow_changed_space)
     prepare_data(spec)
     init_tracking_store(uri, spec.base.experiment)
-    parent = mlflow_runs.ensure_parent_run(study, spec.base.experiment, url, uri, spec.options.description)
+    parent = mlflow_runs.ensure_parent_run(study, spec.base.experiment, url, uri, spec.options.description,
+                                           mlflow_runs.study_params(spec))
     with workers_lock(url, spec.name):
         run_number = next_run_number(study)
     plan = RunPlan(spec=spec, storage_url=url, tracking_uri=uri, parent_run_id=parent, n_trials=n_trials,
