@@ -23,11 +23,12 @@ UNLIMITED_EPOCHS = 1_000_000  # `train --minutes`: the time budget ends training
 EXAMPLES = """\
 typical session:
   ampstudy data --seconds 30                       # simulate the Bassman in ngspice, cache the dataset
-  ampstudy train --preset WaveNet3 --max-minutes 20 # one run, tracked in mlruns/ (MLflow)
+  ampstudy train --preset WaveNet3 --minutes 20     # one run for 20 minutes, tracked in mlruns/ (MLflow)
   ampstudy study run studies/bassman_wavenet.toml  # Optuna search over WaveNet variants
   ampstudy study report studies/bassman_wavenet.toml
   ampstudy promote studies/bassman_wavenet.toml    # test the best trial, register it, alias 'champion'
-  ampstudy render models:/bassman-wavenet@champion guitar.wav amp.wav --volume 0.8
+  ampstudy riff riff.wav --sample-rate 44100             # a guitar DI to listen with
+  ampstudy render models:/bassman-wavenet@champion riff.wav amp.wav --volume 0.8 --treble 0.5 --bass 0.5 --middle 0.5
   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db   # browse runs, listen to audio
 """
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_render(commands)
     _add_export(commands)
+    _add_riff(commands)
     from ampstudy.study_commands import add_commands
 
     add_commands(commands)
@@ -191,7 +193,7 @@ def _add_train(commands) -> None:
         description="Train one model (the same train(cfg) every study trial calls): prepares the dataset if "
                     "needed, fits with ESR loss, early stopping and a best checkpoint, logs params, cost, "
                     "audio and plots to MLflow, evaluates the held-out test split and prints the run id.",
-        epilog="examples:\n  ampstudy train --preset WaveNet3 --max-minutes 20\n"
+        epilog="examples:\n  ampstudy train --preset WaveNet3 --minutes 20 --threads 2\n"
                "  ampstudy train --config my_run.toml --set model.channels=12",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_options(parser)
@@ -257,6 +259,33 @@ def _cmd_render(args: argparse.Namespace) -> int:
     knobs = {k: getattr(args, k) for k in KNOB_NAMES}
     seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds)
     print(f"wrote {args.output_wav}: {seconds:.2f} s of audio in {wall:.2f} s ({seconds / max(wall, 1e-9):.1f}x real time)")
+    return 0
+
+
+def _add_riff(commands) -> None:
+    parser = commands.add_parser(
+        "riff", help="write a synthetic guitar riff (a DI wav) to play through a model",
+        description="Guitar lines, strums and palm mutes from the same generator as the training corpus (a "
+                    "seed it never used by default), peaking at -6 dBFS: a DI to hear a model with `ampstudy "
+                    "render`. Write it at the model's sample rate.",
+        epilog="example: ampstudy riff riff.wav --seconds 8 --sample-rate 16000 && ampstudy render "
+               "models:/bassman-wavenet@champion riff.wav amp.wav --volume 0.8 --treble 0.6 --bass 0.5 --middle 0.5",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_wav")
+    parser.add_argument("--seconds", type=number(low=0, above=True, high=3600, unit="seconds"), default=8.0,
+                        help="length (default 8)")
+    parser.add_argument("--sample-rate", type=number(int, low=8000, high=384000, unit="Hz"), default=44100,
+                        help="samples per second (default 44100): the model's rate")
+    parser.add_argument("--seed", type=number(int, low=0), default=1000, help="which riff (default 1000)")
+    parser.set_defaults(handler=_cmd_riff)
+
+
+def _cmd_riff(args: argparse.Namespace) -> int:
+    from datamodules.audio_io import save_wav
+    from datamodules.corpus import synth_riff
+
+    save_wav(args.output_wav, synth_riff(args.seconds, args.sample_rate, args.seed), args.sample_rate)
+    print(f"wrote {args.output_wav}: {args.seconds:g} s of DI at {args.sample_rate} Hz")
     return 0
 
 

@@ -22,7 +22,7 @@ from foundation.uris import masked, sqlite_path
 from studies import mlflow_runs
 from studies.fingerprint import FINGERPRINT_ATTR, adopt_fingerprint
 from studies.recovery import fail_orphaned_trials
-from studies.spec import StudySpec
+from studies.spec import StudySpec, base_params
 from studies.stopping import forward_signals
 from studies.storage import (
     DEFAULT_JOURNAL,
@@ -108,6 +108,8 @@ def create_or_load_study(spec: StudySpec, storage_url: str, allow_changed_space:
                                 f"objective(s) but the file now asks for {len(spec.directions)}; "
                                 "rename the study (name = ...)")
         adopt_fingerprint(study, spec, allow_changed_space)
+        if spec.options.first_trial_from_base and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(base_params(spec))  # a known-good configuration runs first
         if study.metric_names is None:  # optuna-dashboard and study.trials_dataframe() name the objectives
             study.set_metric_names(OBJECTIVE_NAMES[:len(spec.directions)])
         if "study_file" not in study.user_attrs:
