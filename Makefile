@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test system venv ui bench-deps nam
 
-system:  ## Debian packages: ngspice (SPICE) and PostgreSQL (multi-worker study tests)
-	@command -v ngspice >/dev/null && command -v pg_ctlcluster >/dev/null || { \
+# chromium: the MLflow UI test drives Debian's browser through Playwright (no browser download).
+system:  ## Debian packages: ngspice (SPICE), PostgreSQL (multi-worker study tests), chromium (UI test)
+	@command -v ngspice >/dev/null && command -v pg_ctlcluster >/dev/null && test -x /usr/bin/chromium || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ngspice postgresql >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ngspice postgresql chromium >/dev/null; }
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,11 +21,21 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-demo: system venv  ## generate SPICE data, run the tiny study, promote the best model to the registry
-	$(VENV)/bin/ampstudy study run studies/tiny.toml
-	$(VENV)/bin/ampstudy study report studies/tiny.toml
-	$(VENV)/bin/ampstudy promote studies/tiny.toml
-	@echo "Browse: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
+# The demo: SPICE data at two knob settings, a small study (studies/demo.toml), the best model
+# tested and registered, then a guitar riff played through it at both settings (mlruns/demo/*.wav).
+DEMO := $(VENV)/bin/ampstudy
+demo: system venv  ## a small real study whose champion sounds like the amp, and a riff played through it
+	$(DEMO) study run studies/demo.toml
+	$(DEMO) promote studies/demo.toml
+	$(DEMO) riff mlruns/demo/riff_di.wav --seconds 8 --sample-rate 16000
+	$(DEMO) render models:/bassman-demo@champion mlruns/demo/riff_di.wav mlruns/demo/riff_clean.wav \
+	  --volume 0.4 --treble 0.6 --bass 0.5 --middle 0.5
+	$(DEMO) render models:/bassman-demo@champion mlruns/demo/riff_di.wav mlruns/demo/riff_crunch.wav \
+	  --volume 0.8 --treble 0.7 --bass 0.4 --middle 0.6
+	$(DEMO) study report studies/demo.toml
+	@echo "Listen: mlruns/demo/riff_di.wav (the DI), riff_clean.wav and riff_crunch.wav (the champion at two settings)"
+	@echo "Browse: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000"
+	@echo "  then open the link above (the demo's trials, best first)"
 
 test: system venv nam
 	$(PY) -m pytest -q tests

@@ -18,14 +18,17 @@ from ampstudy.options import OneLineParser, number
 from foundation.errors import AmpStudyError, ConfigError, StopRequested
 from foundation.knobs import KNOB_NAMES
 
+UNLIMITED_EPOCHS = 1_000_000  # `train --minutes`: the time budget ends training, not an epoch count
+
 EXAMPLES = """\
 typical session:
   ampstudy data --seconds 30                       # simulate the Bassman in ngspice, cache the dataset
-  ampstudy train --preset WaveNet3 --max-minutes 20 # one run, tracked in mlruns/ (MLflow)
+  ampstudy train --preset WaveNet3 --minutes 20     # one run for 20 minutes, tracked in mlruns/ (MLflow)
   ampstudy study run studies/bassman_wavenet.toml  # Optuna search over WaveNet variants
   ampstudy study report studies/bassman_wavenet.toml
   ampstudy promote studies/bassman_wavenet.toml    # test the best trial, register it, alias 'champion'
-  ampstudy render models:/bassman-wavenet@champion guitar.wav amp.wav --volume 0.8
+  ampstudy riff riff.wav --sample-rate 44100             # a guitar DI to listen with
+  ampstudy render models:/bassman-wavenet@champion riff.wav amp.wav --volume 0.8 --treble 0.5 --bass 0.5 --middle 0.5
   mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db   # browse runs, listen to audio
 """
 
@@ -62,7 +65,10 @@ def _quiet_library_chatter() -> None:
         return
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|optuna)(\.|$)")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\.|$)")
+    # Raised where MLflow loads the registered model's code: our signature is explicit, not from type hints.
+    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per tiny download
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_render(commands)
     _add_export(commands)
+    _add_riff(commands)
     from ampstudy.study_commands import add_commands
 
     add_commands(commands)
@@ -84,7 +91,8 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="run config TOML ([data], [model], [train] tables)")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                         help="override one setting, e.g. --set train.learning_rate=0.002 --set data.seed=3 "
-                             "(values are TOML: numbers, true/false, \"strings\", [lists])")
+                             "--set run_name=my-run --set experiment=bassman (values are TOML: numbers, "
+                             "true/false, \"strings\", [lists]; a bare word is a string)")
     parser.add_argument("--seconds", type=number(low=0, above=True, unit="seconds"),
                         help="seconds of synthetic guitar/bass DI per knob setting")
     parser.add_argument("--pots", metavar="V,T,B,M", action="append",
@@ -109,8 +117,8 @@ def _run_config(args: argparse.Namespace):
     table = load_toml(args.config) if args.config else {}
     for item in args.set:
         key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. train.learning_rate=0.002")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. train.learning_rate=0.002 or run_name=my-run")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -139,7 +147,13 @@ def _run_config(args: argparse.Namespace):
     if getattr(args, "preset", None):
         table.setdefault("model", {})["preset"] = args.preset
     train = table.setdefault("train", {})
-    for option in ("max_minutes", "max_epochs"):
+    if getattr(args, "minutes", None) is not None:
+        # A budget, not a cap: lift the epoch limit and early stopping unless the command line sets them.
+        train["max_minutes"] = args.minutes
+        train["max_epochs"] = UNLIMITED_EPOCHS
+        if not any(item.startswith("train.early_stopping_patience=") for item in args.set):
+            train["early_stopping_patience"] = 0
+    for option in ("max_minutes", "max_epochs", "threads"):
         if getattr(args, option, None) is not None:
             train[option] = getattr(args, option)
     try:
@@ -190,13 +204,21 @@ def _add_train(commands) -> None:
         description="Train one model (the same train(cfg) every study trial calls): prepares the dataset if "
                     "needed, fits with ESR loss, early stopping and a best checkpoint, logs params, cost, "
                     "audio and plots to MLflow, evaluates the held-out test split and prints the run id.",
-        epilog="examples:\n  ampstudy train --preset WaveNet3 --max-minutes 20\n"
+        epilog="examples:\n  ampstudy train --preset WaveNet3 --minutes 20 --threads 2\n"
                "  ampstudy train --config my_run.toml --set model.channels=12",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_options(parser)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a paper architecture")
-    parser.add_argument("--max-minutes", type=number(low=0, unit="minutes"), help="wall-clock budget for fitting")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=number(low=0, above=True, high=10080, unit="minutes"),
+                        help="train for this long (wall clock): no epoch limit and no early stopping, unless you "
+                             "also give --max-epochs or --set train.early_stopping_patience=N; the best validation "
+                             "checkpoint is kept")
+    budget.add_argument("--max-minutes", type=number(low=0, unit="minutes"),
+                        help="at most this long; early stopping and max_epochs may end training sooner")
     parser.add_argument("--max-epochs", type=number(int, low=1), help="epoch limit")
+    parser.add_argument("--threads", type=number(int, low=1, high=1024),
+                        help="torch CPU threads (default: torch's choice, usually one per core)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
     parser.set_defaults(handler=_cmd_train)
 
@@ -204,14 +226,23 @@ def _add_train(commands) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.train import train
 
+    from training import run_info, tracking
+
     cfg = _run_config(args)
     result = train(cfg, tracking_uri=args.tracking_uri, evaluate_test=True)
-    print(f"run id: {result.run_id}")
+    print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.wall_seconds:.0f} s, "
+          f"stopped by {result.stopped_by}")
+    print(f"validation ESR: {run_info.esr_text(result.val_metrics)}")
     has_test = result.test_esr is not None and math.isfinite(result.test_esr)
-    test = f"{result.test_esr:.5f}" if has_test else "n/a (data.split gives the test split no audio)"
-    print(f"validation ESR: {result.val_esr:.5f}   test ESR: {test}")
+    print(f"test ESR:       {run_info.esr_text(result.test_metrics) if has_test else 'n/a (data.split gives the test split no audio)'}")
     print(f"params: {result.cost.get('params')}  MACs/sample: {result.cost.get('macs_per_sample'):.0f}  "
           f"real-time factor: {result.cost.get('rtf', float('nan')):.1f}x  model: {result.model_dir}")
+    if result.run_id:
+        uri = args.tracking_uri or tracking.default_tracking_uri()
+        experiment = tracking.client(uri).get_run(result.run_id).info.experiment_id
+        print(f"run {result.run_id}: {tracking.run_link(experiment, result.run_id, uri)}")
+        if tracking.ui_command(uri):
+            print(f"  (serve the UI first: {tracking.ui_command(uri)})")
     return 0
 
 
@@ -242,6 +273,33 @@ def _cmd_render(args: argparse.Namespace) -> int:
     knobs = {k: getattr(args, k) for k in KNOB_NAMES}
     seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds, args.device)
     print(f"wrote {args.output_wav}: {seconds:.2f} s of audio in {wall:.2f} s ({seconds / max(wall, 1e-9):.1f}x real time)")
+    return 0
+
+
+def _add_riff(commands) -> None:
+    parser = commands.add_parser(
+        "riff", help="write a synthetic guitar riff (a DI wav) to play through a model",
+        description="Guitar lines, strums and palm mutes from the same generator as the training corpus (a "
+                    "seed it never used by default), peaking at -6 dBFS: a DI to hear a model with `ampstudy "
+                    "render`. Write it at the model's sample rate.",
+        epilog="example: ampstudy riff riff.wav --seconds 8 --sample-rate 16000 && ampstudy render "
+               "models:/bassman-wavenet@champion riff.wav amp.wav --volume 0.8 --treble 0.6 --bass 0.5 --middle 0.5",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_wav")
+    parser.add_argument("--seconds", type=number(low=0, above=True, high=3600, unit="seconds"), default=8.0,
+                        help="length (default 8)")
+    parser.add_argument("--sample-rate", type=number(int, low=8000, high=384000, unit="Hz"), default=44100,
+                        help="samples per second (default 44100): the model's rate")
+    parser.add_argument("--seed", type=number(int, low=0), default=1000, help="which riff (default 1000)")
+    parser.set_defaults(handler=_cmd_riff)
+
+
+def _cmd_riff(args: argparse.Namespace) -> int:
+    from datamodules.audio_io import save_wav
+    from datamodules.corpus import synth_riff
+
+    save_wav(args.output_wav, synth_riff(args.seconds, args.sample_rate, args.seed), args.sample_rate)
+    print(f"wrote {args.output_wav}: {args.seconds:g} s of DI at {args.sample_rate} Hz")
     return 0
 
 

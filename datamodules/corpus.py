@@ -330,3 +330,26 @@ def synth_corpus(seconds: float, fs: int, seed: int) -> np.ndarray:
     fade = min(int(0.01 * fs), total)
     x[total - fade:] *= np.linspace(1.0, 0.0, fade)  # the cut may land mid-note
     return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+RIFF_KINDS = ("guitar_line", "guitar_chords", "palm_mutes")  # what a player tries an amp with
+RIFF_PEAK_DB = -6.0
+
+
+def synth_riff(seconds: float, fs: int, seed: int = 1) -> np.ndarray:
+    """`seconds` of guitar playing (lines, strums, palm mutes in turn, each peaking at RIFF_PEAK_DB)
+    for listening to a model: float32, starting and ending in silence."""
+    rng = np.random.default_rng(seed)
+    generators = segment_generators()
+    total = int(round(seconds * fs))
+    pieces, length, turn = [np.zeros(int(0.1 * fs))], 0, 0
+    while length < total:
+        segment = generators[RIFF_KINDS[turn % len(RIFF_KINDS)]](rng, fs)
+        segment *= 10.0 ** (RIFF_PEAK_DB / 20.0) / (np.abs(segment).max() + 1e-12)
+        pieces += [segment, np.zeros(int(0.08 * fs))]
+        length += len(segment) + int(0.08 * fs)
+        turn += 1
+    x = np.concatenate(pieces)[:total]
+    fade = min(int(0.05 * fs), total)
+    x[total - fade:] *= np.linspace(1.0, 0.0, fade)
+    return x.astype(np.float32)

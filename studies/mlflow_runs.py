@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from foundation.configs import flatten, to_dict
 
 from studies.storage import storage_lock
 from training import tracking
@@ -21,6 +24,11 @@ TRIAL_TAG = "optuna.trial"
 STATE_TAG = "optuna.state"
 ROLE_TAG = "ampstudy.role"
 FINGERPRINT_TAG = "ampstudy.fingerprint"
+OUTCOME_SUFFIX = {"PRUNED": "(pruned)", "FAIL": "(failed)"}  # appended to a trial run's name
+
+
+def trial_run_name(study_name: str, trial_number: int) -> str:
+    return f"{study_name}-t{trial_number:03d}"
 
 
 def trial_tags(study_name: str, trial_number: int, fingerprint: str = "") -> dict[str, str]:
@@ -30,9 +38,28 @@ def trial_tags(study_name: str, trial_number: int, fingerprint: str = "") -> dic
     return tags
 
 
+def study_params(spec: Any) -> dict[str, str]:
+    """The study's settings as the parent run's params: sampler, pruner, budget, objective and
+    each searched dimension ("space.model.channels" = "choices [2, 4, 6]")."""
+    options = spec.options
+    params = {f"{section}.{k}": str(v) for section, table in (
+        ("sampler", options.sampler), ("pruner", options.pruner), ("budget", options.budget),
+        ("objective", options.objective)) for k, v in flatten(to_dict(table)).items()}
+    for param in spec.space:
+        d = param.dim
+        text = (f"choices {list(d.choices)}" if d.choices else
+                f"{param.kind} {d.low:g}..{d.high:g}" + (" log" if d.log else "") + (f" step {d.step:g}" if d.step else ""))
+        when = ", ".join(f"{name} in {list(values)}" for name, values in param.when)
+        params[f"space.{param.name}"] = text + (f" when {when}" if when else "")
+    params["study.name"] = spec.name
+    params["base.experiment"] = spec.base.experiment
+    return params
+
+
 def ensure_parent_run(study: Any, experiment: str, storage_url: str, tracking_uri: str,
-                      description: str = "") -> str:
-    """The study's parent run id, created once even when several workers start together.
+                      description: str = "", params: dict[str, str] | None = None) -> str:
+    """The study's parent run id, created once even when several workers start together; `params`
+    (study_params) are logged when it is created.
 
     Creation happens under a lock on the study storage (file lock, or PostgreSQL advisory lock),
     re-reading the study attribute inside it, so exactly one process creates the run.
@@ -50,8 +77,17 @@ def ensure_parent_run(study: Any, experiment: str, storage_url: str, tracking_ur
         if description:
             tags["mlflow.note.content"] = description
         run = client.create_run(experiment_id, tags=tags, run_name=f"study-{study.study_name}")
+        items = [Param(k, v[:6000]) for k, v in (params or {}).items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per call
+            client.log_batch(run.info.run_id, params=items[start:start + 100])
         study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
         return run.info.run_id
+
+
+def trials_link(tracking_uri: str, experiment_id: str, study_name: str) -> str:
+    """The study's trial runs in the MLflow UI, best validation ESR first (pruned and failed trials last)."""
+    search = f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial'"
+    return tracking.runs_link(experiment_id, tracking_uri, search=search, order_by="metrics.`best_val_esr`")
 
 
 def set_parent_status(tracking_uri: str, run_id: str, status: str) -> None:
@@ -85,18 +121,23 @@ def record_trial_outcome(tracking_uri: str, parent_run_id: str, study_name: str,
                          experiment: str, state: str, error: str = "", run_status: str | None = None,
                          fingerprint: str = "") -> str:
     """Tag the trial's run with its Optuna state (and error), creating a stub run if train never
-    got to create one (e.g. an invalid architecture). Returns the run id."""
+    got to create one (e.g. an invalid architecture). Returns the run id.
+
+    The run's name says how the trial ended when it did not complete ("tiny-t003 (pruned)"), so the
+    runs table tells a pruned trial (status FINISHED: it stopped as asked) from a failed one at a glance."""
     client = tracking.client(tracking_uri)
     runs = trial_runs(tracking_uri, parent_run_id, trial_number)
+    name = trial_run_name(study_name, trial_number)
     if runs:
         run_id = runs[0].info.run_id
     else:
         tags = {**trial_tags(study_name, trial_number, fingerprint), MLFLOW_PARENT_RUN_ID: parent_run_id}
-        run = client.create_run(tracking.ensure_experiment(experiment, tracking_uri), tags=tags,
-                                run_name=f"{study_name}-t{trial_number:03d}")
+        run = client.create_run(tracking.ensure_experiment(experiment, tracking_uri), tags=tags, run_name=name)
         run_id = run.info.run_id
         run_status = run_status or ("FINISHED" if state == "PRUNED" else "FAILED")
     client.set_tag(run_id, STATE_TAG, state)
+    if state in OUTCOME_SUFFIX:
+        client.set_tag(run_id, MLFLOW_RUN_NAME, f"{name} {OUTCOME_SUFFIX[state]}")
     if error:  # why it was pruned, or the exception that failed it
         client.set_tag(run_id, "prune_reason" if state == "PRUNED" else "error", error[:5000])
     if run_status:

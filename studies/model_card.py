@@ -11,6 +11,7 @@ from foundation.knobs import KNOB_NAMES
 from training.evaluate import finite_numbers
 from training.model_io import LoadedModel
 from training.nam_export import export_command
+from training.run_info import architecture_text
 
 
 def version_tags(study: str, trial: Any, run_id: str, test: dict[str, Any], loaded: LoadedModel) -> dict[str, str]:
@@ -28,7 +29,6 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
     cfg = loaded.run_config.model
     fs = loaded.sample_rate
     settings = loaded.data_info.get("settings") or []
-    channels = ", ".join(str(width) for width, _ in cfg.layer_arrays)  # per layer array (nam family)
     groups = [s.get("group", "train") for s in settings]
     knobs = " ".join(f"--{k} 0.5" for k in KNOB_NAMES) if loaded.conditioned else ""
     params = f", params={{{', '.join(repr(k) + ': 0.5' for k in KNOB_NAMES)}}}" if loaded.conditioned else ""
@@ -36,11 +36,7 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
                     if loaded.conditioned else "trained at fixed knobs " + _knobs(settings[:1]))
     rows = [
         ("study, trial", f"`{tags['study']}`, trial {tags['trial']} (MLflow run `{tags['mlflow_run_id']}`)"),
-        ("architecture", f"{'WaveNet' if cfg.family == 'paper' else 'NAM WaveNet'}, {channels} channels, "
-                         f"{cfg.layers} layers (dilations "
-                         f"{', '.join(map(str, cfg.dilations))}), kernel {cfg.kernel_size}, {cfg.activation} "
-                         f"activation; receptive field {cfg.receptive_field} samples "
-                         f"({1000 * cfg.receptive_field / fs:.1f} ms)"),
+        ("architecture", architecture_text(cfg, fs)),
         ("knobs", conditioning),
         ("test ESR", f"{_num(test.get('esr'))}: on knob settings no trial saw "
                      f"{_num(test.get('esr_unseen_settings'))} (worst setting "

@@ -62,7 +62,7 @@ class TrialObjective:
             self._stopped(trial, err)
             raise
         except optuna.TrialPruned as err:
-            self._finish_run(trial, "PRUNED", error=str(err), run_status="KILLED")
+            self._finish_run(trial, "PRUNED", error=str(err), run_status="FINISHED")
             raise
         except Exception as err:
             if self.stop.requested:  # MLflow or Lightning may wrap the StopRequested raised inside them
@@ -89,8 +89,7 @@ class TrialObjective:
         for param in self.spec.space:
             if param.active(effective):
                 values[param.name] = effective[param.name] = param.suggest(trial)
-        name = f"{self.spec.name}-t{trial.number:03d}"
-        return apply_params(self.spec.base, values, run_name=name)
+        return apply_params(self.spec.base, values, run_name=mlflow_runs.trial_run_name(self.spec.name, trial.number))
 
     def _train(self, trial: optuna.Trial) -> float | tuple[float, float]:
         from training.train import train  # heavy import (lightning), only inside workers

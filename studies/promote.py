@@ -36,6 +36,8 @@ from training.model_io import downloaded_model_dir, load_model
 from training.nam_export import export_command
 
 ALIAS = "champion"
+MODEL_TAGS = {"amp": "Fender Bassman 5F6-A preamp (ngspice)", "task": "guitar amp modelling",
+              "input": "mono DI, float32", "knobs": "volume, treble, bass, middle (0..1)", "made_by": "ampstudy"}
 
 
 @dataclass(frozen=True)
@@ -130,19 +132,39 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
         with registry_lock(uri, name):  # also makes "already registered?" + register one step
             version = _registered_version(client, name, run_id)
             if version is None:
-                version = _register(client, log_amp_model(run_id, model_dir), name, tags)
+                version = _register(client, trial_model_uri(client, run_id, model_dir), name, tags)
                 client.update_model_version(name, version, description=version_description(
                     name, version, tags, test, loaded))
             else:
                 print(f"trial #{trial.number} is already {name} v{version}; not registering it again")
             result = _maybe_move_champion(client, name, version, test_esr, data_hash, loaded.run_config.data)
     print(result.message)
+    _link_parent_run(client, uri, study, spec, name, version)
+    print(f"registered version: {tracking.version_link(name, version, uri)}")
     if result.champion_after == version:  # a champion of another family is told by its own promotion
         command = export_command(f"models:/{name}@{ALIAS}", loaded, name)
         if command:
             print(f"play the champion in Neural Amp Modeler (one .nam file per knob setting):\n  {command}")
     return Promotion(trial.number, version, test_esr, result.champion_before, result.champion_after,
                      result.moved, result.message)
+
+
+def trial_model_uri(client: Any, run_id: str, model_dir: Any) -> str:
+    """The MLflow model `train()` logged for the run (models:/<id>); logged now for older runs."""
+    experiment = client.get_run(run_id).info.experiment_id
+    logged = client.search_logged_models(experiment_ids=[experiment], filter_string=f"source_run_id = '{run_id}'",
+                                         max_results=1)
+    return f"models:/{logged[0].model_id}" if logged else log_amp_model(run_id, model_dir)
+
+
+def _link_parent_run(client: Any, uri: str, study: Any, spec: StudySpec, name: str, version: str) -> None:
+    """The study's parent run names the version registered from it (a tag and a link in its description)."""
+    from studies.report import REGISTERED_TAG, describe_parent, trial_rows
+
+    parent = study.user_attrs.get(mlflow_runs.PARENT_RUN_ATTR)
+    if parent:
+        client.set_tag(parent, REGISTERED_TAG, f"{name}/{version}")
+        describe_parent(client, uri, parent, spec, trial_rows(study))
 
 
 def describe_test(test: dict[str, Any]) -> str:
@@ -167,7 +189,8 @@ def _register(client: Any, model_uri: str, name: str, tags: dict[str, str]) -> s
 
     try:
         client.create_registered_model(name, description="WaveNet models of the SPICE Bassman 5F6-A preamp; "
-                                                         "alias 'champion' = lowest test ESR so far")
+                                                         "alias 'champion' = lowest test ESR so far",
+                                       tags=MODEL_TAGS)
     except MlflowException:
         pass  # exists (possibly created by a racing promotion a moment ago)
     return str(mlflow.register_model(model_uri, name, tags=tags).version)

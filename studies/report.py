@@ -1,6 +1,11 @@
 """Study report: trials table (CSV), optimisation history, parameter importances and the Pareto
-front (validation ESR vs MACs/sample) as matplotlib PNGs, logged to the study's MLflow parent run
-under `study/`, plus a summary table printed to the terminal. Needs no plotly."""
+front (validation ESR vs MACs/sample) as matplotlib PNGs, and one HTML page of it all with the
+best trial's audio (studies/report_page.py), logged to the study's MLflow parent run under
+`study/`; the parent run's description gets the summary with links to the best trial and the
+page; a summary table is printed to the terminal. Needs no plotly.
+
+The parent run logs the study's numbers under names no trial uses (`best_trial_val_esr`,
+`trials_*`), so sorting the runs table by a trial metric never mixes the study in."""
 
 from __future__ import annotations
 
@@ -13,9 +18,11 @@ from typing import Any
 from studies import mlflow_runs
 from studies.budget import DUPLICATE_ATTR, EXCESS_ATTR
 from studies.fingerprint import HISTORY_ATTR, spec_fingerprint, trial_fingerprint
+from studies.report_page import study_page
 from training import tracking
 
 SUMMARY_ROWS = 10
+REGISTERED_TAG = "registered_version"  # parent run tag set by `promote`: "<model name>/<version>"
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
@@ -179,25 +186,85 @@ def report_study(study: Any, spec: Any, tracking_uri: str, parent_run_id: str | 
     text = summary_text(study, rows, fingerprint=spec_fingerprint(spec))
     with tempfile.TemporaryDirectory(prefix="ampstudy-report-") as tmp:
         out = Path(tmp)
-        files = [write_csv(rows, out / "trials.csv"), plot_history(rows, out / "optimization_history.png"),
-                 plot_importances(study, out / "param_importances.png"), plot_pareto(rows, out / "pareto_front.png")]
+        figures = [plot_history(rows, out / "optimization_history.png"),
+                   plot_importances(study, out / "param_importances.png"), plot_pareto(rows, out / "pareto_front.png")]
+        files = [write_csv(rows, out / "trials.csv"), *figures]
         (out / "summary.txt").write_text(text + "\n")
         files.append(out / "summary.txt")
         if parent_run_id:
             client = tracking.client(tracking_uri)
+            files.append(_write_page(client, tracking_uri, study, parent_run_id, rows, text,
+                                     [f for f in figures if f is not None], out))
             for file in files:
                 if file is not None:
                     client.log_artifact(parent_run_id, str(file), "study")
             done = complete_rows(rows)
             if done:
-                client.log_metric(parent_run_id, "best_val_esr", min(r["val_esr"] for r in done))
+                client.log_metric(parent_run_id, "best_trial_val_esr", min(r["val_esr"] for r in done))
             for state in ("COMPLETE", "PRUNED", "FAIL"):
                 client.log_metric(parent_run_id, f"trials_{state.lower()}", sum(r["state"] == state for r in rows))
+            describe_parent(client, tracking_uri, parent_run_id, spec, rows)
     if not quiet:
         print(text)
         if parent_run_id:
-            print(f"report logged to MLflow run {parent_run_id} (artifacts: study/)")
+            experiment = tracking.client(tracking_uri).get_run(parent_run_id).info.experiment_id
+            print(f"report (HTML, with the best trial's audio) logged to MLflow run {parent_run_id}:\n  "
+                  f"{tracking.run_link(experiment, parent_run_id, tracking_uri, 'artifacts/study/report.html')}")
+            print(f"browse the trials, best first:\n  {mlflow_runs.trials_link(tracking_uri, experiment, study.study_name)}")
+            if tracking.ui_command(tracking_uri):
+                print(f"  (serve the MLflow UI first: {tracking.ui_command(tracking_uri)})")
     return text
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    done = [r for r in complete_rows(rows) if r.get(mlflow_runs.RUN_ID_ATTR)]
+    return min(done, key=lambda r: r["val_esr"]) if done else None
+
+
+def _write_page(client: Any, tracking_uri: str, study: Any, parent_run_id: str, rows: list[dict[str, Any]],
+                text: str, figures: list[Path], out: Path) -> Path:
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    links = {r[mlflow_runs.RUN_ID_ATTR]: tracking.run_link(experiment, r[mlflow_runs.RUN_ID_ATTR], tracking_uri)
+             for r in rows if r.get(mlflow_runs.RUN_ID_ATTR)}
+    best = best_row(rows)
+    audio_dirs: list[Path] = []
+    plots: list[Path] = []
+    if best is not None:
+        run_id = best[mlflow_runs.RUN_ID_ATTR]
+        names = {a.path for a in client.list_artifacts(run_id)}
+        if "audio" in names:
+            audio_dirs = sorted(p for p in Path(client.download_artifacts(run_id, "audio", str(out))).iterdir()
+                                if p.is_dir())
+        if "plots" in names:
+            plots = sorted(Path(client.download_artifacts(run_id, "plots", str(out))).glob("*.png"))[:1]
+    page = study_page(f"Study '{study.study_name}'", text, rows, links, best, audio_dirs, plots, figures,
+                      tracking.ui_base(tracking_uri))
+    path = out / "report.html"
+    path.write_text(page)
+    return path
+
+
+def describe_parent(client: Any, tracking_uri: str, parent_run_id: str, spec: Any, rows: list[dict[str, Any]]) -> None:
+    """The parent run's description: what the study is, its best trial (a link) and where the page is."""
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    counts = ", ".join(f"{sum(r['state'] == s for r in rows)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL"))
+    lines = [spec.options.description or f"Optuna study '{spec.name}'.", "",
+             f"{len(rows)} trials ({counts}): the nested runs below, one per trial. Study settings: this run's "
+             "parameters. Report with the best trial's audio: "
+             f"[study/report.html]({tracking.run_link(experiment, parent_run_id, tracking_uri, 'artifacts/study/report.html')}).",
+             ""]
+    best = best_row(rows)
+    if best is not None:
+        run_id = best[mlflow_runs.RUN_ID_ATTR]
+        lines.append(f"Best trial: [#{best['number']}]({tracking.run_link(experiment, run_id, tracking_uri)}), "
+                     f"validation ESR {best['val_esr']:.4g}.")
+        client.set_tag(parent_run_id, "best_trial", str(best["number"]))
+        client.set_tag(parent_run_id, "best_trial_run_id", run_id)
+    registered = client.get_run(parent_run_id).data.tags.get(REGISTERED_TAG)
+    if registered:
+        name, _, version = registered.rpartition("/")
+        lines.append(f"Registered: [{name} v{version}]({tracking.version_link(name, version, tracking_uri)}).")
+    client.set_tag(parent_run_id, "mlflow.note.content", "\n".join(lines))
 
 
 def _finite(value: Any) -> bool:

@@ -24,7 +24,7 @@ from studies.fingerprint import FINGERPRINT_ATTR, adopt_fingerprint
 from studies.gpus import VISIBLE, assign_gpus, child_environment, visible_gpus
 from studies.gpus import describe as describe_gpus
 from studies.recovery import fail_orphaned_trials
-from studies.spec import StudySpec
+from studies.spec import StudySpec, base_params
 from studies.stopping import forward_signals
 from studies.storage import (
     DEFAULT_JOURNAL,
@@ -47,6 +47,9 @@ from studies.worker_loop import (
 )
 from studies.workers import next_run_number
 from training import tracking
+
+
+OBJECTIVE_NAMES = ["val_esr", "macs_per_sample"]
 
 
 def resolve_tracking_uri(spec: StudySpec, override: str | None = None) -> str:
@@ -106,9 +109,13 @@ def create_or_load_study(spec: StudySpec, storage_url: str, allow_changed_space:
                                 f"objective(s) but the file now asks for {len(spec.directions)}; "
                                 "rename the study (name = ...)")
         adopt_fingerprint(study, spec, allow_changed_space)
+        if spec.options.first_trial_from_base and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(base_params(spec))  # a known-good configuration runs first
+        if study.metric_names is None:  # optuna-dashboard and study.trials_dataframe() name the objectives
+            study.set_metric_names(OBJECTIVE_NAMES[:len(spec.directions)])
         if "study_file" not in study.user_attrs:
             study.set_user_attr("study_file", spec.path)
-            study.set_user_attr("objective", "val_esr" if len(spec.directions) == 1 else "val_esr, macs_per_sample")
+            study.set_user_attr("objective", ", ".join(OBJECTIVE_NAMES[:len(spec.directions)]))
     return study
 
 
@@ -158,7 +165,8 @@ def run_study(spec: StudySpec, *, storage_url: str | None = None, n_trials: int 
     study = create_or_load_study(spec, url, allow_changed_space)
     prepare_data(spec)
     tracking.ensure_experiment(spec.base.experiment, uri)  # the store is created under a lock (tracking.client)
-    parent = mlflow_runs.ensure_parent_run(study, spec.base.experiment, url, uri, spec.options.description)
+    parent = mlflow_runs.ensure_parent_run(study, spec.base.experiment, url, uri, spec.options.description,
+                                           mlflow_runs.study_params(spec))
     with workers_lock(url, spec.name):
         run_number = next_run_number(study)
     plan = RunPlan(spec=spec, storage_url=url, tracking_uri=uri, parent_run_id=parent, n_trials=n_trials,

@@ -16,7 +16,7 @@ from typing import Any
 from ampmodel.config import EXPORTABLE_FAMILIES
 from foundation.configs import from_mapping, load_toml, require
 from foundation.errors import ConfigError
-from studies.space import SearchParam, parse_space
+from studies.space import SearchParam, effective_values, parse_space
 from studies.storage import check_storage_url
 from training.run_config import RunConfig, run_config_from_mapping
 
@@ -104,6 +104,7 @@ class StudyOptions:
     description: str = ""
     registered_model: str = "bassman-wavenet"  # MLflow Model Registry name used by `ampstudy promote`
     exportable_only: bool = False  # true: only model families `ampstudy export` writes as .nam files
+    first_trial_from_base: bool = False  # true: trial 0 trains [base]'s values of the searched settings
     tracking_uri: str = ""  # "" = MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
@@ -169,7 +170,27 @@ def study_spec_from_mapping(data: Mapping[str, Any], path: str = "") -> StudySpe
     if options.objective.multi_objective and not space:
         raise ConfigError("space: a multi-objective study needs a search space")
     _check_finite(options)
-    return StudySpec(options=options, base=base, space=space, path=path)
+    spec = StudySpec(options=options, base=base, space=space, path=path)
+    if options.first_trial_from_base:
+        base_params(spec)  # each base value must be one the space can take
+    return spec
+
+
+def base_params(spec: StudySpec) -> dict[str, Any]:
+    """The searched settings' values in [base] (those active there), checked against the space."""
+    effective = effective_values(spec.base)
+    values = {}
+    for param in spec.space:
+        if not param.active(effective):
+            continue
+        value, d = effective.get(param.name), param.dim
+        inside = value in d.choices if d.choices else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and d.low <= value <= d.high)
+        if not inside:
+            raise ConfigError(f"first_trial_from_base: base {param.name} = {value!r} is not in the searched "
+                              f"{'choices' if d.choices else 'range'} of space.{param.name}")
+        values[param.name] = value
+    return values
 
 
 def load_study_spec(path: str | Path) -> StudySpec:

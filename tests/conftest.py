@@ -116,7 +116,8 @@ def finished_study(tmp_path_factory, study_data_dir):
         patch.chdir(root)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         path = write_study_file(root / "s.toml", study_data_dir, name="promo", n_trials=3,
-                                replace={'[pruner]\nkind = "median"': '[pruner]\nkind = "none"'})
+                                replace={'[pruner]\nkind = "median"': '[pruner]\nkind = "none"',
+                                         "audio_seconds = 0\n": "audio_seconds = 0.5\n"})  # played in test_mlflow_ui
         study = run_study(load_study_spec(path), report=False)
     complete = [t.number for t in study.get_trials(states=(TrialState.COMPLETE,))]
     assert len(complete) >= 2, "need two complete trials to compare"

@@ -31,6 +31,13 @@ def one_line_error(capsys) -> str:
     (["promote", "s.toml", "--max-macs", "inf"], "--max-macs: inf is not a finite number"),
     (["promote", "s.toml", "--min-rtf", "0"], "--min-rtf: 0: must be > 0"),
     (["study", "run", "s.toml", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "--minutes", "nan"], "--minutes: nan is not a finite number"),
+    (["train", "--minutes", "0"], "--minutes: 0: must be > 0"),
+    (["train", "--minutes", "5", "--max-minutes", "9"], "not allowed with argument --minutes"),
+    (["train", "--threads", "0"], "--threads: 0: must be >= 1"),
+    (["train", "--set", "bogus_key=1"], "bogus_key"),
+    (["riff", "r.wav", "--seconds", "-1"], "--seconds: -1: must be > 0"),
+    (["riff", "r.wav", "--sample-rate", "100"], "--sample-rate: 100: must be >= 8000"),
 ])
 def test_bad_numbers_are_one_line(argv, message, capsys):
     assert main(argv) == 2
@@ -84,3 +91,18 @@ def test_saved_wav_and_model_folder_follow_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.wav").stat().st_mode) == 0o640
     assert stat.S_IMODE(model.stat().st_mode) == 0o750
     assert torch.load(model / "state_dict.pt", weights_only=True)
+
+
+def test_train_minutes_is_a_budget_and_set_reaches_top_level_keys():
+    from ampstudy.cli import UNLIMITED_EPOCHS, _run_config, build_parser
+
+    def config(*argv):
+        return _run_config(build_parser().parse_args(["train", *argv]))
+
+    cfg = config("--minutes", "3", "--threads", "2", "--set", "run_name=my-run", "--set", "experiment=amp tests")
+    assert (cfg.train.max_minutes, cfg.train.max_epochs, cfg.train.early_stopping_patience) == (3, UNLIMITED_EPOCHS, 0)
+    assert (cfg.train.threads, cfg.run_name, cfg.experiment) == (2, "my-run", "amp tests")
+    asked = config("--minutes", "3", "--max-epochs", "7", "--set", "train.early_stopping_patience=4")
+    assert (asked.train.max_epochs, asked.train.early_stopping_patience) == (7, 4)
+    capped = config("--max-minutes", "3")  # a cap: the defaults still stop training early
+    assert (capped.train.max_minutes, capped.train.early_stopping_patience) == (3, 8)

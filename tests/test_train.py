@@ -77,6 +77,25 @@ def test_run_logs_metrics_cost_audio_and_model(trained, store):
         "model/config.json", "model/state_dict.pt", "model/model.ts"}
 
 
+def test_run_describes_itself_and_its_data_and_draws_curves_per_epoch(trained, store):
+    client = mlflow.tracking.MlflowClient(tracking_uri=store["uri"])
+    run = client.get_run(trained.run_id)
+    tags = run.data.tags
+    assert tags["mlflow.user"] and tags["mlflow.source.name"] and tags["mlflow.source.type"] == "LOCAL"
+    note = tags["mlflow.note.content"]
+    assert "4 channels" in note and "receptive field 63 samples" in note and tags["dataset_hash"] in note
+    assert f"validation ESR {trained.val_esr:.4g}" in note and "2 epochs" in note
+    [dataset] = run.inputs.dataset_inputs  # registered version -> run -> dataset
+    assert dataset.dataset.digest == tags["dataset_hash"] and dataset.tags[0].value == "training"
+    assert json.loads(dataset.dataset.profile)["knob_settings"] == 2
+    for name in ("val_esr", "train_loss", "learning_rate"):  # one point per epoch, step = epochs done
+        assert [m.step for m in client.get_metric_history(trained.run_id, name)] == [1, 2], name
+    assert trained.epochs == 2 and trained.steps == 8 and trained.stopped_by == "max_epochs"
+    assert run.data.metrics["steps"] == 8 and run.data.metrics["system/process_cpu_seconds"] > 0
+    [model] = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{trained.run_id}'")
+    assert model.name == "wavenet-4ch-5layers-film"  # registrable from the run's page
+
+
 def test_saved_model_reloads_and_scripts(trained, store):
     loaded = load_model(trained.model_dir)
     assert loaded.run_config == tiny_config(store)

@@ -35,7 +35,7 @@ def comparison_figure(input_: np.ndarray, target: np.ndarray, pred: np.ndarray, 
     ax.plot(t[zoom] * 1000, pred[zoom], "--", label="prediction", lw=1.0)
     ax.plot(t[zoom] * 1000, input_[zoom] * np.max(np.abs(target)) / max(np.max(np.abs(input_)), 1e-9),
             ":", label="input (scaled)", lw=0.8, alpha=0.7)
-    ax.set(xlabel="time (ms)", title="waveform around the loudest peak")
+    ax.set(xlabel="time (ms)", ylabel="amplitude (1 = training targets' peak)", title="waveform around the loudest peak")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     hop = max(1, fs // 100)
@@ -49,7 +49,8 @@ def comparison_figure(input_: np.ndarray, target: np.ndarray, pred: np.ndarray, 
     for ax, signal, name in ((axes[1, 0], target, "SPICE target"), (axes[1, 1], pred, "prediction"),
                              (axes[2, 0], error, "error")):
         with np.errstate(divide="ignore"):  # digital silence has -inf dB; the colour floor hides it
-            ax.specgram(signal, NFFT=1024, Fs=fs, noverlap=768, cmap="magma", vmin=-120)
+            *_, image = ax.specgram(signal, NFFT=1024, Fs=fs, noverlap=768, cmap="magma", vmin=-120)
+        fig.colorbar(image, ax=ax, label="dB")
         ax.set(ylim=(0, min(fs / 2, 12000)), xlabel="time (s)", ylabel="Hz", title=f"{name} spectrogram")
     ax = axes[2, 1]
     for signal, name in ((target, "target"), (pred, "prediction"), (error, "error")):

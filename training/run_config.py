@@ -48,7 +48,7 @@ class TrainConfig:
     segment_samples: int | Literal["auto"] = AUTO  # output samples per training example (input adds receptive_field - 1)
     max_epochs: int = 100
     max_minutes: float = 0.0  # wall-clock budget for fitting; 0 = no limit
-    early_stopping_patience: int = 8  # validation checks without improvement before stopping
+    early_stopping_patience: int = 8  # validation checks without improvement before stopping; 0 = never stop early
     limit_train_batches: int = 0  # batches per epoch; 0 = whole training split
     val_every_epochs: int = 1
     pre_emphasis: float = 0.95  # first-order pre-emphasis coefficient of the ESR loss (0 = off)
@@ -78,7 +78,7 @@ class TrainConfig:
             require(value == AUTO or (isinstance(value, int) and value >= 1), name, "must be >= 1 (or \"auto\")")
         require(self.max_epochs >= 1, "max_epochs", "must be >= 1")
         require(self.max_minutes >= 0, "max_minutes", "must be >= 0 (0 = no limit)")
-        require(self.early_stopping_patience >= 1, "early_stopping_patience", "must be >= 1")
+        require(self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0 (0 = no early stopping)")
         require(self.limit_train_batches >= 0, "limit_train_batches", "must be >= 0")
         require(self.val_every_epochs >= 1, "val_every_epochs", "must be >= 1")
         require(0 <= self.pre_emphasis < 1, "pre_emphasis", "must be in [0, 1)")

@@ -79,3 +79,45 @@ def _experiment_artifacts(tracking_uri: str, name: str) -> str | None:
         return None
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
     return f"{root}/{safe}"
+
+
+# Links into the MLflow UI (3.x). The UI decides between its GenAI view (traces, an empty dashboard)
+# and its machine-learning view (runs, charts, Model Registry in the menu) by the `workflowType`
+# query parameter of the page's route, else a choice the browser remembers; the experiment tag
+# `mlflow.experimentKind` is not read while that switch exists. Every link we print names it.
+UI_PORT = 5000
+ML_VIEW = "workflowType=machine_learning"
+
+
+def ui_base(tracking_uri: str | None = None) -> str:
+    """The UI's address: the tracking server itself, else `mlflow ui` on its default loopback port."""
+    uri = tracking_uri or default_tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+
+
+def ui_command(tracking_uri: str | None = None) -> str:
+    """The command that serves the UI for this store ("" for a tracking server: it serves one already)."""
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return ""
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {UI_PORT}"
+
+
+def runs_link(experiment_id: str, tracking_uri: str | None = None, search: str = "", order_by: str = "") -> str:
+    """The experiment's runs table, optionally filtered (`search`: MLflow's filter syntax; nested runs
+    whose parent is filtered out are listed flat) and sorted by `order_by` (e.g. "metrics.`best_val_esr`",
+    ascending)."""
+    from urllib.parse import quote
+
+    query = {"searchFilter": search, "orderByKey": order_by, "orderByAsc": "true" if order_by else ""}
+    extra = "".join(f"{k}={quote(v)}&" for k, v in query.items() if v)
+    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{extra}{ML_VIEW}"
+
+
+def run_link(experiment_id: str, run_id: str, tracking_uri: str | None = None, tab: str = "") -> str:
+    """One run's page; `tab` e.g. "artifacts" or "model-metrics"."""
+    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}{'/' + tab if tab else ''}?{ML_VIEW}"
+
+
+def version_link(name: str, version: str, tracking_uri: str | None = None) -> str:
+    return f"{ui_base(tracking_uri)}/#/models/{name}/versions/{version}?{ML_VIEW}"

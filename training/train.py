@@ -1,14 +1,17 @@
 """`train(cfg)`: one training run, the function behind `ampstudy train` and every Optuna trial.
 
 It prepares (or reuses) the SPICE dataset, opens an MLflow run (nested under a study's parent run
-when given), fits the WaveNet with ESR loss, early stopping and a best checkpoint on the device
-`train.accelerator` resolves to (training/devices.py), then logs the compute cost, the best model
-(weights + config + TorchScript), audio examples and plots. The test split is touched only when
-`evaluate_test=True` (the CLI), never by studies.
+when given; its description, source tags and dataset input come from training/run_info.py), fits
+the WaveNet with ESR loss, early stopping (unless train.early_stopping_patience = 0) and a best
+checkpoint on the device `train.accelerator` resolves to (training/devices.py), logging one point
+per epoch and system metrics, then logs the compute cost, the best model (weights + config +
+TorchScript, and as an MLflow model anyone can register), audio examples and plots. The test split
+is touched only when `evaluate_test=True` (the CLI), never by studies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -22,7 +25,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from optuna.exceptions import TrialPruned
@@ -31,11 +33,12 @@ from ampmodel.cost import compute_cost
 from datamodules.bassman import BassmanDataModule
 from foundation.configs import flatten, to_dict
 from foundation.errors import AmpStudyError
-from training import artifacts, tracking
+from training import artifacts, run_info, tracking
 from training.devices import Placement, placement, resolved
 from training.evaluate import evaluate_net, finite_numbers
 from training.knob_response import log_knob_response
 from training.lightning_module import AmpModule, reference_power
+from training.mlflow_model import log_amp_model
 from training.model_io import save_model
 from training.run_config import RunConfig
 
@@ -50,6 +53,8 @@ class TrainResult:
     model_dir: Path
     epochs: int
     wall_seconds: float
+    steps: int = 0  # optimiser steps (training batches)
+    stopped_by: str = ""  # "early stopping", "time budget" or "max_epochs"
     val_metrics: dict[str, Any] = field(default_factory=dict)
     test_metrics: dict[str, Any] = field(default_factory=dict)  # only with evaluate_test=True
 
@@ -87,8 +92,11 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
         cost = compute_cost(module.net, fs=datamodule.sample_rate)
         if client is not None:
             _log_params(client, run_id, cfg, cost, device=where.describe())
-        trainer, checkpoint = _trainer(cfg, where, callbacks, uri, run_id, work, progress, track)
-        trainer.fit(module, datamodule=datamodule)
+            run_info.log_dataset(client, run_id, datamodule)
+            callbacks = [*callbacks, run_info.EpochMetrics(client, run_id)]
+        trainer, checkpoint = _trainer(cfg, where, callbacks, work, progress)
+        with run_info.system_metrics(client, run_id, uri) if client is not None else contextlib.nullcontext():
+            trainer.fit(module, datamodule=datamodule)
         if checkpoint.best_model_path:
             # Tensors and plain containers only (the checkpoint holds no objects that need unpickling).
             best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
@@ -109,7 +117,16 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
         raise
     return TrainResult(run_id=run_id, val_esr=val["esr"], cost=cost, model_dir=model_dir,
                        epochs=trainer.current_epoch, wall_seconds=time.perf_counter() - started,
+                       steps=trainer.global_step, stopped_by=stop_reason(trainer),
                        val_metrics=val, test_metrics=test_metrics)
+
+
+def stop_reason(trainer: pl.Trainer) -> str:
+    if trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch:
+        return "early stopping"
+    if trainer.current_epoch >= (trainer.max_epochs or 0):
+        return "max_epochs"
+    return "time budget"
 
 
 def _start_run(client, uri: str, cfg: RunConfig, parent_run_id: str | None, datamodule: BassmanDataModule,
@@ -117,7 +134,8 @@ def _start_run(client, uri: str, cfg: RunConfig, parent_run_id: str | None, data
     run_tags = {MLFLOW_RUN_NAME: cfg.run_name} if cfg.run_name else {}
     if parent_run_id:
         run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    run_tags.update({"dataset_hash": str(datamodule.manifest.get("hash", "")), **(tags or {})})
+    run_tags.update({**run_info.run_tags(cfg, datamodule, parent_run_id),
+                     "dataset_hash": str(datamodule.manifest.get("hash", "")), **(tags or {})})
     run = client.create_run(tracking.ensure_experiment(cfg.experiment, uri), tags=run_tags,
                             run_name=cfg.run_name or None)
     return run.info.run_id
@@ -125,14 +143,14 @@ def _start_run(client, uri: str, cfg: RunConfig, parent_run_id: str | None, data
 
 def _log_results(client, run_id: str, module: AmpModule, datamodule: BassmanDataModule, trainer: pl.Trainer,
                  checkpoint: ModelCheckpoint, val: dict[str, Any], test: dict[str, Any], model_dir: Path) -> None:
-    client.log_metric(run_id, "best_val_esr", val["esr"])
-    client.log_metric(run_id, "epochs", trainer.current_epoch)
-    for name, value in finite_numbers(val).items():
-        if name != "esr":  # that one is best_val_esr
-            client.log_metric(run_id, f"best_val_{name}", value)
-    for name, value in finite_numbers(test).items():
-        client.log_metric(run_id, f"test_{name}", value)
+    # Step 0: the run's results (the curves are at steps 1, 2, ... = epochs); the MLflow model logged
+    # below carries the step-0 metrics.
+    results = {"best_val_esr": val["esr"], "epochs": trainer.current_epoch, "steps": trainer.global_step,
+               **{f"best_val_{k}": v for k, v in finite_numbers(val).items() if k != "esr"},
+               **{f"test_{k}": v for k, v in finite_numbers(test).items()}}
+    client.log_batch(run_id, metrics=run_info.as_metrics(results))
     client.log_artifacts(run_id, str(model_dir), "model")
+    log_amp_model(run_id, model_dir)
     if checkpoint.best_model_path:
         client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
     examples = example_settings(datamodule)
@@ -141,6 +159,10 @@ def _log_results(client, run_id: str, module: AmpModule, datamodule: BassmanData
     artifacts.log_settings_table(client, run_id, val["settings_table"], "val")
     if test:
         artifacts.log_settings_table(client, run_id, test["settings_table"], "test")
+    run_info.add_results_to_note(client, run_id, [
+        f"validation ESR {run_info.esr_text(val)}",
+        *([f"test ESR {run_info.esr_text(test)}"] if test else []),
+        f"{trainer.current_epoch} epochs ({trainer.global_step} steps), stopped by {stop_reason(trainer)}"])
 
 
 def example_settings(datamodule: BassmanDataModule) -> list[int]:
@@ -150,13 +172,14 @@ def example_settings(datamodule: BassmanDataModule) -> list[int]:
     return (unseen[:1] + seen)[:MAX_EXAMPLE_SETTINGS]
 
 
-def _trainer(cfg: RunConfig, where: Placement, callbacks: Sequence[Callback], uri: str, run_id: str, work: Path,
-             progress: bool, track: bool) -> tuple[pl.Trainer, ModelCheckpoint]:
+def _trainer(cfg: RunConfig, where: Placement, callbacks: Sequence[Callback], work: Path,
+             progress: bool) -> tuple[pl.Trainer, ModelCheckpoint]:
     train = cfg.train
     checkpoint = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor="val_esr", mode="min",
                                  save_top_k=1, enable_version_counter=False)
-    stopper = EarlyStopping(monitor="val_esr", mode="min", patience=train.early_stopping_patience)
-    logger = MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=uri, run_id=run_id) if track else False
+    # Patience 0 = no early stopping: train for max_epochs or the time budget (`ampstudy train --minutes`).
+    stopper = [EarlyStopping(monitor="val_esr", mode="min", patience=train.early_stopping_patience)
+               ] if train.early_stopping_patience else []
     # Lightning's own banner lines ("GPU available: ...") repeat what the run's `device` param says.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     trainer = pl.Trainer(
@@ -164,9 +187,8 @@ def _trainer(cfg: RunConfig, where: Placement, callbacks: Sequence[Callback], ur
         max_time={"minutes": train.max_minutes} if train.max_minutes else None,
         limit_train_batches=train.limit_train_batches or 1.0,
         check_val_every_n_epoch=train.val_every_epochs, gradient_clip_val=train.gradient_clip or None,
-        callbacks=[checkpoint, stopper, *callbacks], logger=logger, enable_progress_bar=progress,
+        callbacks=[checkpoint, *stopper, *callbacks], logger=False, enable_progress_bar=progress,
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
-        log_every_n_steps=10,  # short epochs (small datasets) still get a train-loss curve
         default_root_dir=str(work),
     )
     return trainer, checkpoint
@@ -186,11 +208,12 @@ def _log_params(client, run_id: str, cfg: RunConfig, cost: dict[str, float], dev
 
 
 def _mark_failed(client, run_id: str, err: BaseException) -> None:
-    """Keep what was logged; record why the run ended (pruned trials are KILLED, not FAILED)."""
+    """Keep what was logged; record why the run ended. A pruned trial's run ends FINISHED (it did
+    what it was asked: train until the pruner stopped it); its name and tags say pruned."""
     try:
         if isinstance(err, TrialPruned):
             client.set_tag(run_id, "pruned", "true")
-            client.set_terminated(run_id, "KILLED")
+            client.set_terminated(run_id, "FINISHED")
             return
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
         client.set_tag(run_id, "traceback", "".join(traceback.format_exception(err))[-5000:])

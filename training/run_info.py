@@ -1,0 +1,159 @@
+"""What a training run tells MLflow besides its results, so that a person browsing it understands it.
+
+- `run_tags`: who ran it, from which command and git commit (MLflow's own context providers:
+  `mlflow.user`, `mlflow.source.*`, `mlflow.source.git.commit`) and a description
+  (`mlflow.note.content`, Markdown shown on the run page) naming the model and the data.
+- `log_dataset`: the SPICE dataset as an MLflow dataset input (name, content hash as digest,
+  folder as source, columns as schema, settings and seconds as profile), so a registered
+  version links to its run and the run to the data it was trained on.
+- `EpochMetrics`: the curves, one point per epoch (MLflow's step = epochs done): the mean
+  training loss of the epoch, every validation number and the learning rate.
+- `system_metrics`: MLflow's system metrics monitor (CPU, memory, disk, network under
+  `system/`, sampled every SYSTEM_METRICS_SECONDS) while fitting, plus the process's CPU seconds
+  and peak memory, which exist even for a run shorter than one sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import resource
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+
+from ampmodel.config import WaveNetConfig
+
+SYSTEM_METRICS_SECONDS = 5.0  # one sample costs ~10 ms (psutil + one MLflow write)
+NOTE_TAG = "mlflow.note.content"
+
+
+def architecture_text(cfg: WaveNetConfig, sample_rate: int) -> str:
+    """One line a person reads: family, widths, layers, dilations, kernel, activation, receptive field."""
+    channels = ", ".join(str(width) for width, _ in cfg.layer_arrays)  # per layer array (nam family)
+    family = "WaveNet" if cfg.family == "paper" else "NAM WaveNet"
+    return (f"{family}, {channels} channels, {cfg.layers} layers (dilations {', '.join(map(str, cfg.dilations))}), "
+            f"kernel {cfg.kernel_size}, {cfg.activation} activation; receptive field {cfg.receptive_field} "
+            f"samples ({1000 * cfg.receptive_field / sample_rate:.1f} ms)")
+
+
+def dataset_summary(datamodule: Any) -> str:
+    """e.g. '3 knob settings (3 trained on, 0 for validation, 0 for test) at 16000 Hz, 30.0 s of audio'."""
+    groups = list(datamodule.groups)
+    seconds = sum(len(x) for x in datamodule.data.inputs.values()) / datamodule.sample_rate
+    return (f"{len(groups)} knob settings ({groups.count('train')} trained on, {groups.count('val')} for "
+            f"validation, {groups.count('test')} for test) at {datamodule.sample_rate} Hz, {seconds:.1f} s of DI")
+
+
+def run_tags(cfg: Any, datamodule: Any, parent_run_id: str | None = None) -> dict[str, str]:
+    """User, source and git tags (as `mlflow.start_run` would set them) and the run's description."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    knobs = ("follows the knobs (" + cfg.model.conditioning + " conditioning)" if cfg.model.conditioning != "none"
+             else "fixed knobs")
+    study = f" One trial of the study in the parent run `{parent_run_id}`." if parent_run_id else ""
+    note = (f"**{architecture_text(cfg.model, datamodule.sample_rate)}**; {knobs}.\n\n"
+            f"Trained on the SPICE Bassman 5F6-A dataset `{datamodule.manifest.get('hash', '')}`: "
+            f"{dataset_summary(datamodule)}.{study}\n\n"
+            "Artifacts: `audio/` (input, SPICE target and prediction: press play), `plots/`, `settings/` "
+            "(ESR by knob setting), `knobs/` (knob response), `model/`.")
+    return {**resolve_tags({}), NOTE_TAG: note}
+
+
+def esr_text(metrics: dict[str, Any]) -> str:
+    """'0.0123 (knob settings never trained on 0.02; trained settings, unseen audio 0.01)' for a split's
+    numbers (training/evaluate.py), the parts that exist."""
+    parts = [f"{label} {metrics[key]:.4g}" for key, label in (
+        ("esr_unseen_settings", "knob settings never trained on"),
+        ("esr_seen_settings", "trained settings, unseen audio"))
+        if isinstance(metrics.get(key), float) and math.isfinite(metrics[key])]
+    return f"{metrics['esr']:.4g}" + (f" ({'; '.join(parts)})" if len(parts) > 1 else "")
+
+
+def add_results_to_note(client: Any, run_id: str, lines: list[str]) -> None:
+    """Append a results paragraph to the run's description."""
+    note = client.get_run(run_id).data.tags.get(NOTE_TAG, "")
+    client.set_tag(run_id, NOTE_TAG, note + "\n\n" + "\n".join(f"- {line}" for line in lines))
+
+
+def log_dataset(client: Any, run_id: str, datamodule: Any) -> None:
+    """The dataset as an MLflow dataset input of the run (context 'training': it holds every split)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.types import ColSpec, Schema
+
+    manifest = datamodule.manifest
+    digest = str(manifest.get("hash", ""))
+    schema = Schema([ColSpec("float", "input"), ColSpec("float", "target"),
+                     *[ColSpec("double", name) for name in manifest.get("control_names", [])],
+                     ColSpec("string", "group")])
+    groups = list(datamodule.groups)
+    profile = {"sample_rate": datamodule.sample_rate,
+               "audio_seconds": round(sum(len(x) for x in datamodule.data.inputs.values()) / datamodule.sample_rate, 3),
+               "knob_settings": len(groups), **{f"{g}_settings": groups.count(g) for g in sorted(set(groups))},
+               "ngspice": manifest.get("ngspice_version", ""), "target_scale_volts": manifest.get("target_scale_volts")}
+    source = {"uri": datamodule.dataset_dir.resolve().as_uri()} if datamodule.dataset_dir else {"uri": ""}
+    dataset = Dataset(name=f"bassman-5f6a-{digest[:8]}", digest=digest[:36], source_type="local",
+                      source=json.dumps(source), schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
+                      profile=json.dumps(profile))
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+
+
+class EpochMetrics(pl.Callback):
+    """Logs the learning curves with MLflow step = epochs done (1, 2, ...), so charts read in epochs."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        values = {"train_loss": trainer.callback_metrics.get("train_loss_epoch")}
+        if trainer.optimizers:
+            values["learning_rate"] = trainer.optimizers[0].param_groups[0]["lr"]
+        self._log(values, trainer.current_epoch + 1)
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._log({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")},
+                  trainer.current_epoch + 1)
+
+    def _log(self, values: dict[str, Any], step: int) -> None:
+        metrics = as_metrics(values, step)
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+
+@contextlib.contextmanager
+def system_metrics(client: Any, run_id: str, tracking_uri: str) -> Iterator[None]:
+    """MLflow's system metrics while the block runs (when psutil is installed), then CPU seconds
+    and peak memory of this process during it."""
+    monitor = None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=tracking_uri)
+        monitor.start()
+    except ImportError:  # psutil missing: our own two numbers still follow
+        monitor = None
+    cpu = time.process_time()
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            monitor.finish()
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
+        client.log_batch(run_id, metrics=as_metrics({"system/process_cpu_seconds": time.process_time() - cpu,
+                                                     "system/process_peak_memory_megabytes": peak_kb / 1024}))
+
+
+def as_metrics(values: dict[str, Any], step: int = 0) -> list[Any]:
+    """MLflow metrics of the finite numbers in `values` (tensors included), at `step`, stamped now."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and math.isfinite(float(v))]
