@@ -107,6 +107,21 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=number(int, low=1), help="parallel ngspice processes (default: all cores)")
 
 
+def _check_top_level_key(item: str, key: str) -> None:
+    """`--set learning_rate=3` names a train setting without its section: say which section."""
+    import dataclasses
+
+    from training.run_config import RunConfig
+
+    sections = {f.name: f.default_factory for f in dataclasses.fields(RunConfig) if f.default_factory is not dataclasses.MISSING}
+    if key not in sections and key in {f.name for f in dataclasses.fields(RunConfig)}:
+        return
+    owners = [name for name, kind in sections.items() if key in {f.name for f in dataclasses.fields(kind)}]
+    where = (f"'{key}' is a section, give one of its keys" if key in sections else
+             f"'{key}' is a setting of [{owners[0]}]: write --set {owners[0]}.{item}" if owners else f"unknown '{key}'")
+    raise ConfigError(f"--set {item}: {where} (SECTION.KEY=VALUE; the top-level keys are run_name and experiment)")
+
+
 def _run_config(args: argparse.Namespace):
     """RunConfig from --config, --preset and the shorthand options, validated with clear errors."""
     import tomllib
@@ -124,6 +139,8 @@ def _run_config(args: argparse.Namespace):
         except tomllib.TOMLDecodeError:
             value = raw  # bare words are strings: --set model.activation=tanh
         *sections, leaf = key.split(".")
+        if not sections:
+            _check_top_level_key(item, leaf)
         node = table
         for section in sections:
             node = node.setdefault(section, {})
@@ -224,9 +241,8 @@ def _add_train(commands) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.train import train
-
     from training import run_info, tracking
+    from training.train import train
 
     cfg = _run_config(args)
     result = train(cfg, tracking_uri=args.tracking_uri, evaluate_test=True)

@@ -74,7 +74,8 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     assert main(["data", "--pots", "0.5,0.5"]) == 2
     assert "expected four numbers" in capsys.readouterr().err
     assert main(["train", "--set", "learning_rate=3"]) == 2
-    assert "SECTION.KEY=VALUE" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "SECTION.KEY=VALUE" in err and "write --set train.learning_rate=3" in err
 
 
 def test_cli_design_options_make_a_knob_design(tmp_path, capsys):
