@@ -23,7 +23,8 @@ import numpy as np
 
 from datamodules.config import PotSettings
 from datamodules.netlist import STAGE_NODES
-from datamodules.spice import ngspice_version, operating_point, simulate
+from datamodules.spice import ngspice_version, operating_point
+from datamodules.spice_pool import simulate
 
 FS = 44100
 F0 = 1000.0

@@ -28,7 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from datamodules.config import DataConfig, PotSettings  # noqa: E402
-from datamodules.spice import available_cores, ngspice_version, simulate, simulate_many  # noqa: E402
+from datamodules.spice import available_cores, ngspice_version  # noqa: E402
+from datamodules.spice_pool import simulate, simulate_many  # noqa: E402
 
 FS = 44100
 POTS = PotSettings(volume=0.8)  # well into V2A clipping: the hard case for the solver

@@ -202,7 +202,7 @@ def test_files_are_written_with_the_users_umask(prepared):
 
 def test_second_prepare_is_a_cache_hit_without_simulation(prepared, monkeypatch):
     cfg, dm = prepared
-    monkeypatch.setattr(spice, "_simulate_chunk", no_simulation)
+    monkeypatch.setattr(spice, "simulate_chunk", no_simulation)
     assert ds.prepare_dataset(cfg, progress=False) == dm.dataset_dir
     assert ds.prepare_dataset(dataclasses.replace(cfg, workers=1), progress=False) == dm.dataset_dir
     # split and DC-block changes make a new dataset from the cached chunks
@@ -213,7 +213,7 @@ def test_second_prepare_is_a_cache_hit_without_simulation(prepared, monkeypatch)
 
 def counting_chunks(monkeypatch, fail_after: int | None = None) -> list:
     calls = []
-    real = spice._simulate_chunk
+    real = spice.simulate_chunk
 
     def counted(chunk):
         if fail_after is not None and len(calls) >= fail_after:
@@ -221,7 +221,7 @@ def counting_chunks(monkeypatch, fail_after: int | None = None) -> list:
         calls.append(chunk.pots)
         return real(chunk)
 
-    monkeypatch.setattr(spice, "_simulate_chunk", counted)
+    monkeypatch.setattr(spice, "simulate_chunk", counted)
     return calls
 
 
@@ -305,7 +305,7 @@ def test_setup_without_prepare_says_what_to_do(tmp_path):
 
 
 def test_config_problems_fail_before_any_simulation(prepared, tmp_path, monkeypatch):
-    monkeypatch.setattr(spice, "_simulate_chunk", no_simulation)
+    monkeypatch.setattr(spice, "simulate_chunk", no_simulation)
     with pytest.raises(ConfigError, match="held_out_settings"):
         ds.prepare_dataset(tiny_config(tmp_path, held_out_settings=3), progress=False)
     with pytest.raises(ConfigError, match="region_seconds"):
@@ -350,7 +350,7 @@ class TinyModel(pl.LightningModule):
 
 def test_lightning_trainer_runs_prepare_setup_and_loops(prepared, monkeypatch):
     cfg, _ = prepared
-    monkeypatch.setattr(spice, "_simulate_chunk", no_simulation)
+    monkeypatch.setattr(spice, "simulate_chunk", no_simulation)
     dm = BassmanDataModule(cfg, RF, SEGMENT, batch_size=4, progress=False)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=2, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
