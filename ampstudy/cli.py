@@ -15,10 +15,9 @@ import time
 import warnings
 
 from ampstudy.options import OneLineParser, number
-from foundation.errors import AmpStudyError, ConfigError, StopRequested
+from ampstudy.run_options import run_config_from_args
+from foundation.errors import AmpStudyError, StopRequested
 from foundation.knobs import KNOB_NAMES
-
-UNLIMITED_EPOCHS = 1_000_000  # `train --minutes`: the time budget ends training, not an epoch count
 
 EXAMPLES = """\
 typical session:
@@ -107,89 +106,6 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=number(int, low=1), help="parallel ngspice processes (default: all cores)")
 
 
-def _check_top_level_key(item: str, key: str) -> None:
-    """`--set learning_rate=3` names a train setting without its section: say which section."""
-    import dataclasses
-
-    from training.run_config import RunConfig
-
-    sections = {f.name: f.default_factory for f in dataclasses.fields(RunConfig) if f.default_factory is not dataclasses.MISSING}
-    if key not in sections and key in {f.name for f in dataclasses.fields(RunConfig)}:
-        return
-    owners = [name for name, kind in sections.items() if key in {f.name for f in dataclasses.fields(kind)}]
-    where = (f"'{key}' is a section, give one of its keys" if key in sections else
-             f"'{key}' is a setting of [{owners[0]}]: write --set {owners[0]}.{item}" if owners else f"unknown '{key}'")
-    raise ConfigError(f"--set {item}: {where} (SECTION.KEY=VALUE; the top-level keys are run_name and experiment)")
-
-
-def _run_config(args: argparse.Namespace):
-    """RunConfig from --config, --preset and the shorthand options, validated with clear errors."""
-    import tomllib
-
-    from foundation.configs import load_toml
-    from training.run_config import run_config_from_mapping
-
-    table = load_toml(args.config) if args.config else {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. train.learning_rate=0.002 or run_name=my-run")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw  # bare words are strings: --set model.activation=tanh
-        *sections, leaf = key.split(".")
-        if not sections:
-            _check_top_level_key(item, leaf)
-        node = table
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[leaf] = value
-    data = table.setdefault("data", {})
-    if args.seconds is not None:
-        data["corpus_seconds"] = args.seconds
-    if args.pots:
-        data["settings"] = [_parse_pots(text) for text in args.pots]
-    if args.random_settings is not None:
-        data["random_settings"] = args.random_settings
-    if args.design is not None:
-        data["design_settings"] = args.design
-        data.setdefault("settings", [])  # the design replaces the default listed setting unless --pots gives some
-    if args.design_seconds is not None:
-        data["design_seconds"] = args.design_seconds
-    if args.data_dir:
-        data["data_dir"] = args.data_dir
-    if args.workers is not None:
-        data["workers"] = args.workers
-    if getattr(args, "preset", None):
-        table.setdefault("model", {})["preset"] = args.preset
-    train = table.setdefault("train", {})
-    if getattr(args, "minutes", None) is not None:
-        # A budget, not a cap: lift the epoch limit and early stopping unless the command line sets them.
-        train["max_minutes"] = args.minutes
-        train["max_epochs"] = UNLIMITED_EPOCHS
-        if not any(item.startswith("train.early_stopping_patience=") for item in args.set):
-            train["early_stopping_patience"] = 0
-    for option in ("max_minutes", "max_epochs", "threads"):
-        if getattr(args, option, None) is not None:
-            train[option] = getattr(args, option)
-    try:
-        return run_config_from_mapping(table)
-    except ConfigError as err:
-        raise ConfigError(f"{args.config or 'command line'}: {err}") from None
-
-
-def _parse_pots(text: str) -> dict[str, float]:
-    parts = text.split(",")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 4:
-        raise ConfigError(f"--pots {text}: expected four numbers volume,treble,bass,middle, e.g. 0.8,0.5,0.5,0.5")
-    return dict(zip(KNOB_NAMES, values))
-
-
 def _add_data(commands) -> None:
     parser = commands.add_parser(
         "data", help="simulate the Bassman 5F6-A in ngspice and cache the dataset",
@@ -206,7 +122,7 @@ def _add_data(commands) -> None:
 def _cmd_data(args: argparse.Namespace) -> int:
     from datamodules.dataset import prepare_dataset
 
-    cfg = _run_config(args)
+    cfg = run_config_from_args(args)
     started = time.perf_counter()
     directory = prepare_dataset(cfg.data, progress=True)
     print(f"dataset: {directory}  ({time.perf_counter() - started:.1f} s)")
@@ -244,7 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training import run_info, tracking
     from training.train import train
 
-    cfg = _run_config(args)
+    cfg = run_config_from_args(args)
     result = train(cfg, tracking_uri=args.tracking_uri, evaluate_test=True)
     print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.wall_seconds:.0f} s, "
           f"stopped by {result.stopped_by}")

@@ -94,10 +94,11 @@ def test_saved_wav_and_model_folder_follow_the_umask(tmp_path):
 
 
 def test_train_minutes_is_a_budget_and_set_reaches_top_level_keys():
-    from ampstudy.cli import UNLIMITED_EPOCHS, _run_config, build_parser
+    from ampstudy.cli import build_parser
+    from ampstudy.run_options import UNLIMITED_EPOCHS, run_config_from_args
 
     def config(*argv):
-        return _run_config(build_parser().parse_args(["train", *argv]))
+        return run_config_from_args(build_parser().parse_args(["train", *argv]))
 
     cfg = config("--minutes", "3", "--threads", "2", "--set", "run_name=my-run", "--set", "experiment=amp tests")
     assert (cfg.train.max_minutes, cfg.train.max_epochs, cfg.train.early_stopping_patience) == (3, UNLIMITED_EPOCHS, 0)
