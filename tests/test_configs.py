@@ -79,12 +79,13 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
 
 
 def test_cli_design_options_make_a_knob_design(tmp_path, capsys):
-    from ampstudy.cli import _run_config, build_parser
+    from ampstudy.cli import build_parser
+    from ampstudy.run_options import run_config_from_args
 
     args = build_parser().parse_args(["data", "--design", "32", "--design-seconds", "4", "--data-dir", str(tmp_path)])
-    data = _run_config(args).data
+    data = run_config_from_args(args).data
     assert (data.design_settings, data.design_seconds, data.settings) == (32, 4.0, ())
     with_pots = build_parser().parse_args(["data", "--design", "8", "--pots", "0.5,0.5,0.5,0.5"])
-    assert len(_run_config(with_pots).data.settings) == 1  # listed settings kept beside the design
+    assert len(run_config_from_args(with_pots).data.settings) == 1  # listed settings kept beside the design
     assert main(["data", "--design", "0"]) == 2
     assert "--design" in capsys.readouterr().err
