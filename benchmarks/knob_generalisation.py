@@ -1,10 +1,12 @@
 """Does a model follow the knobs at settings it never saw? Today's 6-setting data vs the knob design.
 
-    python benchmarks/knob_generalisation.py --cpu-minutes 60 --threads 2
+    python benchmarks/knob_generalisation.py --cpu-minutes 50 --threads 1 --only six      # run the two at once,
+    python benchmarks/knob_generalisation.py --cpu-minutes 50 --threads 1 --only design   # one core each
     python benchmarks/knob_generalisation.py --prepare-only        # simulate both datasets (cached)
     python benchmarks/knob_generalisation.py --cpu-minutes 5 --only design --set model.conditioning=film_out
 
-Trains the same model (FiLM WaveNet3 by default, `train()` as `ampstudy train` does) for the same
+Trains the same model (the main study's base: FiLM WaveNet3 with knob gain, loss over each
+setting's power; `train()` as `ampstudy train` does) for the same
 CPU budget on two datasets with the same total SPICE audio (360 s at 44.1 kHz):
 
 - six:    the main study's former data: 60 s of one corpus at 3 listed + 3 random settings,
@@ -69,9 +71,9 @@ class CpuBudget(pl.Callback):
 
 def config(data: DataConfig, name: str, args: argparse.Namespace):
     table = {"experiment": "benchmark-knob-generalisation", "run_name": f"{name}-{args.cpu_minutes:g}cpumin",
-             "data": {}, "model": {"preset": args.preset, "conditioning": "film"},
+             "data": {}, "model": {"preset": args.preset, "conditioning": "film", "knob_gain": True},
              "train": {"max_epochs": 100000, "early_stopping_patience": 1000, "threads": args.threads,
-                       "audio_seconds": 3.0}}
+                       "audio_seconds": 3.0, "loss_reference": "setting"}}  # the main study's base
     for item in args.set:
         key, _, raw = item.partition("=")
         section, _, leaf = key.partition(".")
@@ -109,7 +111,7 @@ def main() -> None:
         own = result.test_metrics
         unseen = evaluate_model(load_model(result.model_dir).net, DESIGN, "test", progress=False)
         rows[name] = (result, own, unseen)
-    print(f"\n{args.preset} FiLM, {args.cpu_minutes:g} CPU minutes each ({args.threads} threads); "
+    print(f"\n{args.preset} (FiLM, knob gain unless --set), {args.cpu_minutes:g} CPU minutes each ({args.threads} threads); "
           "test ESR, pre-emphasis 0.95")
     print(f"{'data':8} {'epochs':>7} {'val':>9} {'seen':>9} {'unseen':>9} {'ratio':>7} {'worst unseen':>13} "
           f"{'own held-out':>13}")
