@@ -7,12 +7,11 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import _free_port, wait_for
+from tests.conftest import _free_port, http_ok, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -26,6 +25,8 @@ def ui(finished_study):
     playwright = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.is_file():
         pytest.skip("Debian's chromium is not installed; `make system` installs it")
+    import optuna
+
     from studies import mlflow_runs
     from studies.promote import promote
     from studies.report import report_study
@@ -33,8 +34,6 @@ def ui(finished_study):
     from studies.spec import load_study_spec
     from studies.storage import open_storage
     from training import tracking
-
-    import optuna
 
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(finished_study["root"])
@@ -63,7 +62,7 @@ def ui(finished_study):
                                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _answers(f"{base}/health"), 120, interval=0.5, what="mlflow ui to answer")
+        wait_for(lambda: http_ok(f"{base}/health"), 120, interval=0.5, what="mlflow ui to answer")
         with playwright.sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -84,14 +83,6 @@ def _first(client, run_id: str, folder: str, suffix: str) -> str:
         elif item.path.endswith(suffix):
             return item.path
     raise LookupError(f"no {suffix} under {folder}")
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_browse_link_lands_on_the_trial_runs(ui):
