@@ -24,6 +24,7 @@ from foundation.configs import flatten, to_dict
 from foundation.errors import AmpStudyError
 from studies.space import FIXED_TRAIN_FIELDS
 from studies.spec import StudySpec
+from training.evaluate import ESR_DEFINITION
 
 FINGERPRINT_ATTR = "fingerprint"  # study user attr (current) and trial user attr (the one it ran under)
 HISTORY_ATTR = "fingerprints"  # study user attr: [{"hash": ..., "fields": {...}}], oldest first
@@ -37,6 +38,7 @@ def fingerprint_fields(spec: StudySpec) -> dict[str, str]:
     """{dotted field: JSON of its value} of everything that makes trials comparable."""
     fields = {f"base.{k}": v for k, v in flatten(to_dict(spec.base)).items()}
     fields.update({f"objective.{k}": v for k, v in to_dict(spec.objective).items()})
+    fields["objective.esr_definition"] = ESR_DEFINITION  # what val_esr means (training/evaluate.py)
     for param in spec.space:
         dim = {k: v for k, v in to_dict(param.dim).items() if k != "when"}
         fields[f"space.{param.name}"] = {"kind": param.kind, **dim, "when": [list(w) for w in param.when]}

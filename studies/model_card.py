@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from foundation.knobs import KNOB_NAMES
-from training.evaluate import finite_numbers
+from training.evaluate import ESR_DEFINITION, finite_numbers
 from training.model_io import LoadedModel
 from training.nam_export import export_command
 from training.run_info import architecture_text
@@ -20,7 +20,7 @@ def version_tags(study: str, trial: Any, run_id: str, test: dict[str, Any], load
             "val_esr": repr(trial.values[0]), "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
             "rtf": repr(trial.user_attrs.get("rtf")), "params": repr(trial.user_attrs.get("params")),
             "data_hash": str(loaded.data_info.get("dataset_hash", "")), "mlflow_run_id": run_id,
-            "family": loaded.run_config.model.family,
+            "family": loaded.run_config.model.family, "esr_definition": ESR_DEFINITION,
             **{f"test_{k}": repr(v) for k, v in finite_numbers(test).items() if k.endswith("settings")}}
 
 
@@ -39,7 +39,8 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
         ("architecture", architecture_text(cfg, fs)),
         ("knobs", conditioning),
         ("test ESR", f"{_num(test.get('esr'))}: on knob settings no trial saw "
-                     f"{_num(test.get('esr_unseen_settings'))} (worst setting "
+                     f"{_num(test.get('esr_unseen_settings'))} (typical setting; pooled "
+                     f"{_num(test.get('esr_pooled_unseen_settings'))}, worst setting "
                      f"{_num(test.get('esr_worst_unseen_setting'))}), on the trained settings' unseen audio "
                      f"{_num(test.get('esr_seen_settings'))}; validation ESR {_num(_float(tags['val_esr']))}"),
         ("compute", f"{_num(_float(tags['macs_per_sample']))} MACs/sample, real-time factor "

@@ -30,7 +30,7 @@ from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
 from studies.storage import is_postgres, open_storage
 from training import tracking
-from training.evaluate import evaluate_model, finite_numbers
+from training.evaluate import ESR_DEFINITION, evaluate_model, finite_numbers
 from training.mlflow_model import log_amp_model
 from training.model_io import downloaded_model_dir, load_model
 from training.nam_export import export_command
@@ -171,7 +171,8 @@ def describe_test(test: dict[str, Any]) -> str:
     """One line of test numbers: the gate (unseen test settings when there are any), seen vs unseen."""
     unseen, seen = test.get("esr_unseen_settings", math.nan), test.get("esr_seen_settings", math.nan)
     if math.isfinite(unseen):
-        line = f"test ESR {test['esr']:.5g} on knob settings no trial saw (worst {test['esr_worst_unseen_setting']:.4g})"
+        line = (f"test ESR {test['esr']:.5g} on knob settings no trial saw (typical setting; pooled "
+                f"{test['esr_pooled_unseen_settings']:.4g}, worst {test['esr_worst_unseen_setting']:.4g})")
         return line + (f"; {seen:.5g} on trained settings' unseen audio" if math.isfinite(seen) else "")
     return f"test ESR {test['esr']:.5g} (unseen audio at the trained knob settings; the data holds no test settings)"
 
@@ -239,11 +240,14 @@ def _current_champion(client: Any, name: str) -> Any | None:
 
 
 def _comparable_esr(client: Any, name: str, champion: Any, data_hash: str, data_cfg: Any) -> float | None:
-    """The champion's test ESR on our test data: its tag when the data match, else re-evaluated."""
-    if champion.tags.get("data_hash") == data_hash and champion.tags.get("test_esr"):
+    """The champion's test ESR on our test data: its tag when the data and the ESR's definition match
+    (a champion promoted before the typical-setting ESR has no `esr_definition` tag), else re-evaluated."""
+    if champion.tags.get("data_hash") == data_hash and champion.tags.get("test_esr") and \
+            champion.tags.get("esr_definition") == ESR_DEFINITION:
         return float(champion.tags["test_esr"])
 
-    print(f"champion v{champion.version} was tested on other data; evaluating it on this study's test split")
+    print(f"champion v{champion.version} was tested on other data or by another ESR; evaluating it on this "
+          "study's test split")
     try:
         with downloaded_model_dir(f"models:/{name}/{champion.version}") as directory:
             loaded = load_model(directory)

@@ -23,9 +23,17 @@ def champion():
     return str(version.version), float(version.tags["test_esr"])
 
 
+def champion_esr_or_inf() -> float:
+    """The current champion's test ESR (another test of this store may have promoted one), else inf."""
+    try:
+        return champion()[1]
+    except Exception:
+        return math.inf
+
+
 def test_champion_moves_only_to_a_better_model(in_study_dir):
     spec = load_study_spec(in_study_dir["path"])
-    best_so_far = math.inf
+    best_so_far = champion_esr_or_inf()
     versions_by_trial: dict[int, str] = {}
     for number in in_study_dir["complete"] + in_study_dir["complete"][:1]:  # the last one repeats a promotion
         result = promote(spec, trial_number=number)
@@ -55,3 +63,20 @@ def test_racing_promotions_leave_the_best_champion(in_study_dir):
     assert len(added) == sum(str(n) not in registered for n in numbers)  # exactly the trials not yet registered
     best = min(float(v.tags["test_esr"]) for v in versions)
     assert champion()[1] == best
+
+
+def test_a_champion_scored_by_the_former_esr_is_re_evaluated(in_study_dir, capsys):
+    """A champion promoted before the typical-setting ESR carries a pooled test_esr and no
+    esr_definition tag: its number must not decide against today's numbers."""
+    spec = load_study_spec(in_study_dir["path"])
+    promote(spec, trial_number=in_study_dir["complete"][0])  # make sure there is a champion
+    version, real = champion()
+    client = registry()
+    reigning = client.get_model_version(MODEL, version).tags["trial"]
+    client.delete_model_version_tag(MODEL, version, "esr_definition")
+    client.set_model_version_tag(MODEL, version, "test_esr", "1e-09")  # would block every challenger
+    challenger = next(n for n in in_study_dir["complete"] if str(n) != reigning)
+    capsys.readouterr()
+    result = promote(spec, trial_number=challenger)
+    assert "by another ESR" in capsys.readouterr().out
+    assert result.moved == (result.test_esr < real)

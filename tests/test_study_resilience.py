@@ -20,7 +20,12 @@ from ampstudy.cli import main
 from foundation.errors import AmpStudyError
 from studies import mlflow_runs
 from studies.budget import DUPLICATE_ATTR, counted_trials
-from studies.fingerprint import FINGERPRINT_ATTR, HISTORY_ATTR
+from studies.fingerprint import (
+    FINGERPRINT_ATTR,
+    HISTORY_ATTR,
+    adopt_fingerprint,
+    fingerprint_of,
+)
 from studies.mlflow_runs import PARENT_RUN_ATTR, STATE_TAG
 from studies.promote import pick_trial
 from studies.recovery import WORKER_ATTR, fail_orphaned_trials, orphaned_trials
@@ -235,6 +240,18 @@ def test_resume_with_edited_study_file_is_refused_or_continued_on_purpose(in_sha
     runs = runs_by_trial(study)
     assert [runs[n][0].data.tags[mlflow_runs.FINGERPRINT_TAG] for n in range(3)] == tags
     assert main(["study", "run", path, "--trials", "3"]) == 0  # the same file again: no flag needed
+
+
+def test_a_study_run_under_another_esr_definition_is_not_resumed_silently(tmp_path):
+    """val_esr changed meaning (pooled -> typical setting): a study whose trials were scored the old
+    way must not take new trials scored the new way without saying so."""
+    spec = load_study_spec("studies/tiny.toml")
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path}/optuna.db"), study_name="old")
+    adopt_fingerprint(study, spec)
+    old_fields = {k: v for k, v in study.user_attrs[HISTORY_ATTR][0]["fields"].items() if "esr_definition" not in k}
+    study.set_user_attr(HISTORY_ATTR, [{"hash": fingerprint_of(old_fields), "fields": old_fields}])
+    with pytest.raises(AmpStudyError, match=r"changed: objective\.esr_definition\)"):
+        adopt_fingerprint(study, spec)
 
 
 def test_promote_compares_trials_of_one_fingerprint(tmp_path):

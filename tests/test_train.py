@@ -193,6 +193,8 @@ def test_loss_references_and_per_setting_metrics():
     acc.update(worse_quiet, target, setting)
     assert acc.esr() == pytest.approx(pooled, rel=1e-6) and acc.esr([1]) == pytest.approx(1.0)
     assert acc.mean_over_settings() == pytest.approx(0.625) and acc.worst_setting() == pytest.approx(1.0)
+    assert acc.typical() == pytest.approx(0.5)  # sqrt(0.25 * 1.0): each setting counts the same, in dB
+    assert acc.typical([0]) == pytest.approx(0.25) and math.isnan(acc.typical([7]))
 
 
 def test_a_model_trained_on_a_knob_design_reports_unseen_settings_apart(store):
@@ -206,6 +208,12 @@ def test_a_model_trained_on_a_knob_design_reports_unseen_settings_apart(store):
     for metrics in (result.val_metrics, result.test_metrics):
         assert math.isfinite(metrics["esr_unseen_settings"]) and math.isfinite(metrics["esr_seen_settings"])
         assert metrics["esr"] == metrics["esr_unseen_settings"]  # the objective / the gate: never-trained settings
+        groups = {r["setting"]: r["group"] for r in metrics["settings_table"]}
+        unseen = [next(v for k, v in r.items() if k.endswith("_esr")) for r in metrics["settings_table"]
+                  if groups[r["setting"]] != "train"]
+        assert metrics["esr"] == pytest.approx(math.exp(sum(map(math.log, unseen)) / len(unseen)), rel=1e-9)
+        assert math.isfinite(metrics["esr_pooled_unseen_settings"]) and metrics["esr_pooled"] == metrics[
+            "esr_pooled_unseen_settings"]
         assert metrics["esr_unseen_settings"] != metrics["esr_seen_settings"]
         assert metrics["esr_worst_setting"] >= max(metrics["esr_unseen_settings"], metrics["esr_seen_settings"]) - 1e-12
     assert {r["group"] for r in result.val_metrics["settings_table"]} == {"train", "val"}

@@ -7,11 +7,15 @@ samples of real context, whose outputs are dropped.
 Spans run on the net's device in float32 (`full_precision`), also when training used mixed
 precision. The numbers of a split:
 
-- `esr`: the primary number. Over the settings never trained on (the validation group for 'val',
-  the test group for 'test') when the split has any, else over all of its settings (a dataset
-  with listed settings only). Always with pre-emphasis REPORTED_PRE_EMPHASIS.
-- `esr_seen_settings` / `esr_unseen_settings`: pooled over training-group settings (their
-  held-back audio) / over settings never trained on; `esr_mean_over_settings`,
+- `esr`: the primary number (objective, checkpoint, promotion gate): the typical setting's ESR
+  (`ESRAccumulator.typical`: each setting's whole-signal ESR, averaged in dB over the settings)
+  over the settings never trained on (the validation group for 'val', the test group for 'test')
+  when the split has any, else over all of its settings (a dataset with listed settings only).
+  Always with pre-emphasis REPORTED_PRE_EMPHASIS. ESR_DEFINITION names this choice.
+- `esr_seen_settings` / `esr_unseen_settings`: the same typical ESR over training-group settings
+  (their held-back audio) / over settings never trained on, so their ratio is the knob
+  generalisation gap; `esr_pooled`, `esr_pooled_seen_settings`, `esr_pooled_unseen_settings`:
+  all spans as one signal (dominated by the loudest settings); `esr_mean_over_settings`,
   `esr_worst_setting`, `esr_worst_unseen_setting`; a table of ESR per setting.
 """
 
@@ -31,6 +35,10 @@ from ampmodel.streaming import render
 from datamodules.bassman import BassmanDataModule
 from datamodules.config import DataConfig
 from foundation.configs import to_dict
+
+# What `esr` means, recorded in every run's tags and every study's fingerprint: numbers made under
+# another definition (the pooled ESR before 2026-11-26) are never silently compared with these.
+ESR_DEFINITION = "typical-setting"
 
 
 @contextmanager
@@ -68,10 +76,14 @@ def split_metrics(acc: ESRAccumulator, groups: list[str]) -> dict[str, float]:
     evaluated = acc.settings()
     seen = [s for s in evaluated if groups[s] == "train"]
     unseen = [s for s in evaluated if groups[s] in ("val", "test")]
+    primary = unseen or evaluated
     return {
-        "esr": acc.esr(unseen) if unseen else acc.esr(),
-        "esr_seen_settings": acc.esr(seen),
-        "esr_unseen_settings": acc.esr(unseen),
+        "esr": acc.typical(primary),
+        "esr_seen_settings": acc.typical(seen),
+        "esr_unseen_settings": acc.typical(unseen),
+        "esr_pooled": acc.esr(primary),
+        "esr_pooled_seen_settings": acc.esr(seen),
+        "esr_pooled_unseen_settings": acc.esr(unseen),
         "esr_mean_over_settings": acc.mean_over_settings(),
         "esr_worst_setting": acc.worst_setting(),
         "esr_worst_unseen_setting": acc.worst_setting(unseen),

@@ -27,6 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from ampmodel.config import WaveNetConfig
+from training.evaluate import ESR_DEFINITION
 
 SYSTEM_METRICS_SECONDS = 5.0  # one sample costs ~10 ms (psutil + one MLflow write)
 NOTE_TAG = "mlflow.note.content"
@@ -60,8 +61,9 @@ def run_tags(cfg: Any, datamodule: Any, parent_run_id: str | None = None) -> dic
             f"Trained on the SPICE Bassman 5F6-A dataset `{datamodule.manifest.get('hash', '')}`: "
             f"{dataset_summary(datamodule)}.{study}\n\n"
             "Artifacts: `audio/` (input, SPICE target and prediction: press play), `plots/`, `settings/` "
-            "(ESR by knob setting), `knobs/` (knob response), `model/`.")
-    return {**resolve_tags({}), NOTE_TAG: note}
+            "(ESR by knob setting), `knobs/` (knob response), `model/`. ESRs across knob settings are the typical "
+            "setting's (each setting's ESR, averaged in dB); `*_pooled*` metrics treat all settings as one signal.")
+    return {**resolve_tags({}), NOTE_TAG: note, "esr_definition": ESR_DEFINITION}
 
 
 def esr_text(metrics: dict[str, Any]) -> str:
