@@ -113,7 +113,7 @@ def _add_data(commands) -> None:
                     "knob setting (parallel ngspice processes), and cache input/targets/manifest under the "
                     "data directory, keyed by a content hash: a second call with the same settings is instant.",
         epilog="examples:\n  ampstudy data --seconds 20 --pots 0.8,0.5,0.5,0.5 --pots 0.3,1,0.2,0.5\n"
-               "  ampstudy data --design 64 --design-seconds 6   # the knob study's data (~25 min on 2 cores)",
+               "  ampstudy data --design 192 --design-seconds 2   # the knob study's data (~12 min on 2 cores)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_options(parser)
     parser.set_defaults(handler=_cmd_data)
