@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from foundation.knobs import KNOB_NAMES
-from training.evaluate import ESR_DEFINITION, finite_numbers
+from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, finite_numbers
 from training.model_io import LoadedModel
 from training.nam_export import export_command
 from training.run_info import architecture_text
@@ -20,7 +20,7 @@ def version_tags(study: str, trial: Any, run_id: str, test: dict[str, Any], load
             "val_esr": repr(trial.values[0]), "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
             "rtf": repr(trial.user_attrs.get("rtf")), "params": repr(trial.user_attrs.get("params")),
             "data_hash": str(loaded.data_info.get("dataset_hash", "")), "mlflow_run_id": run_id,
-            "family": loaded.run_config.model.family, "esr_definition": ESR_DEFINITION,
+            "family": loaded.run_config.model.family, ESR_DEFINITION_TAG: ESR_DEFINITION,
             **{f"test_{k}": repr(v) for k, v in finite_numbers(test).items() if k.endswith("settings")}}
 
 

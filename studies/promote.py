@@ -30,7 +30,7 @@ from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
 from studies.storage import is_postgres, open_storage
 from training import tracking
-from training.evaluate import ESR_DEFINITION, evaluate_model, finite_numbers
+from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, evaluate_model, finite_numbers
 from training.mlflow_model import log_amp_model
 from training.model_io import downloaded_model_dir, load_model
 from training.nam_export import export_command
@@ -243,7 +243,7 @@ def _comparable_esr(client: Any, name: str, champion: Any, data_hash: str, data_
     """The champion's test ESR on our test data: its tag when the data and the ESR's definition match
     (a champion promoted before the typical-setting ESR has no `esr_definition` tag), else re-evaluated."""
     if champion.tags.get("data_hash") == data_hash and champion.tags.get("test_esr") and \
-            champion.tags.get("esr_definition") == ESR_DEFINITION:
+            champion.tags.get(ESR_DEFINITION_TAG) == ESR_DEFINITION:
         return float(champion.tags["test_esr"])
 
     print(f"champion v{champion.version} was tested on other data or by another ESR; evaluating it on this "

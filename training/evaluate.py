@@ -39,6 +39,7 @@ from foundation.configs import to_dict
 # What `esr` means, recorded in every run's tags and every study's fingerprint: numbers made under
 # another definition (the pooled ESR before 2026-11-26) are never silently compared with these.
 ESR_DEFINITION = "typical-setting"
+ESR_DEFINITION_TAG = "esr_definition"  # run and registry-version tag holding ESR_DEFINITION
 
 
 @contextmanager

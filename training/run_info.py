@@ -27,7 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from ampmodel.config import WaveNetConfig
-from training.evaluate import ESR_DEFINITION
+from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG
 
 SYSTEM_METRICS_SECONDS = 5.0  # one sample costs ~10 ms (psutil + one MLflow write)
 NOTE_TAG = "mlflow.note.content"
@@ -63,7 +63,7 @@ def run_tags(cfg: Any, datamodule: Any, parent_run_id: str | None = None) -> dic
             "Artifacts: `audio/` (input, SPICE target and prediction: press play), `plots/`, `settings/` "
             "(ESR by knob setting), `knobs/` (knob response), `model/`. ESRs across knob settings are the typical "
             "setting's (each setting's ESR, averaged in dB); `*_pooled*` metrics treat all settings as one signal.")
-    return {**resolve_tags({}), NOTE_TAG: note, "esr_definition": ESR_DEFINITION}
+    return {**resolve_tags({}), NOTE_TAG: note, ESR_DEFINITION_TAG: ESR_DEFINITION}
 
 
 def esr_text(metrics: dict[str, Any]) -> str:
