@@ -137,12 +137,19 @@ def _add_train(commands) -> None:
         description="Train one model (the same train(cfg) every study trial calls): prepares the dataset if "
                     "needed, fits with ESR loss, early stopping and a best checkpoint, logs params, cost, "
                     "audio and plots to MLflow, evaluates the held-out test split and prints the run id.",
-        epilog="examples:\n  ampstudy train --preset WaveNet3 --minutes 20 --threads 2\n"
-               "  ampstudy train --config my_run.toml --set model.channels=12",
+        epilog="examples:\n  ampstudy train --preset WaveNet3 --samples 300e6 --threads 2   # the same model on any machine\n"
+               "  ampstudy train --preset WaveNet3 --minutes 20 --threads 2    # as far as 20 minutes get here\n"
+               "  ampstudy train --config my_run.toml --set model.channels=12\n\n"
+               "--samples counts training samples (optimiser steps x batch_size x segment_samples): two runs\n"
+               "with equal --samples had equal compute, whatever the machine or its load; --minutes does not.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_options(parser)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a paper architecture")
     budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--samples", type=number(low=1, high=1e15, unit="training samples"),
+                        help="train on this many training samples (e.g. 300e6): no epoch limit and no early "
+                             "stopping, unless you also give --max-epochs or --set train.early_stopping_patience=N; "
+                             "the best validation checkpoint is kept. Comparable across machines")
     budget.add_argument("--minutes", type=number(low=0, above=True, high=10080, unit="minutes"),
                         help="train for this long (wall clock): no epoch limit and no early stopping, unless you "
                              "also give --max-epochs or --set train.early_stopping_patience=N; the best validation "
@@ -162,10 +169,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = run_config_from_args(args)
     result = train(cfg, tracking_uri=args.tracking_uri, evaluate_test=True)
-    print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.wall_seconds:.0f} s, "
-          f"stopped by {result.stopped_by}")
+    print(f"trained {result.epochs} epochs ({result.steps} steps, {result.samples:,} training samples) in "
+          f"{result.wall_seconds:.0f} s on {result.device}, stopped by {result.stopped_by}")
     print(f"validation ESR: {run_info.esr_text(result.val_metrics)}")
-    has_test = result.test_esr is not None and math.isfinite(result.test_esr)
+    has_test = result.test_esr_tail_aware is not None and math.isfinite(result.test_esr_tail_aware)
     print(f"test ESR:       {run_info.esr_text(result.test_metrics) if has_test else 'n/a (data.split gives the test split no audio)'}")
     print(f"params: {result.cost.get('params')}  MACs/sample: {result.cost.get('macs_per_sample'):.0f}  "
           f"real-time factor: {result.cost.get('rtf', float('nan')):.1f}x  model: {result.model_dir}")

@@ -10,7 +10,7 @@ import argparse
 from foundation.errors import ConfigError
 from foundation.knobs import KNOB_NAMES
 
-UNLIMITED_EPOCHS = 1_000_000  # `--minutes`: the time budget, not an epoch count, ends training
+UNLIMITED_EPOCHS = 1_000_000  # `--samples` / `--minutes`: that budget, not an epoch count, ends training
 
 
 def check_top_level_key(item: str, key: str) -> None:
@@ -70,9 +70,11 @@ def run_config_from_args(args: argparse.Namespace):
     if getattr(args, "preset", None):
         table.setdefault("model", {})["preset"] = args.preset
     train = table.setdefault("train", {})
-    if getattr(args, "minutes", None) is not None:
+    budget = {"max_samples": int(args.samples)} if getattr(args, "samples", None) is not None else \
+        {"max_minutes": args.minutes} if getattr(args, "minutes", None) is not None else {}
+    if budget:
         # A budget, not a cap: lift the epoch limit and early stopping unless the command line sets them.
-        train["max_minutes"] = args.minutes
+        train.update(budget)
         train["max_epochs"] = UNLIMITED_EPOCHS
         if not any(item.startswith("train.early_stopping_patience=") for item in args.set):
             train["early_stopping_patience"] = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ampstudy.options import number
+from studies.champion_gate import GATE_MARGIN
 
 STORAGE_HELP = ("Optuna storage URL (default: the study file's storage.url, else sqlite:///mlruns/optuna.db for "
                 "one process or journal:mlruns/optuna-journal.log for --workers > 1; an existing study is found "
@@ -68,11 +69,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     promote = subparsers.add_parser(
         "promote", help="test a study's best trial, register it, move alias 'champion' if it is better",
-        description="Pick the COMPLETE trial with the lowest validation ESR meeting the compute limit (default: "
-                    "the study file's constraint), evaluate it on the held-out test split, log it as an MLflow "
-                    "pyfunc model, register a new version (tags: study, trial, test_esr, macs_per_sample, rtf, "
-                    "data_hash) and point alias 'champion' at it only if its test ESR beats the current "
-                    "champion's. Load it with mlflow.pyfunc.load_model('models:/bassman-wavenet@champion').",
+        description="Pick the COMPLETE trial with the lowest tail-aware validation ESR meeting the compute limit "
+                    "(default: the study file's constraint), evaluate it on the held-out test split, log it as an "
+                    "MLflow pyfunc model, register a new version (tags: study, trial, test_esr_tail_aware and the "
+                    "other test numbers, macs_per_sample, rtf, data_hash), evaluate the current champion on the "
+                    "same test split and point alias 'champion' at the new version only if it wins: better by "
+                    "--margin, not worse at its worst knob setting, as good at half the settings or more. Load "
+                    "it with mlflow.pyfunc.load_model('models:/bassman-wavenet@champion').",
         epilog="examples:\n  ampstudy promote studies/bassman_wavenet.toml\n"
                "  ampstudy promote studies/bassman_wavenet.toml --max-macs 2000   # a cheaper model\n"
                "  ampstudy promote studies/bassman_wavenet.toml --min-rtf 20", formatter_class=raw)
@@ -86,6 +89,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     promote.add_argument("--all-fingerprints", action="store_true",
                          help="compare trials run under every setting of the study (see study run "
                               "--allow-changed-space); default: only trials run with this study file's settings")
+    promote.add_argument("--margin", type=number(low=0, high=10), metavar="F", default=GATE_MARGIN,
+                         help=f"how much lower (a fraction) the challenger's tail-aware test ESR must be to take the "
+                              f"alias (default {GATE_MARGIN:g}: the seed-to-seed spread of one configuration, "
+                              "benchmarks/results/seed_spread.md)")
+    promote.add_argument("--replace-unevaluable-champion", action="store_true",
+                         help="move the alias even when the current champion cannot be evaluated on this study's "
+                              "test split (default: the alias stays and the command fails)")
     promote.add_argument("--model-name", metavar="NAME", help="registered model name (default: registered_model "
                                                               "in the study file, bassman-wavenet)")
     promote.add_argument("--storage", metavar="URL", help=STORAGE_HELP)
@@ -130,5 +140,6 @@ def cmd_promote(args: argparse.Namespace) -> int:
     spec = load_study_spec(args.study_file)
     promote(spec, storage_url=args.storage, tracking_uri=args.tracking_uri, max_macs=args.max_macs,
             min_rtf=args.min_rtf, model_name=args.model_name, trial_number=args.trial,
-            all_fingerprints=args.all_fingerprints)
+            all_fingerprints=args.all_fingerprints, margin=args.margin,
+            replace_unevaluable=args.replace_unevaluable_champion)
     return 0

@@ -29,6 +29,7 @@ from datamodules.dataset import LoadedDataset, load_dataset, locate_dataset, pre
 from datamodules.dataset_plan import Region
 from datamodules.segments import RandomSegments, SegmentBatches
 from foundation.errors import AmpStudyError
+from foundation.knobs import KNOB_NAMES
 
 EVAL_SPLITS = ("val", "test", "response")
 
@@ -119,6 +120,11 @@ class BassmanDataModule(pl.LightningDataModule):
     @property
     def manifest(self) -> dict[str, Any]:
         return self.data.manifest
+
+    def describe_setting(self, index: int) -> str:
+        """'7 (volume 0.12, treble 0.60, bass 0.40, middle 0.55)': a setting as an error message names it."""
+        pots = self.data.settings[index]
+        return f"{index} ({', '.join(f'{k} {v:.2f}' for k, v in zip(KNOB_NAMES, pots.as_tuple()))})"
 
     def settings_in(self, *groups: str) -> list[int]:
         return [i for i, g in enumerate(self.data.groups) if g in groups]

@@ -1,4 +1,4 @@
-"""The trial budget of a study shared by any number of workers.
+"""The trial and compute budgets of a study shared by any number of workers.
 
 `n_trials` is the total number of trials the study should have, whoever runs them. Every trial
 counts (complete, pruned, failed, running, queued) except:
@@ -7,6 +7,10 @@ counts (complete, pruned, failed, running, queued) except:
   same moment, the one with the higher number ends unrun, FAIL with user attr `budget_exceeded`)
   or a duplicate proposal (FAIL with user attr `duplicate_of`, see studies/sampling.py).
 So the study never trains more than `n_trials` models and never counts a model it did not train.
+
+`total_samples` (budget.total_samples) is the study's compute: no trial starts once the trials
+have trained that many samples (`samples_spent`), so studies with other samplers or pruners can be
+compared at equal compute. A trial already running finishes.
 """
 
 from __future__ import annotations
@@ -43,6 +47,24 @@ def remaining_trials(study: Any, n_trials: int) -> int:
     return n_trials - len(started)
 
 
+def samples_spent(study: Any) -> int:
+    """Training samples the study's trials have used: a trial that ended training its
+    `samples_trained`, a pruned or stopped one the samples of its last report (studies/pruning.py)."""
+    total = 0
+    for t in study.get_trials(deepcopy=False):
+        if "samples_trained" in t.user_attrs:
+            total += int(t.user_attrs["samples_trained"])
+        elif t.intermediate_values:
+            total += int(max(t.intermediate_values))
+    return total
+
+
+def budget_left(study: Any, n_trials: int, total_samples: int) -> bool:
+    """Whether another trial may start: trials left (or no trial limit) and samples left (or no limit)."""
+    return (not n_trials or remaining_trials(study, n_trials) > 0) and \
+        (not total_samples or samples_spent(study) < total_samples)
+
+
 def is_excess(study: Any, trial_number: int, n_trials: int) -> bool:
     """Whether `trial_number` lies beyond the budget among the counted trials before it."""
     before = [t for t in counted_trials(study.get_trials(deepcopy=False)) if t.number < trial_number]
@@ -54,8 +76,9 @@ class BudgetCallback:
     optimize loop at the budget, on a stop signal, or when `should_stop()` says so."""
 
     def __init__(self, n_trials: int, recover: Callable[[Any], Any] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, total_samples: int = 0) -> None:
         self.n_trials = n_trials
+        self.total_samples = total_samples
         self.recover = recover
         self.should_stop = should_stop
 
@@ -63,5 +86,5 @@ class BudgetCallback:
         if self.recover is not None:
             self.recover(study)
         if (self.should_stop is not None and self.should_stop()) or \
-                (self.n_trials and remaining_trials(study, self.n_trials) <= 0):
+                not budget_left(study, self.n_trials, self.total_samples):
             study.stop()

@@ -87,7 +87,7 @@ def ensure_parent_run(study: Any, experiment: str, storage_url: str, tracking_ur
 def trials_link(tracking_uri: str, experiment_id: str, study_name: str) -> str:
     """The study's trial runs in the MLflow UI, best validation ESR first (pruned and failed trials last)."""
     search = f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial'"
-    return tracking.runs_link(experiment_id, tracking_uri, search=search, order_by="metrics.`best_val_esr`")
+    return tracking.runs_link(experiment_id, tracking_uri, search=search, order_by="metrics.`best_val_esr_tail_aware`")
 
 
 def set_parent_status(tracking_uri: str, run_id: str, status: str) -> None:

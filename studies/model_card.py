@@ -8,20 +8,23 @@ import math
 from typing import Any
 
 from foundation.knobs import KNOB_NAMES
-from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, finite_numbers
+from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, PRIMARY, finite_numbers
 from training.model_io import LoadedModel
 from training.nam_export import export_command
 from training.run_info import architecture_text
 
 
 def version_tags(study: str, trial: Any, run_id: str, test: dict[str, Any], loaded: LoadedModel) -> dict[str, str]:
-    """The tags `promote` and other tools read back (test_esr and data_hash decide the champion)."""
-    return {"study": study, "trial": str(trial.number), "test_esr": repr(float(test["esr"])),
-            "val_esr": repr(trial.values[0]), "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
+    """The tags `promote` and other tools read back: every finite test number (`test_esr_tail_aware`,
+    `test_esr_geomean_floored`, `test_esr_mean_scored_settings`, `test_esr_worst_scored_setting`, ...),
+    the trial's validation number, cost, dataset hash and the ESR definition."""
+    return {"study": study, "trial": str(trial.number), f"val_{PRIMARY}": repr(trial.values[0]),
+            "macs_per_sample": repr(trial.user_attrs.get("macs_per_sample")),
             "rtf": repr(trial.user_attrs.get("rtf")), "params": repr(trial.user_attrs.get("params")),
             "data_hash": str(loaded.data_info.get("dataset_hash", "")), "mlflow_run_id": run_id,
             "family": loaded.run_config.model.family, ESR_DEFINITION_TAG: ESR_DEFINITION,
-            **{f"test_{k}": repr(v) for k, v in finite_numbers(test).items() if k.endswith("settings")}}
+            "test_scored_on": str(test.get("scored_on", "")),
+            **{f"test_{k}": repr(v) for k, v in finite_numbers(test).items()}}
 
 
 def version_description(name: str, version: str, tags: dict[str, str], test: dict[str, Any],
@@ -38,11 +41,13 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
         ("study, trial", f"`{tags['study']}`, trial {tags['trial']} (MLflow run `{tags['mlflow_run_id']}`)"),
         ("architecture", architecture_text(cfg, fs)),
         ("knobs", conditioning),
-        ("test ESR", f"{_num(test.get('esr'))}: on knob settings no trial saw "
-                     f"{_num(test.get('esr_unseen_settings'))} (typical setting; pooled "
-                     f"{_num(test.get('esr_pooled_unseen_settings'))}, worst setting "
-                     f"{_num(test.get('esr_worst_unseen_setting'))}), on the trained settings' unseen audio "
-                     f"{_num(test.get('esr_seen_settings'))}; validation ESR {_num(_float(tags['val_esr']))}"),
+        ("test ESR", f"{_num(test.get(PRIMARY))} tail-aware, over "
+                     f"{'knob settings no trial saw' if test.get('scored_on') == 'unseen' else 'every setting'}: "
+                     f"geometric mean {_num(test.get('esr_geomean_floored'))} (floored at 1e-3), mean "
+                     f"{_num(test.get('esr_mean_scored_settings'))}, worst setting "
+                     f"{_num(test.get('esr_worst_scored_setting'))}; pooled {_num(test.get('esr_pooled'))}; on the "
+                     f"trained settings' unseen audio {_num(test.get('esr_geomean_seen_settings'))}; validation "
+                     f"ESR {_num(_float(tags[f'val_{PRIMARY}']))}"),
         ("compute", f"{_num(_float(tags['macs_per_sample']))} MACs/sample, real-time factor "
                     f"{_num(_float(tags['rtf']))}x (one CPU thread)"),
         ("data", f"dataset hash `{tags['data_hash']}`, {fs} Hz, {len(settings)} knob settings: "
@@ -58,7 +63,9 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
 {table}
 
 Input: mono float32 DI at {fs} Hz, full scale = the input volts used in training. Output: same
-length, on the training targets' scale. ESR with pre-emphasis 0.95, lower is better.
+length, on the training targets' scale. ESR with pre-emphasis 0.95, lower is better; "tail-aware"
+is each knob setting's ESR floored at 1e-3 and averaged in dB, raised when the worst setting is more
+than 10x that.
 
 Render a wav with ampstudy (this version, or whichever is the champion):
 

@@ -27,7 +27,15 @@ from studies.stopping import GracefulStop
 from studies.workers import worker_id
 
 ERROR_ATTR = "error"
+TIMED_OUT_ATTR = "timed_out"  # the safety timeout stopped the trial before its compute budget was spent
 COST_ATTRS = ("params", "receptive_field_samples", "macs_per_sample", "rtf")
+# The validation numbers beside the objective, on every complete trial (studies/report.py shows them).
+VAL_ATTRS = ("esr_geomean_floored", "esr_mean_scored_settings", "esr_worst_scored_setting",
+             "esr_geomean_unseen_settings", "esr_geomean_seen_settings")
+
+
+class TrialTimedOut(Exception):
+    """The wall-clock safety timeout ended a trial's fit before its compute budget: FAIL, not ranked."""
 
 
 class TrialObjective:
@@ -92,7 +100,7 @@ class TrialObjective:
         return apply_params(self.spec.base, values, run_name=mlflow_runs.trial_run_name(self.spec.name, trial.number))
 
     def _train(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        from training.train import train  # heavy import (lightning), only inside workers
+        from training.train import TIME_LIMIT, train  # heavy import (lightning), only inside workers
 
         cfg = self.suggest_config(trial)
         self._skip_duplicate(trial)
@@ -107,28 +115,30 @@ class TrialObjective:
                     f"infeasible: {macs:.0f} MACs/sample > max_macs_per_sample {objective.max_macs_per_sample:.0f}")
         callbacks = []
         if self.spec.options.pruner.kind != "none" and not objective.multi_objective:
-            from optuna_integration import PyTorchLightningPruningCallback
+            from studies.pruning import SamplePruningCallback
 
-            callbacks.append(PyTorchLightningPruningCallback(trial, monitor="val_esr"))
+            callbacks.append(SamplePruningCallback(trial))
         with self.stop.training():
             result = train(cfg, callbacks=callbacks, parent_run_id=self.parent_run_id,
                            tags=mlflow_runs.trial_tags(self.spec.name, trial.number, self.fingerprint),
                            tracking_uri=self.tracking_uri, progress=False)
-        trial.set_user_attr(mlflow_runs.RUN_ID_ATTR, result.run_id)
-        trial.set_user_attr("epochs", result.epochs)
-        trial.set_user_attr("train_seconds", round(result.wall_seconds, 2))
-        for key in COST_ATTRS:
-            if key in result.cost:
-                trial.set_user_attr(key, float(result.cost[key]))
+        record_training(trial, result)
         if objective.min_rtf > 0:
             trial.set_constraint("min_rtf", objective.min_rtf - float(result.cost.get("rtf", 0.0)))
-        if not math.isfinite(result.val_esr):
-            raise ValueError(f"validation ESR is {result.val_esr}")
+        value = result.val_esr_tail_aware
+        if not math.isfinite(value):
+            raise ValueError(f"validation ESR is {value}")
+        if result.stopped_by == TIME_LIMIT:
+            trial.set_user_attr(TIMED_OUT_ATTR, True)
+            raise TrialTimedOut(
+                f"budget.trial_max_minutes ({cfg.train.max_minutes:g}) stopped the fit after {result.samples:,} of "
+                f"{cfg.train.max_samples:,} training samples (validation ESR {value:.4g} then): not ranked with trials "
+                "that trained their whole budget; raise trial_max_minutes, or lower budget.trial_samples")
         mlflow_runs.record_trial_outcome(self.tracking_uri, self.parent_run_id, self.spec.name, trial.number,
                                          self.spec.base.experiment, "COMPLETE")
         if objective.multi_objective:
-            return result.val_esr, float(result.cost["macs_per_sample"])
-        return result.val_esr
+            return value, float(result.cost["macs_per_sample"])
+        return value
 
     def _skip_duplicate(self, trial: optuna.Trial) -> None:
         earlier = find_duplicate(trial.study, trial._trial_id)
@@ -151,6 +161,25 @@ class TrialObjective:
             trial.set_user_attr(mlflow_runs.RUN_ID_ATTR, run_id)
         except Exception as err:  # tracking trouble must not mask the trial's own error
             optuna.logging.get_logger("ampstudy").warning(f"could not tag MLflow run of trial {trial.number}: {err}")
+
+
+def record_training(trial: optuna.Trial, result: Any) -> None:
+    """What a trial trained and where (so equal compute can be checked), its cost and its validation
+    numbers beside the objective, as trial user attrs."""
+    trial.set_user_attr(mlflow_runs.RUN_ID_ATTR, result.run_id)
+    trial.set_user_attr("epochs", result.epochs)
+    trial.set_user_attr("samples_trained", result.samples)
+    trial.set_user_attr("stopped_by", result.stopped_by)
+    trial.set_user_attr("device", result.device)
+    trial.set_user_attr("threads", result.threads)
+    trial.set_user_attr("train_seconds", round(result.wall_seconds, 2))
+    for key in COST_ATTRS:
+        if key in result.cost:
+            trial.set_user_attr(key, float(result.cost[key]))
+    for key in VAL_ATTRS:
+        value = result.val_metrics.get(key, math.nan)
+        if isinstance(value, float) and math.isfinite(value):
+            trial.set_user_attr(f"val_{key}", value)
 
 
 def _analytic_macs(cfg) -> float:

@@ -1,14 +1,20 @@
-"""`ampstudy promote`: test the study's best trial and register it; move `champion` only if better.
+"""`ampstudy promote`: test the study's best trial and register it; move `champion` only past the gate.
 
-Steps: pick the best COMPLETE trial (lowest validation ESR) that meets the compute constraint,
-among the trials run with the study file's settings (its fingerprint, studies/fingerprint.py;
-`--all-fingerprints` compares trials of every setting, `--trial N` takes that trial);
-evaluate it once on the held-out test split; log it as an MLflow model of the trial's run (one that
-works without ampstudy: training.mlflow_model) and register it as a new version of the registered
-model, with tags and a description a person can read in the UI (studies.model_card); then, under
-a lock, compare its test ESR with the current champion's and move the alias only if it is lower. ESRs are
-compared on the same test data: when the champion was tested on another dataset it is re-evaluated
-on this study's test split first. Aliases only (model stages are deprecated).
+Steps: pick the best COMPLETE trial (lowest tail-aware validation ESR) that meets the compute
+constraint, among the trials run with the study file's settings (its fingerprint,
+studies/fingerprint.py; `--all-fingerprints` compares trials of every setting, `--trial N` takes
+that trial); evaluate it on the held-out test split; log it as an MLflow model of the trial's run
+(one that works without ampstudy: training.mlflow_model) and register it as a new version of the
+registered model, with tags and a description a person can read in the UI (studies.model_card);
+then, under a lock, evaluate the current champion on the same test split with the same code and
+move the alias only if the challenger passes studies/champion_gate.py (better by a margin, not
+worse at its worst setting, as good at half the settings or more). A champion that cannot be
+evaluated keeps the alias and the command fails, unless `--replace-unevaluable-champion`.
+
+Every promotion evaluates on the study's test settings once more, so a champion chosen over many
+promotions is, a little more each time, selected on test. The registered model counts the
+promotions per dataset (tag `test_uses/<dataset hash>`) and promote says so when the count grows.
+Aliases only (model stages are deprecated).
 """
 
 from __future__ import annotations
@@ -24,18 +30,22 @@ from foundation.errors import AmpStudyError
 from foundation.files import file_lock
 from foundation.uris import sqlite_path
 from studies import mlflow_runs
+from studies.champion_gate import GATE_MARGIN, verdict
 from studies.fingerprint import spec_fingerprint, trial_fingerprint
 from studies.model_card import version_description, version_tags
 from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
 from studies.storage import is_postgres, open_storage
 from training import tracking
-from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, evaluate_model, finite_numbers
+from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, PRIMARY, evaluate_model, finite_numbers
 from training.mlflow_model import log_amp_model
 from training.model_io import downloaded_model_dir, load_model
 from training.nam_export import export_command
 
 ALIAS = "champion"
+TEST_USES_TAG = "test_uses/"  # + dataset hash: registered-model tag, promotions evaluated on that test split
+TEST_USES_NOTICE = 3  # from this many uses of one test split on, promote says what that means
+REPLACE_FLAG = "--replace-unevaluable-champion"
 MODEL_TAGS = {"amp": "Fender Bassman 5F6-A preamp (ngspice)", "task": "guitar amp modelling",
               "input": "mono DI, float32", "knobs": "volume, treble, bass, middle (0..1)", "made_by": "ampstudy"}
 
@@ -103,7 +113,8 @@ def registry_lock(tracking_uri: str, model_name: str) -> Iterator[None]:
 
 def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: str | None = None,
             max_macs: float | None = None, min_rtf: float | None = None, model_name: str | None = None,
-            trial_number: int | None = None, all_fingerprints: bool = False) -> Promotion:
+            trial_number: int | None = None, all_fingerprints: bool = False, margin: float = GATE_MARGIN,
+            replace_unevaluable: bool = False) -> Promotion:
     import optuna
 
     url = existing_study_storage(spec, storage_url)
@@ -116,12 +127,12 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
     trial = pick_trial(study, max_macs, min_rtf, trial_number, None if all_fingerprints else spec_fingerprint(spec))
     run_id = trial.user_attrs[mlflow_runs.RUN_ID_ATTR]
     client = tracking.client(uri)
-    print(f"best trial: #{trial.number}  val ESR {trial.values[0]:.5g}  "
+    print(f"best trial: #{trial.number}  val ESR (tail-aware) {trial.values[0]:.5g}  "
           f"MACs/sample {trial.user_attrs.get('macs_per_sample', float('nan')):.0f}  run {run_id}")
     with downloaded_model_dir(f"runs:/{run_id}/model") as model_dir:
         loaded = load_model(model_dir)
         test = evaluate_model(loaded.net, loaded.run_config.data, split="test")
-        test_esr = float(test["esr"])
+        test_esr = float(test[PRIMARY])
         if not math.isfinite(test_esr):
             raise AmpStudyError("the test split gave no ESR; give base.data.split a test share > 0")
         print(describe_test(test))
@@ -137,8 +148,14 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
                     name, version, tags, test, loaded))
             else:
                 print(f"trial #{trial.number} is already {name} v{version}; not registering it again")
-            result = _maybe_move_champion(client, name, version, test_esr, data_hash, loaded.run_config.data)
+            uses = _count_test_use(client, name, data_hash)
+            result = _maybe_move_champion(client, name, version, test, data_hash, loaded.run_config.data, margin,
+                                          replace_unevaluable)
     print(result.message)
+    if uses >= TEST_USES_NOTICE:
+        print(f"note: the test settings of dataset {data_hash} have now decided {uses} promotions of {name}; a "
+              "champion picked over many looks at one test split is partly selected on it. For an unbiased "
+              "number, test the champion on settings no promotion has seen (a new base.data.seed)")
     _link_parent_run(client, uri, study, spec, name, version)
     print(f"registered version: {tracking.version_link(name, version, uri)}")
     if result.champion_after == version:  # a champion of another family is told by its own promotion
@@ -168,13 +185,11 @@ def _link_parent_run(client: Any, uri: str, study: Any, spec: StudySpec, name: s
 
 
 def describe_test(test: dict[str, Any]) -> str:
-    """One line of test numbers: the gate (unseen test settings when there are any), seen vs unseen."""
-    unseen, seen = test.get("esr_unseen_settings", math.nan), test.get("esr_seen_settings", math.nan)
-    if math.isfinite(unseen):
-        line = (f"test ESR {test['esr']:.5g} on knob settings no trial saw (typical setting; pooled "
-                f"{test['esr_pooled_unseen_settings']:.4g}, worst {test['esr_worst_unseen_setting']:.4g})")
-        return line + (f"; {seen:.5g} on trained settings' unseen audio" if math.isfinite(seen) else "")
-    return f"test ESR {test['esr']:.5g} (unseen audio at the trained knob settings; the data holds no test settings)"
+    """One line of test numbers: the gate's (unseen test settings when there are any), seen vs unseen."""
+    from training.run_info import esr_text
+
+    where = "" if test.get("scored_on") == "unseen" else " (the data holds no test settings: unseen audio)"
+    return f"test ESR {esr_text(test)}{where}"
 
 
 def _registered_version(client: Any, name: str, run_id: str) -> str | None:
@@ -205,27 +220,33 @@ class _AliasDecision:
     message: str
 
 
-def _maybe_move_champion(client: Any, name: str, version: str, test_esr: float, data_hash: str,
-                         data_cfg: Any) -> _AliasDecision:
+def _maybe_move_champion(client: Any, name: str, version: str, test: dict[str, Any], data_hash: str,
+                         data_cfg: Any, margin: float, replace_unevaluable: bool) -> _AliasDecision:
+    test_esr = float(test[PRIMARY])
     champion = _current_champion(client, name)  # its .version is an int in some MLflow calls: use str()
     if champion is not None and str(champion.version) == version:
         return _AliasDecision(version, version, False, f"v{version} already is '{ALIAS}' (test ESR {test_esr:.5g})")
     if champion is None:
         client.set_registered_model_alias(name, ALIAS, version)
-        decision = _AliasDecision(None, version, True, f"{name} v{version} is the first '{ALIAS}' "
-                                                       f"(test ESR {test_esr:.5g})")
+        return _AliasDecision(None, version, True, f"{name} v{version} is the first '{ALIAS}' (test ESR {test_esr:.5g})")
+    before = str(champion.version)
+    theirs = _evaluate_champion(name, before, data_cfg)
+    if theirs is None:
+        if not replace_unevaluable:
+            raise AmpStudyError(
+                f"'{ALIAS}' stays v{before}: it cannot be evaluated on this study's test split, so v{version} "
+                f"(registered, test ESR {test_esr:.5g}) cannot be compared with it; pass {REPLACE_FLAG} to move "
+                "the alias anyway")
+        client.set_registered_model_alias(name, ALIAS, version)
+        return _AliasDecision(before, version, True, f"'{ALIAS}' moved v{before} -> v{version} ({REPLACE_FLAG}: "
+                                                     f"v{before} could not be evaluated)")
+    gate = verdict(test, theirs, margin)
+    if gate.moves:
+        client.set_registered_model_alias(name, ALIAS, version)
+        decision = _AliasDecision(before, version, True, f"'{ALIAS}' moved v{before} -> v{version}: {gate.reason}")
     else:
-        their = _comparable_esr(client, name, champion, data_hash, data_cfg)
-        if their is None or test_esr < their:
-            client.set_registered_model_alias(name, ALIAS, version)
-            was = "not comparable" if their is None else f"{their:.5g}"
-            decision = _AliasDecision(str(champion.version), version, True,
-                                      f"'{ALIAS}' moved v{champion.version} -> v{version}: test ESR {test_esr:.5g} "
-                                      f"beats {was}")
-        else:
-            decision = _AliasDecision(str(champion.version), str(champion.version), False,
-                                      f"'{ALIAS}' stays v{champion.version} (test ESR {their:.5g}); "
-                                      f"v{version} registered with test ESR {test_esr:.5g} is not better")
+        decision = _AliasDecision(before, before, False, f"'{ALIAS}' stays v{before}; v{version} is registered but "
+                                                         f"{gate.reason}")
     _recheck(client, name, version, test_esr, data_hash)
     return decision
 
@@ -239,34 +260,39 @@ def _current_champion(client: Any, name: str) -> Any | None:
         return None
 
 
-def _comparable_esr(client: Any, name: str, champion: Any, data_hash: str, data_cfg: Any) -> float | None:
-    """The champion's test ESR on our test data: its tag when the data and the ESR's definition match
-    (a champion promoted before the typical-setting ESR has no `esr_definition` tag), else re-evaluated."""
-    if champion.tags.get("data_hash") == data_hash and champion.tags.get("test_esr") and \
-            champion.tags.get(ESR_DEFINITION_TAG) == ESR_DEFINITION:
-        return float(champion.tags["test_esr"])
-
-    print(f"champion v{champion.version} was tested on other data or by another ESR; evaluating it on this "
-          "study's test split")
+def _evaluate_champion(name: str, version: str, data_cfg: Any) -> dict[str, Any] | None:
+    """The champion's numbers on our test split, by the code that tested the challenger; None (with the
+    reason printed) when it cannot run there (files missing, another sample rate, ...)."""
+    print(f"evaluating champion v{version} on this study's test split")
     try:
-        with downloaded_model_dir(f"models:/{name}/{champion.version}") as directory:
+        with downloaded_model_dir(f"models:/{name}/{version}") as directory:
             loaded = load_model(directory)
-        return float(evaluate_model(loaded.net, data_cfg, split="test")["esr"])
-    except Exception as err:  # e.g. other sample rate: the old champion cannot run on this data
-        print(f"could not evaluate champion v{champion.version} on this data ({err}); treating it as not comparable")
+        return evaluate_model(loaded.net, data_cfg, split="test", progress=False)
+    except Exception as err:
+        print(f"could not evaluate champion v{version}: {type(err).__name__}: {str(err)[:300]}")
         return None
+
+
+def _count_test_use(client: Any, name: str, data_hash: str) -> int:
+    """One more promotion evaluated on this dataset's test split; returns the count (under the lock)."""
+    key = f"{TEST_USES_TAG}{data_hash}"
+    uses = int(client.get_registered_model(name).tags.get(key, "0")) + 1
+    client.set_registered_model_tag(name, key, str(uses))
+    return uses
 
 
 def _recheck(client: Any, name: str, version: str, test_esr: float, data_hash: str, rounds: int = 3) -> None:
     """After deciding, re-read the alias: if a racing promotion (on a store without locks) left a
-    worse version there, put ours back. A no-op under the lock."""
+    version with a worse test ESR on the same data and definition there, put ours back. A no-op under
+    the lock."""
     for _ in range(rounds):
         time.sleep(0.2)
         champion = _current_champion(client, name)
         if champion is None or str(champion.version) == version:
             return
-        if champion.tags.get("data_hash") != data_hash:
+        tags = champion.tags
+        if tags.get("data_hash") != data_hash or tags.get(ESR_DEFINITION_TAG) != ESR_DEFINITION:
             return
-        if float(champion.tags.get("test_esr", "inf")) <= test_esr:
+        if float(tags.get(f"test_{PRIMARY}", "inf")) <= test_esr:
             return
         client.set_registered_model_alias(name, ALIAS, version)

@@ -4,7 +4,7 @@ best trial's audio (studies/report_page.py), logged to the study's MLflow parent
 `study/`; the parent run's description gets the summary with links to the best trial and the
 page; a summary table is printed to the terminal. Needs no plotly.
 
-The parent run logs the study's numbers under names no trial uses (`best_trial_val_esr`,
+The parent run logs the study's numbers under names no trial uses (`best_trial_val_esr_tail_aware`,
 `trials_*`), so sorting the runs table by a trial metric never mixes the study in."""
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from typing import Any
 from studies import mlflow_runs
 from studies.budget import DUPLICATE_ATTR, EXCESS_ATTR
 from studies.fingerprint import HISTORY_ATTR, spec_fingerprint, trial_fingerprint
+from studies.objective import TIMED_OUT_ATTR, VAL_ATTRS
 from studies.report_page import study_page
 from training import tracking
 
 SUMMARY_ROWS = 10
+OBJECTIVE = "val_esr_tail_aware"  # a row's objective value (studies/runner.py OBJECTIVE_NAMES[0])
 REGISTERED_TAG = "registered_version"  # parent run tag set by `promote`: "<model name>/<version>"
 
 
@@ -34,14 +36,15 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
         row: dict[str, Any] = {"number": t.number, "state": t.state.name,
-                               "val_esr": (t.values[0] if t.values else None)}
+                               OBJECTIVE: (t.values[0] if t.values else None)}
         if multi:
             row["objective_macs_per_sample"] = t.values[1] if t.values else None
         row["seconds"] = round(duration, 1) if duration is not None else None
         row.update({f"param.{k}": v for k, v in t.params.items()})
         if HISTORY_ATTR in attrs:
             row["fingerprint"] = trial_fingerprint(t, attrs)
-        for key in ("macs_per_sample", "rtf", "params", "receptive_field_samples", "epochs",
+        for key in (*(f"val_{k}" for k in VAL_ATTRS), "macs_per_sample", "rtf", "params", "receptive_field_samples",
+                    "epochs", "samples_trained", "stopped_by", "device", "threads", TIMED_OUT_ATTR,
                     mlflow_runs.RUN_ID_ATTR, "error", EXCESS_ATTR, DUPLICATE_ATTR):
             if key in t.user_attrs:
                 row[key] = t.user_attrs[key]
@@ -64,7 +67,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def complete_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["state"] == "COMPLETE" and _finite(r.get("val_esr"))]
+    return [r for r in rows if r["state"] == "COMPLETE" and _finite(r.get(OBJECTIVE))]
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -82,10 +85,10 @@ def plot_history(rows: list[dict[str, Any]], path: Path) -> Path:
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
     done = complete_rows(rows)
-    ax.scatter([r["number"] for r in done], [r["val_esr"] for r in done], s=18, label="complete")
+    ax.scatter([r["number"] for r in done], [r[OBJECTIVE] for r in done], s=18, label="complete")
     best, so_far = [], math.inf
     for r in done:
-        so_far = min(so_far, r["val_esr"])
+        so_far = min(so_far, r[OBJECTIVE])
         best.append(so_far)
     if done:  # the best-so-far line runs to the last trial, whatever its state
         last = max(r["number"] for r in rows)
@@ -94,10 +97,10 @@ def plot_history(rows: list[dict[str, Any]], path: Path) -> Path:
     for state, marker, color in (("PRUNED", "x", "0.5"), ("FAIL", "v", "C1")):
         others = [r["number"] for r in rows if r["state"] == state]
         if others and done:
-            ax.scatter(others, [max(r["val_esr"] for r in done)] * len(others), marker=marker, color=color,
+            ax.scatter(others, [max(r[OBJECTIVE] for r in done)] * len(others), marker=marker, color=color,
                        label=f"{state.lower()} (drawn at top)")
-    ax.set(xlabel="trial", ylabel="validation ESR", title="Optimisation history")
-    if done and min(r["val_esr"] for r in done) > 0:
+    ax.set(xlabel="trial", ylabel="validation ESR (tail-aware)", title="Optimisation history")
+    if done and min(r[OBJECTIVE] for r in done) > 0:
         ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
@@ -130,7 +133,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     from matplotlib.figure import Figure
 
-    points = [(r["macs_per_sample"], r["val_esr"]) for r in done]
+    points = [(r["macs_per_sample"], r[OBJECTIVE]) for r in done]
     front = pareto_front(points)
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
@@ -138,7 +141,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "o-", color="C3", label="Pareto front")
     for i in front:
         ax.annotate(f"#{done[i]['number']}", points[i], fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set(xlabel="MACs per output sample", ylabel="validation ESR", title="Accuracy vs compute")
+    ax.set(xlabel="MACs per output sample", ylabel="validation ESR (tail-aware)", title="Accuracy vs compute")
     ax.set_xscale("log")
     if min(p[1] for p in points) > 0:
         ax.set_yscale("log")
@@ -162,22 +165,41 @@ def summary_text(study: Any, rows: list[dict[str, Any]], top: int = SUMMARY_ROWS
             f"{f} ({sum(r.get('fingerprint') == f for r in rows)} trials{', this file' if f == fingerprint else ''})"
             for f in fingerprints) + "; the table compares only this file's")
         done = [r for r in done if r.get("fingerprint") == fingerprint]
-    done = sorted(done, key=lambda r: r["val_esr"])[:top]
+    done = sorted(done, key=lambda r: r[OBJECTIVE])[:top]
     if not done:
         return "\n".join(lines + ["no complete trials yet"])
     params = sorted({k for r in done for k in r if k.startswith("param.")})
-    header = ["#", "val ESR", "MACs/smp", "RTF", *[p.removeprefix("param.").split(".")[-1] for p in params]]
+    header = ["#", "val ESR", "geomean", "mean", "worst", "Msamples", "MACs/smp", "RTF",
+              *[p.removeprefix("param.").split(".")[-1] for p in params]]
     table = [header]
     for r in done:
-        table.append([str(r["number"]), f"{r['val_esr']:.4g}", _num(r.get("macs_per_sample"), ".0f"),
+        table.append([str(r["number"]), f"{r[OBJECTIVE]:.4g}", _num(r.get("val_esr_geomean_floored"), ".4g"),
+                      _num(r.get("val_esr_mean_scored_settings"), ".4g"),
+                      _num(r.get("val_esr_worst_scored_setting"), ".4g"),
+                      _num(r.get("samples_trained", math.nan) / 1e6, ".1f"), _num(r.get("macs_per_sample"), ".0f"),
                       _num(r.get("rtf"), ".1f"), *[_short(r.get(p)) for p in params]])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines.append(f"best {len(done)} complete trial(s) by validation ESR:")
+    lines.append(f"best {len(done)} complete trial(s) by validation ESR (tail-aware; geometric mean floored at "
+                 "1e-3, mean and worst over the scored knob settings):")
     lines.extend("  " + "  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table)
+    lines.extend(rung_lines(study))
     failed = [r for r in rows if r["state"] == "FAIL" and r.get("error")]
     for r in failed[:5]:
         lines.append(f"  trial {r['number']} failed: {str(r['error'])[:150]}")
     return "\n".join(lines)
+
+
+def rung_lines(study: Any) -> list[str]:
+    """How far trials trained, in training samples: the intermediate steps every trial reported
+    (studies/pruning.py), counted at each step some trial was stopped at or finished at."""
+    reached = [max(t.intermediate_values) for t in study.get_trials(deepcopy=False) if t.intermediate_values]
+    if not reached:
+        return []
+    levels = sorted(set(reached))
+    if len(levels) > 8:  # many distinct stops (median pruning): quartiles instead of every level
+        levels = sorted({levels[round(q * (len(levels) - 1))] for q in (0, 0.25, 0.5, 0.75, 1)})
+    counts = ", ".join(f"{sum(r >= level for r in reached)} reached {level / 1e6:.3g}M" for level in levels)
+    return [f"training samples reported by the {len(reached)} trials that validated: {counts}"]
 
 
 def report_study(study: Any, spec: Any, tracking_uri: str, parent_run_id: str | None, quiet: bool = False) -> str:
@@ -200,7 +222,7 @@ def report_study(study: Any, spec: Any, tracking_uri: str, parent_run_id: str | 
                     client.log_artifact(parent_run_id, str(file), "study")
             done = complete_rows(rows)
             if done:
-                client.log_metric(parent_run_id, "best_trial_val_esr", min(r["val_esr"] for r in done))
+                client.log_metric(parent_run_id, f"best_trial_{OBJECTIVE}", min(r[OBJECTIVE] for r in done))
             for state in ("COMPLETE", "PRUNED", "FAIL"):
                 client.log_metric(parent_run_id, f"trials_{state.lower()}", sum(r["state"] == state for r in rows))
             describe_parent(client, tracking_uri, parent_run_id, spec, rows)
@@ -218,7 +240,7 @@ def report_study(study: Any, spec: Any, tracking_uri: str, parent_run_id: str | 
 
 def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     done = [r for r in complete_rows(rows) if r.get(mlflow_runs.RUN_ID_ATTR)]
-    return min(done, key=lambda r: r["val_esr"]) if done else None
+    return min(done, key=lambda r: r[OBJECTIVE]) if done else None
 
 
 def _write_page(client: Any, tracking_uri: str, study: Any, parent_run_id: str, rows: list[dict[str, Any]],
@@ -257,7 +279,7 @@ def describe_parent(client: Any, tracking_uri: str, parent_run_id: str, spec: An
     if best is not None:
         run_id = best[mlflow_runs.RUN_ID_ATTR]
         lines.append(f"Best trial: [#{best['number']}]({tracking.run_link(experiment, run_id, tracking_uri)}), "
-                     f"validation ESR {best['val_esr']:.4g}.")
+                     f"validation ESR {best[OBJECTIVE]:.4g}.")
         client.set_tag(parent_run_id, "best_trial", str(best["number"]))
         client.set_tag(parent_run_id, "best_trial_run_id", run_id)
     registered = client.get_run(parent_run_id).data.tags.get(REGISTERED_TAG)

@@ -45,7 +45,7 @@ def study_page(title: str, summary: str, rows: list[dict[str, Any]], links: dict
     parts = [f"<h1>{html.escape(title)}</h1>", f"<pre class=summary>{html.escape(summary)}</pre>"]
     if best is not None:
         run = best.get("mlflow_run_id", "")
-        parts.append(f"<h2>Best trial: #{best['number']} (validation ESR {best['val_esr']:.4g})</h2>"
+        parts.append(f"<h2>Best trial: #{best['number']} (validation ESR, tail-aware {best['val_esr_tail_aware']:.4g})</h2>"
                      + (f'<p><a href="{html.escape(links.get(run, ""))}">open its run</a></p>' if run in links else ""))
         for folder in audio_dirs[:MAX_AUDIO_SETTINGS]:
             label = folder.name.removeprefix("setting_").replace("_", " ")
@@ -64,13 +64,18 @@ def study_page(title: str, summary: str, rows: list[dict[str, Any]], links: dict
 
 def trials_table(rows: list[dict[str, Any]], links: dict[str, str]) -> str:
     params = sorted({k for r in rows for k in r if k.startswith("param.")})
-    header = ["trial", "state", "val ESR", "MACs/sample", "RTF", "seconds", *[p.removeprefix("param.") for p in params]]
+    header = ["trial", "state", "val ESR (tail-aware)", "geomean (floored)", "mean", "worst setting",
+              "training samples", "MACs/sample", "RTF", "seconds", *[p.removeprefix("param.") for p in params]]
     body = []
-    for r in sorted(rows, key=lambda r: (r["state"] != "COMPLETE", _sort_value(r.get("val_esr")), r["number"])):
+    for r in sorted(rows, key=lambda r: (r["state"] != "COMPLETE", _sort_value(r.get("val_esr_tail_aware")),
+                                         r["number"])):
         run = r.get("mlflow_run_id", "")
         number = (f'<a href="{html.escape(links[run])}">#{r["number"]}</a>' if run in links else f"#{r['number']}")
-        cells = [number, r["state"].lower(), _cell(r.get("val_esr"), ".4g"), _cell(r.get("macs_per_sample"), ".0f"),
-                 _cell(r.get("rtf"), ".1f"), _cell(r.get("seconds"), ".0f"), *[_cell(r.get(p)) for p in params]]
+        cells = [number, r["state"].lower(), _cell(r.get("val_esr_tail_aware"), ".4g"),
+                 _cell(r.get("val_esr_geomean_floored"), ".4g"), _cell(r.get("val_esr_mean_scored_settings"), ".4g"),
+                 _cell(r.get("val_esr_worst_scored_setting"), ".4g"), _cell(r.get("samples_trained"), ",.0f"),
+                 _cell(r.get("macs_per_sample"), ".0f"), _cell(r.get("rtf"), ".1f"), _cell(r.get("seconds"), ".0f"),
+                 *[_cell(r.get(p)) for p in params]]
         body.append(f'<tr class="{r["state"].lower()}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

@@ -49,7 +49,7 @@ from studies.workers import next_run_number
 from training import tracking
 
 
-OBJECTIVE_NAMES = ["val_esr", "macs_per_sample"]
+OBJECTIVE_NAMES = ["val_esr_tail_aware", "macs_per_sample"]  # Optuna metric names (training/evaluate.py PRIMARY)
 
 
 def resolve_tracking_uri(spec: StudySpec, override: str | None = None) -> str:
@@ -127,8 +127,10 @@ def prepare_data(spec: StudySpec) -> Path:
 
 
 def check_budget(spec: StudySpec, n_trials: int, timeout_minutes: float, workers: int) -> None:
-    if n_trials < 0 or timeout_minutes < 0 or (n_trials == 0 and timeout_minutes == 0):
-        raise AmpStudyError("give a positive --trials and/or --timeout (or budget.n_trials / timeout_minutes)")
+    if n_trials < 0 or timeout_minutes < 0 or (n_trials == 0 and timeout_minutes == 0 and
+                                                not spec.budget.total_samples):
+        raise AmpStudyError("give a positive --trials and/or --timeout (or budget.n_trials / timeout_minutes / "
+                            "total_samples)")
     if not spec.space and n_trials != 1:
         raise AmpStudyError(f"{spec.path or spec.name}: the study has no [space], so every trial would train the "
                             "same configuration; add [space.model] / [space.train] ranges, or run it once with "

@@ -59,18 +59,20 @@ def make_sampler(spec: StudySpec, run_number: int = 0, worker_index: int = 0) ->
 
 
 def make_pruner(spec: StudySpec) -> Any:
+    """The study file's pruner; its steps are training samples (studies/pruning.py)."""
     import optuna
 
     p = spec.options.pruner
     if p.kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs)
+        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_samples)
     if p.kind == "percentile":
         return optuna.pruners.PercentilePruner(p.percentile, n_startup_trials=p.startup_trials,
-                                               n_warmup_steps=p.warmup_epochs)
+                                               n_warmup_steps=p.warmup_samples)
     if p.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, p.warmup_epochs),
-                                              max_resource=spec.base.train.max_epochs,
+        return optuna.pruners.HyperbandPruner(min_resource=p.min_samples, max_resource=spec.base.train.max_samples,
                                               reduction_factor=p.reduction_factor)
+    if p.kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_samples, reduction_factor=p.reduction_factor)
     return optuna.pruners.NopPruner()
 
 

@@ -7,6 +7,7 @@ simulated or any trial runs, with a ConfigError naming the dotted field. See stu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,8 +22,9 @@ from studies.storage import check_storage_url
 from training.run_config import RunConfig, run_config_from_mapping
 
 SAMPLERS = ("tpe", "random", "qmc", "nsga2", "gp")
-PRUNERS = ("median", "percentile", "hyperband", "none")
-METRICS = ("val_esr",)
+PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+MULTI_FIDELITY = ("hyperband", "successive_halving")  # rungs from pruner.min_samples to budget.trial_samples
+METRICS = ("val_esr_tail_aware",)
 
 
 @dataclass(frozen=True)
@@ -41,28 +43,31 @@ class SamplerSpec:
 @dataclass(frozen=True)
 class PrunerSpec:
     kind: str = "median"
-    startup_trials: int = 4  # complete trials before anything is pruned
-    warmup_epochs: int = 1  # validation checks of a trial before it may be pruned
+    startup_trials: int = 4  # median/percentile: complete trials before anything is pruned
+    warmup_samples: int = 0  # median/percentile: training samples a trial trains before it may be pruned
+    min_samples: int = 0  # hyperband/successive_halving: the first rung, in training samples
     percentile: float = 50.0  # kind = "percentile": prune below this percentile
-    reduction_factor: int = 3  # kind = "hyperband"
+    reduction_factor: int = 3  # hyperband/successive_halving: 1/reduction_factor of the trials go on at each rung
 
     def __post_init__(self) -> None:
         require(self.kind in PRUNERS, "kind", f"'{self.kind}' is not one of {', '.join(PRUNERS)}")
         require(self.startup_trials >= 0, "startup_trials", "must be >= 0")
-        require(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
+        require(self.warmup_samples >= 0, "warmup_samples", "must be >= 0")
+        require(self.min_samples >= 0, "min_samples", "must be >= 0")
         require(0 < self.percentile < 100, "percentile", "must be in (0, 100)")
         require(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
 
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    metric: str = "val_esr"  # minimised; the whole-signal validation ESR of the best checkpoint
-    multi_objective: bool = False  # true: minimise (val_esr, macs_per_sample) -> a Pareto front
+    metric: str = "val_esr_tail_aware"  # minimised; of the best checkpoint (training/evaluate.py PRIMARY)
+    multi_objective: bool = False  # true: minimise (val_esr_tail_aware, macs_per_sample) -> a Pareto front
     max_macs_per_sample: float = 0.0  # constraint; 0 = none
     min_rtf: float = 0.0  # constraint on the real-time factor measured after training; 0 = none
 
     def __post_init__(self) -> None:
-        require(self.metric in METRICS, "metric", f"'{self.metric}' is not one of {', '.join(METRICS)}")
+        require(self.metric in METRICS, "metric", f"'{self.metric}' is not one of {', '.join(METRICS)}" + (
+            " (val_esr was renamed when its meaning changed to the tail-aware ESR)" if self.metric == "val_esr" else ""))
         require(self.max_macs_per_sample >= 0, "max_macs_per_sample", "must be >= 0 (0 = no limit)")
         require(self.min_rtf >= 0, "min_rtf", "must be >= 0 (0 = no limit)")
 
@@ -71,13 +76,23 @@ class ObjectiveSpec:
 class BudgetSpec:
     n_trials: int = 0  # total trials of the study (failed ones count, crash re-queues don't); 0 = no limit
     timeout_minutes: float = 0.0  # per `study run` invocation (each worker); 0 = no limit
-    trial_max_minutes: float = 0.0  # wall-clock limit of one trial's fit (overrides base.train.max_minutes)
+    # A trial's compute: training samples (steps x batch_size x segment_samples; overrides
+    # base.train.max_samples). Equal on every machine and under any load, and part of the fingerprint.
+    trial_samples: int = 0
+    # The study's compute: no trial starts once its trials have trained this many samples in all
+    # (studies/budget.py); 0 = no limit.
+    total_samples: int = 0
+    # A safety timeout on one trial's fit (overrides base.train.max_minutes). A trial it stops has not had
+    # its compute: it ends FAIL with user attr `timed_out`, never ranked with the others.
+    trial_max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.n_trials >= 0, "n_trials", "must be >= 0 (0 = no limit)")
         require(self.timeout_minutes >= 0, "timeout_minutes", "must be >= 0 (0 = no limit)")
-        require(self.n_trials > 0 or self.timeout_minutes > 0, "n_trials",
-                "give n_trials and/or timeout_minutes: a study needs a budget")
+        require(self.n_trials > 0 or self.timeout_minutes > 0 or self.total_samples > 0, "n_trials",
+                "give n_trials, total_samples and/or timeout_minutes: a study needs a budget")
+        require(self.total_samples >= 0, "total_samples", "must be >= 0 (0 = no limit)")
+        require(self.trial_samples >= 0, "trial_samples", "must be >= 0 (0 = base.train.max_samples)")
         require(self.trial_max_minutes >= 0, "trial_max_minutes", "must be >= 0 (0 = no limit)")
 
 
@@ -120,6 +135,11 @@ class StudyOptions:
         if self.objective.multi_objective:
             require(self.pruner.kind == "none", "pruner.kind",
                     "Optuna cannot prune multi-objective studies; set kind = \"none\"")
+        if self.pruner.kind in MULTI_FIDELITY:
+            require(self.budget.trial_samples > 0, "budget.trial_samples",
+                    f"pruner kind \"{self.pruner.kind}\" needs the most a trial trains: give trial_samples")
+            require(0 < self.pruner.min_samples < self.budget.trial_samples, "pruner.min_samples",
+                    f"must be > 0 and < budget.trial_samples ({self.budget.trial_samples}): the first rung")
 
 
 @dataclass(frozen=True)
@@ -159,11 +179,10 @@ def study_spec_from_mapping(data: Mapping[str, Any], path: str = "") -> StudySpe
         base = run_config_from_mapping(base_table or {})
     except ConfigError as err:
         raise ConfigError(f"base.{err}") from None
-    if options.budget.trial_max_minutes > 0:
-        import dataclasses  # local: only needed for this override
-
-        base = dataclasses.replace(
-            base, train=dataclasses.replace(base.train, max_minutes=options.budget.trial_max_minutes))
+    overrides = {name: value for name, value in (("max_samples", options.budget.trial_samples),
+                                                 ("max_minutes", options.budget.trial_max_minutes)) if value > 0}
+    if overrides:
+        base = dataclasses.replace(base, train=dataclasses.replace(base.train, **overrides))
     if options.exportable_only:
         _check_exportable(base, space_table)
     space = parse_space(space_table, base)

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from foundation.errors import StopRequested
 from studies import mlflow_runs
-from studies.budget import BudgetCallback, never_trained, remaining_trials
+from studies.budget import BudgetCallback, budget_left, never_trained, remaining_trials, samples_spent
 from studies.objective import TrialObjective
 from studies.recovery import TrialRecovery, fail_orphaned_trials, requeue_trial
 from studies.sampling import make_pruner, make_sampler
@@ -128,20 +128,22 @@ def _work(plan: RunPlan, study: Any, objective: TrialObjective, stop: GracefulSt
     def recover(s: Any) -> None:
         fail_orphaned_trials(s, grace, recovery)
 
-    callback = BudgetCallback(plan.n_trials, recover, should_stop=lambda: stop.requested or objective.exhausted)
+    total_samples = plan.spec.budget.total_samples
+    callback = BudgetCallback(plan.n_trials, recover, should_stop=lambda: stop.requested or objective.exhausted,
+                              total_samples=total_samples)
     waiting_since = None
     while not stop.requested:
         recover(study)  # before counting: a dead worker's trial must not hold a place in the budget
         time_left = None if deadline is None else deadline - time.monotonic()
-        budget_left = remaining_trials(study, plan.n_trials) > 0 if plan.n_trials else True
-        if budget_left and (time_left is None or time_left > 0) and not objective.exhausted:
+        left = budget_left(study, plan.n_trials, total_samples)
+        if left and (time_left is None or time_left > 0) and not objective.exhausted:
             study.optimize(objective, n_trials=None, timeout=time_left, catch=(Exception,),
                            callbacks=[callback, _collect_garbage_after_training])
             waiting_since = None
             continue
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if waiting_since is None:
-            print(f"worker {worker_index}: " + _why_done(plan, objective, budget_left), flush=True)
+            print(f"worker {worker_index}: " + _why_done(plan, study, objective, left), flush=True)
         if not running:
             break
         if waiting_since is None:
@@ -168,11 +170,14 @@ def _collect_garbage_after_training(study: Any, trial: Any) -> None:
         gc.collect()
 
 
-def _why_done(plan: RunPlan, objective: TrialObjective, budget_left: bool) -> str:
+def _why_done(plan: RunPlan, study: Any, objective: TrialObjective, left: bool) -> str:
     if objective.exhausted:
         return "the sampler keeps proposing parameters that were tried already: the search space looks exhausted"
-    if not budget_left:
+    if not left and plan.n_trials and remaining_trials(study, plan.n_trials) <= 0:
         return f"the study has its {plan.n_trials} trials"
+    if not left:
+        return f"the study's trials have trained {samples_spent(study):,} of budget.total_samples " \
+               f"{plan.spec.budget.total_samples:,} samples"
     return f"the timeout of {plan.timeout_seconds:g} s has passed"
 
 

@@ -34,6 +34,10 @@ def one_line_error(capsys) -> str:
     (["train", "--minutes", "nan"], "--minutes: nan is not a finite number"),
     (["train", "--minutes", "0"], "--minutes: 0: must be > 0"),
     (["train", "--minutes", "5", "--max-minutes", "9"], "not allowed with argument --minutes"),
+    (["train", "--samples", "0"], "--samples: 0: must be >= 1 and <= 1e+15 training samples"),
+    (["train", "--samples", "inf"], "--samples: inf is not a finite number"),
+    (["train", "--samples", "1e6", "--minutes", "9"], "--minutes: not allowed with argument --samples"),
+    (["promote", "s.toml", "--margin", "-0.1"], "--margin: -0.1: must be >= 0 and <= 10"),
     (["train", "--threads", "0"], "--threads: 0: must be >= 1"),
     (["train", "--set", "bogus_key=1"], "bogus_key"),
     (["riff", "r.wav", "--seconds", "-1"], "--seconds: -1: must be > 0"),
@@ -107,3 +111,6 @@ def test_train_minutes_is_a_budget_and_set_reaches_top_level_keys():
     assert (asked.train.max_epochs, asked.train.early_stopping_patience) == (7, 4)
     capped = config("--max-minutes", "3")  # a cap: the defaults still stop training early
     assert (capped.train.max_minutes, capped.train.early_stopping_patience) == (3, 8)
+    compute = config("--samples", "300e6")  # the budget that means the same on any machine
+    assert (compute.train.max_samples, compute.train.max_minutes, compute.train.max_epochs,
+            compute.train.early_stopping_patience) == (300_000_000, 0, UNLIMITED_EPOCHS, 0)

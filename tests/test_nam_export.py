@@ -180,7 +180,7 @@ def test_an_exportable_study_promotes_a_champion_that_exports_with_its_test_esr(
     assert command.startswith("ampstudy export models:/nam-amp@champion nam-amp.nam --volume ")
     assert main(command.split()[1:]) == 0  # the printed command works as printed
     meta = json.loads((study_workdir / "nam-amp.nam").read_text())["metadata"]
-    assert meta["test_esr"] == pytest.approx(result.test_esr)
+    assert meta["test_esr"] == pytest.approx(result.test_esr)  # the tail-aware test ESR promote measured
     loaded, audio = resolve_model("models:/nam-amp@champion"), guitar(3000)
     ours = render(loaded.net, audio, [meta["knobs"][k] for k in ("volume", "treble", "bass", "middle")])
     np.testing.assert_allclose(played_by_nam(study_workdir / "nam-amp.nam", audio), ours, rtol=0, atol=1e-5)

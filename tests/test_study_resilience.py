@@ -38,7 +38,7 @@ from tests.test_study_run import runs_by_trial, training_trial
 from training import tracking
 
 QUICK_STORAGE = "\n[storage]\nheartbeat_seconds = 1\ngrace_seconds = 2\n"
-INFEASIBLE = {'metric = "val_esr"': 'metric = "val_esr"\nmax_macs_per_sample = 1'}
+INFEASIBLE = {'metric = "val_esr_tail_aware"': 'metric = "val_esr_tail_aware"\nmax_macs_per_sample = 1'}
 LONG_TRIALS = {"max_epochs = 2": "max_epochs = 8", "early_stopping_patience = 2": "early_stopping_patience = 8",
                '[pruner]\nkind = "median"': '[pruner]\nkind = "none"'}  # long enough to catch one in training
 

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from ampmodel.metrics import tail_aware_esr
 from ampstudy.cli import main
 from foundation.errors import TrainingDiverged
 from training.model_io import load_model, resolve_model
@@ -46,15 +47,18 @@ def trained(store):
 
 
 def test_run_logs_metrics_cost_audio_and_model(trained, store):
-    assert trained.run_id and math.isfinite(trained.val_esr) and trained.val_esr > 0
-    assert trained.test_esr is not None and math.isfinite(trained.test_esr)
+    assert trained.run_id and math.isfinite(trained.val_esr_tail_aware) and trained.val_esr_tail_aware > 0
+    assert trained.test_esr_tail_aware is not None and math.isfinite(trained.test_esr_tail_aware)
     client = mlflow.tracking.MlflowClient(tracking_uri=store["uri"])
     run = client.get_run(trained.run_id)
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    for name in ("val_esr", "best_val_esr", "test_esr", "cost_params", "cost_macs_per_sample", "cost_rtf"):
+    for name in ("val_esr_tail_aware", "best_val_esr_tail_aware", "test_esr_tail_aware", "cost_params",
+                 "cost_macs_per_sample", "cost_rtf", "best_val_esr_worst_scored_setting", "samples_trained"):
         assert name in metrics, name
-    assert metrics["best_val_esr"] == pytest.approx(trained.val_esr)
+    for former in ("val_esr", "best_val_esr", "test_esr"):  # these names meant other numbers in older runs
+        assert former not in metrics, former
+    assert metrics["best_val_esr_tail_aware"] == pytest.approx(trained.val_esr_tail_aware)
     assert run.data.params["model.channels"] == "4"
     assert int(run.data.params["model.receptive_field"]) == 1 + 2 * 31
     assert run.data.tags["dataset_hash"]
@@ -84,11 +88,11 @@ def test_run_describes_itself_and_its_data_and_draws_curves_per_epoch(trained, s
     assert tags["mlflow.user"] and tags["mlflow.source.name"] and tags["mlflow.source.type"] == "LOCAL"
     note = tags["mlflow.note.content"]
     assert "4 channels" in note and "receptive field 63 samples" in note and tags["dataset_hash"] in note
-    assert f"validation ESR {trained.val_esr:.4g}" in note and "2 epochs" in note
+    assert f"validation ESR {trained.val_esr_tail_aware:.4g} tail-aware" in note and "2 epochs" in note
     [dataset] = run.inputs.dataset_inputs  # registered version -> run -> dataset
     assert dataset.dataset.digest == tags["dataset_hash"] and dataset.tags[0].value == "training"
     assert json.loads(dataset.dataset.profile)["knob_settings"] == 2
-    for name in ("val_esr", "train_loss", "learning_rate"):  # one point per epoch, step = epochs done
+    for name in ("val_esr_tail_aware", "train_loss", "learning_rate"):  # one point per epoch, step = epochs done
         assert [m.step for m in client.get_metric_history(trained.run_id, name)] == [1, 2], name
     assert trained.epochs == 2 and trained.steps == 8 and trained.stopped_by == "max_epochs"
     assert run.data.metrics["steps"] == 8 and run.data.metrics["system/process_cpu_seconds"] > 0
@@ -160,7 +164,8 @@ def test_mixed_precision_training_reports_the_float32_esr_of_its_model(store):
     assert loaded.run_config.train.precision == "bf16-mixed" and loaded.run_config.train.batch_size == 4
     assert next(loaded.net.parameters()).dtype == torch.float32
     again = evaluate_model(loaded.net, loaded.run_config.data, "val", progress=False)
-    assert math.isfinite(result.val_esr) and result.val_esr == pytest.approx(again["esr"], rel=1e-6)
+    assert math.isfinite(result.val_esr_tail_aware)
+    assert result.val_esr_tail_aware == pytest.approx(again["esr_tail_aware"], rel=1e-6)
 
 
 def test_loss_references_and_per_setting_metrics():
@@ -192,9 +197,9 @@ def test_loss_references_and_per_setting_metrics():
     acc = ESRAccumulator(pre_emphasis=0.0)
     acc.update(worse_quiet, target, setting)
     assert acc.esr() == pytest.approx(pooled, rel=1e-6) and acc.esr([1]) == pytest.approx(1.0)
-    assert acc.mean_over_settings() == pytest.approx(0.625) and acc.worst_setting() == pytest.approx(1.0)
-    assert acc.typical() == pytest.approx(0.5)  # sqrt(0.25 * 1.0): each setting counts the same, in dB
-    assert acc.typical([0]) == pytest.approx(0.25) and math.isnan(acc.typical([7]))
+    assert acc.mean() == pytest.approx(0.625) and acc.worst_setting() == pytest.approx(1.0)
+    assert acc.geometric_mean() == pytest.approx(0.5)  # sqrt(0.25 * 1.0): each setting counts the same, in dB
+    assert acc.geometric_mean([0]) == pytest.approx(0.25) and math.isnan(acc.geometric_mean([7]))
 
 
 def test_a_model_trained_on_a_knob_design_reports_unseen_settings_apart(store):
@@ -206,21 +211,29 @@ def test_a_model_trained_on_a_knob_design_reports_unseen_settings_apart(store):
     result = train(run_config_from_mapping(table), tracking_uri=store["uri"], evaluate_test=True, progress=False,
                    work_dir=store["root"] / "design")
     for metrics in (result.val_metrics, result.test_metrics):
-        assert math.isfinite(metrics["esr_unseen_settings"]) and math.isfinite(metrics["esr_seen_settings"])
-        assert metrics["esr"] == metrics["esr_unseen_settings"]  # the objective / the gate: never-trained settings
+        assert math.isfinite(metrics["esr_geomean_unseen_settings"])
+        assert math.isfinite(metrics["esr_geomean_seen_settings"])
+        assert metrics["scored_on"] == "unseen"  # the objective / the gate: never-trained settings
         unseen = [next(v for k, v in r.items() if k.endswith("_esr")) for r in metrics["settings_table"]
                   if r["group"] != "train"]
-        assert metrics["esr"] == pytest.approx(math.exp(sum(map(math.log, unseen)) / len(unseen)), rel=1e-9)
+        assert metrics["esr_geomean_unseen_settings"] == pytest.approx(
+            math.exp(sum(map(math.log, unseen)) / len(unseen)), rel=1e-9)
+        floored = math.exp(sum(math.log(max(v, 1e-3)) for v in unseen) / len(unseen))
+        assert metrics["esr_geomean_floored"] == pytest.approx(floored, rel=1e-9)
+        assert metrics["esr_worst_scored_setting"] == max(unseen) == metrics["esr_worst_unseen_setting"]
+        assert metrics["esr_mean_scored_settings"] == pytest.approx(sum(unseen) / len(unseen), rel=1e-9)
+        assert metrics["esr_tail_aware"] == pytest.approx(tail_aware_esr(floored, max(unseen)), rel=1e-9)
+        assert sorted(metrics["per_scored_setting"].values()) == sorted(unseen)
         assert math.isfinite(metrics["esr_pooled_unseen_settings"]) and metrics["esr_pooled"] == metrics[
             "esr_pooled_unseen_settings"]
-        assert metrics["esr_unseen_settings"] != metrics["esr_seen_settings"]
-        assert metrics["esr_worst_setting"] >= max(metrics["esr_unseen_settings"], metrics["esr_seen_settings"]) - 1e-12
+        assert metrics["esr_geomean_unseen_settings"] != metrics["esr_geomean_seen_settings"]
     assert {r["group"] for r in result.val_metrics["settings_table"]} == {"train", "val"}
     assert {r["group"] for r in result.test_metrics["settings_table"]} == {"train", "test"}
     client = mlflow.tracking.MlflowClient(tracking_uri=store["uri"])
     run = client.get_run(result.run_id)
-    assert run.data.metrics["best_val_esr"] == pytest.approx(result.val_metrics["esr_unseen_settings"])
-    assert "best_val_esr_seen_settings" in run.data.metrics and "test_esr_unseen_settings" in run.data.metrics
+    assert run.data.metrics["best_val_esr_tail_aware"] == pytest.approx(result.val_metrics["esr_tail_aware"])
+    assert "best_val_esr_geomean_seen_settings" in run.data.metrics
+    assert "test_esr_geomean_unseen_settings" in run.data.metrics
     assert {f.path for f in client.list_artifacts(result.run_id, "knobs")} == {"knobs/knob_response.csv",
                                                                             "knobs/knob_response.png"}
     rows = open(client.download_artifacts(result.run_id, "knobs/knob_response.csv")).read().splitlines()

@@ -5,24 +5,31 @@ path (the same code renders a wav and serves the registered model), together wit
 samples of real context, whose outputs are dropped.
 
 Spans run on the net's device in float32 (`full_precision`), also when training used mixed
-precision. The numbers of a split:
+precision. All numbers use pre-emphasis REPORTED_PRE_EMPHASIS and each knob setting's own
+whole-signal ESR (ampmodel/metrics.py). A split is *scored* on the settings never trained on (the
+validation group for 'val', the test group for 'test') when it has any, else on all of its settings
+(a dataset of listed settings: their held-back audio). The numbers of a split:
 
-- `esr`: the primary number (objective, checkpoint, promotion gate): the typical setting's ESR
-  (`ESRAccumulator.typical`: each setting's whole-signal ESR, averaged in dB over the settings)
-  over the settings never trained on (the validation group for 'val', the test group for 'test')
-  when the split has any, else over all of its settings (a dataset with listed settings only).
-  Always with pre-emphasis REPORTED_PRE_EMPHASIS. ESR_DEFINITION names this choice.
-- `esr_seen_settings` / `esr_unseen_settings`: the same typical ESR over training-group settings
-  (their held-back audio) / over settings never trained on, so their ratio is the knob
-  generalisation gap; `esr_pooled`, `esr_pooled_seen_settings`, `esr_pooled_unseen_settings`:
-  all spans as one signal (dominated by the loudest settings); `esr_mean_over_settings`,
-  `esr_worst_setting`, `esr_worst_unseen_setting`; a table of ESR per setting.
+- `esr_tail_aware` (PRIMARY: objective, checkpoint, LR schedule, early stopping, pruning, the
+  promotion gate): the scored settings' floored geometric mean, raised when their worst setting is
+  more than 10x it (`ampmodel.metrics.tail_aware_esr`). ESR_DEFINITION names this choice.
+- `esr_geomean_floored`, `esr_mean_scored_settings`, `esr_worst_scored_setting`: its parts, and the
+  arithmetic mean, over the scored settings.
+- `esr_geomean_seen_settings` / `esr_geomean_unseen_settings`: unfloored geometric means over the
+  training-group settings (their held-back audio) / the settings never trained on: their ratio is
+  the knob generalisation gap; `esr_worst_unseen_setting`.
+- `esr_pooled`, `esr_pooled_seen_settings`, `esr_pooled_unseen_settings`: all spans as one signal
+  (dominated by the loudest settings).
+
+Earlier runs logged `esr` (pooled until 2026-11-26, then the unfloored geometric mean), and
+`esr_seen_settings` / `esr_unseen_settings` / `esr_worst_setting` / `esr_mean_over_settings`:
+those keys are no longer written, so an MLflow chart never mixes two meanings under one name.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,15 +37,18 @@ import torch
 
 from ampmodel.layer_stack import WaveNetBase
 from ampmodel.losses import REPORTED_PRE_EMPHASIS
-from ampmodel.metrics import ESRAccumulator
+from ampmodel.metrics import AUDIBILITY_FLOOR_ESR, TAIL_RATIO, ESRAccumulator
 from ampmodel.streaming import render
 from datamodules.bassman import BassmanDataModule
 from datamodules.config import DataConfig
 from foundation.configs import to_dict
+from foundation.errors import TrainingDiverged
 
-# What `esr` means, recorded in every run's tags and every study's fingerprint: numbers made under
-# another definition (the pooled ESR before 2026-11-26) are never silently compared with these.
-ESR_DEFINITION = "typical-setting"
+PRIMARY = "esr_tail_aware"  # the key of the number every decision uses (module docstring)
+# What PRIMARY means, recorded in every run's tags, every registered version's tags and every study's
+# fingerprint: numbers made under another definition ("typical-setting" until 2026-12-03, the pooled
+# ESR before 2026-11-26) are never silently compared with these.
+ESR_DEFINITION = f"tail-aware(floor={AUDIBILITY_FLOOR_ESR:g},tail_ratio={TAIL_RATIO:g})"
 ESR_DEFINITION_TAG = "esr_definition"  # run and registry-version tag holding ESR_DEFINITION
 
 
@@ -72,33 +82,54 @@ def accumulate(net: WaveNetBase, loader, acc: ESRAccumulator | None = None) -> E
     return acc
 
 
-def split_metrics(acc: ESRAccumulator, groups: list[str]) -> dict[str, float]:
-    """The scalar numbers of one evaluated split (see the module docstring); nan where undefined."""
+def scored_settings(acc: ESRAccumulator, groups: list[str]) -> tuple[list[int], str]:
+    """The settings a split is scored on and what they are: ("unseen", never trained on) when the
+    split has any, else ("all", every evaluated setting)."""
+    unseen = [s for s in acc.settings() if groups[s] in ("val", "test")]
+    return (unseen, "unseen") if unseen else (acc.settings(), "all")
+
+
+def split_metrics(acc: ESRAccumulator, groups: list[str],
+                  describe_setting: Callable[[int], str] = str) -> dict[str, float]:
+    """The scalar numbers of one evaluated split (see the module docstring); nan where undefined.
+    A setting whose ESR is not finite raises TrainingDiverged naming it (`describe_setting(index)`)."""
+    for setting, value in acc.per_setting().items():
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"ESR is {value} at knob setting {describe_setting(setting)} ({groups[setting]} group): the "
+                "model's output or the SPICE target there is not finite; lower train.learning_rate, or rebuild "
+                "the dataset with `ampstudy data` if its files were changed")
     evaluated = acc.settings()
     seen = [s for s in evaluated if groups[s] == "train"]
     unseen = [s for s in evaluated if groups[s] in ("val", "test")]
-    primary = unseen or evaluated
+    scored, _ = scored_settings(acc, groups)
     return {
-        "esr": acc.typical(primary),
-        "esr_seen_settings": acc.typical(seen),
-        "esr_unseen_settings": acc.typical(unseen),
-        "esr_pooled": acc.esr(primary),
+        PRIMARY: acc.tail_aware(scored),
+        "esr_geomean_floored": acc.geometric_mean(scored, AUDIBILITY_FLOOR_ESR),
+        "esr_mean_scored_settings": acc.mean(scored),
+        "esr_worst_scored_setting": acc.worst_setting(scored),
+        "esr_geomean_seen_settings": acc.geometric_mean(seen),
+        "esr_geomean_unseen_settings": acc.geometric_mean(unseen),
+        "esr_worst_unseen_setting": acc.worst_setting(unseen),
+        "esr_pooled": acc.esr(scored),
         "esr_pooled_seen_settings": acc.esr(seen),
         "esr_pooled_unseen_settings": acc.esr(unseen),
-        "esr_mean_over_settings": acc.mean_over_settings(),
-        "esr_worst_setting": acc.worst_setting(),
-        "esr_worst_unseen_setting": acc.worst_setting(unseen),
     }
 
 
 def evaluate_net(net: WaveNetBase, datamodule: BassmanDataModule, split: str) -> dict[str, Any]:
-    """ESR over every sample of `split` ('val' or 'test'): the split's numbers plus a table by setting."""
+    """ESR over every sample of `split` ('val' or 'test'): the split's numbers, which settings it was
+    scored on (`scored_on`: "unseen" or "all"), each scored setting's ESR by index
+    (`per_scored_setting`, what the promotion gate compares) and a table of every setting."""
     net.eval()
     acc = accumulate(net, datamodule.eval_dataloader(split))
-    metrics: dict[str, Any] = split_metrics(acc, datamodule.groups)
+    metrics: dict[str, Any] = split_metrics(acc, datamodule.groups, datamodule.describe_setting)
+    scored, metrics["scored_on"] = scored_settings(acc, datamodule.groups)
+    per_setting = acc.per_setting()
+    metrics["per_scored_setting"] = {s: per_setting[s] for s in scored}
     metrics["settings_table"] = [
         {"setting": s, **to_dict(datamodule.settings[s]), "group": datamodule.groups[s], f"{split}_esr": value}
-        for s, value in acc.per_setting().items()]
+        for s, value in per_setting.items()]
     return metrics
 
 

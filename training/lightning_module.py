@@ -18,6 +18,7 @@ Loss normalisation (`train.loss_reference`), all with the ESR of ampmodel.losses
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -29,9 +30,10 @@ from ampmodel.wavenet import build_wavenet
 from datamodules.bassman import BassmanDataModule
 from foundation.configs import to_dict
 from foundation.errors import TrainingDiverged
-from training.evaluate import predict_span, split_metrics
+from training.evaluate import PRIMARY, predict_span, split_metrics
 from training.run_config import RunConfig
 
+MONITOR = f"val_{PRIMARY}"  # what the checkpoint, early stopping, LR schedule and pruning follow
 FINITE_CHECK_STEPS = 50  # training steps between host-side checks that the loss is finite
 
 
@@ -49,16 +51,19 @@ def reference_power(datamodule: BassmanDataModule, pre_emphasis: float) -> list[
 
 
 class AmpModule(pl.LightningModule):
-    def __init__(self, run_config: RunConfig, groups: list[str], reference: list[float] | None = None) -> None:
+    def __init__(self, run_config: RunConfig, groups: list[str], reference: list[float] | None = None,
+                 describe_setting: Callable[[int], str] = str) -> None:
         super().__init__()
         self.run_config = run_config
         self.net = build_wavenet(run_config.model)
         self.groups = list(groups)  # per knob setting of the dataset: train | val | test | response
+        self.describe_setting = describe_setting  # how an error names a knob setting (its index by default)
         train = run_config.train
         self.stft_loss = MultiResolutionSTFTLoss() if train.loss == "esr_stft" else None
         self._accumulator: ESRAccumulator | None = None
         self._first_bad: tuple[torch.Tensor, torch.Tensor] | None = None  # (step or -1, loss) on the device
         self._steps: torch.Tensor | None = None
+        self.validated_at_step = -1  # the optimiser step of the last validation (-1: none yet)
         # A buffer, not saved: it moves to the training device with the module, once.
         self.register_buffer("reference", None, persistent=False)
         if train.loss_reference != "batch":
@@ -134,11 +139,12 @@ class AmpModule(pl.LightningModule):
         self._accumulator.update(predict_span(self.net, batch), batch["target"], batch["setting"])
 
     def on_validation_epoch_end(self) -> None:
-        metrics = split_metrics(self._accumulator, self.groups)
+        metrics = split_metrics(self._accumulator, self.groups, self.describe_setting)  # raises on a nan setting
         self._accumulator = None
+        self.validated_at_step = self.global_step
         for name, value in metrics.items():
             if value == value:  # nan: that number does not exist for this dataset
-                self.log(f"val_{name}", value, prog_bar=name == "esr")
+                self.log(f"val_{name}", value, prog_bar=name == PRIMARY)
 
     def configure_optimizers(self) -> dict[str, Any]:
         train = self.run_config.train
@@ -146,7 +152,7 @@ class AmpModule(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=train.lr_decay, patience=train.lr_patience)
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val_esr", "interval": "epoch",
+                "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR, "interval": "epoch",
                                  "frequency": train.val_every_epochs}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from foundation import __version__
 from foundation.errors import AmpStudyError
 from foundation.files import write_with
 from foundation.knobs import KNOB_NAMES
+from training.evaluate import PRIMARY
 from training.model_io import LoadedModel, resolve_model
 from training.render import control_vector
 
@@ -114,12 +115,12 @@ def known_test_esr(model_spec: str) -> float | None:
     try:
         mlflow_client = client()
         if run:
-            value = mlflow_client.get_run(run.group(1)).data.metrics.get("test_esr")
+            value = mlflow_client.get_run(run.group(1)).data.metrics.get(f"test_{PRIMARY}")
         else:
             name, alias, version = registered.groups()
             found = (mlflow_client.get_model_version_by_alias(name, alias) if alias
                      else mlflow_client.get_model_version(name, version))
-            value = found.tags.get("test_esr")
+            value = found.tags.get(f"test_{PRIMARY}")
         value = None if value is None else float(value)
     except Exception:  # unknown is an answer here: the export itself succeeded
         return None

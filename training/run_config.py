@@ -47,7 +47,11 @@ class TrainConfig:
     batch_size: int | Literal["auto"] = AUTO
     segment_samples: int | Literal["auto"] = AUTO  # output samples per training example (input adds receptive_field - 1)
     max_epochs: int = 100
-    max_minutes: float = 0.0  # wall-clock budget for fitting; 0 = no limit
+    # The compute budget: training samples (output samples the loss sees, steps x batch_size x
+    # segment_samples) after which fitting stops; 0 = no limit. The same on any machine and under any
+    # load, so runs with equal max_samples are compared at equal compute (studies: budget.trial_samples).
+    max_samples: int = 0
+    max_minutes: float = 0.0  # wall-clock limit of fitting (a safety timeout in studies); 0 = no limit
     early_stopping_patience: int = 8  # validation checks without improvement before stopping; 0 = never stop early
     limit_train_batches: int = 0  # batches per epoch; 0 = whole training split
     val_every_epochs: int = 1
@@ -77,6 +81,7 @@ class TrainConfig:
             value = getattr(self, name)
             require(value == AUTO or (isinstance(value, int) and value >= 1), name, "must be >= 1 (or \"auto\")")
         require(self.max_epochs >= 1, "max_epochs", "must be >= 1")
+        require(self.max_samples >= 0, "max_samples", "must be >= 0 (0 = no limit)")
         require(self.max_minutes >= 0, "max_minutes", "must be >= 0 (0 = no limit)")
         require(self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0 (0 = no early stopping)")
         require(self.limit_train_batches >= 0, "limit_train_batches", "must be >= 0")

@@ -27,7 +27,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from ampmodel.config import WaveNetConfig
-from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG
+from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, PRIMARY
 
 SYSTEM_METRICS_SECONDS = 5.0  # one sample costs ~10 ms (psutil + one MLflow write)
 NOTE_TAG = "mlflow.note.content"
@@ -61,19 +61,27 @@ def run_tags(cfg: Any, datamodule: Any, parent_run_id: str | None = None) -> dic
             f"Trained on the SPICE Bassman 5F6-A dataset `{datamodule.manifest.get('hash', '')}`: "
             f"{dataset_summary(datamodule)}.{study}\n\n"
             "Artifacts: `audio/` (input, SPICE target and prediction: press play), `plots/`, `settings/` "
-            "(ESR by knob setting), `knobs/` (knob response), `model/`. ESRs across knob settings are the typical "
-            "setting's (each setting's ESR, averaged in dB); `*_pooled*` metrics treat all settings as one signal.")
+            "(ESR by knob setting), `knobs/` (knob response), `model/`. `*_esr_tail_aware` ranks models: each knob "
+            "setting's ESR, floored at 1e-3 and averaged in dB, raised when the worst setting is over 10x that; "
+            "`*_pooled*` metrics treat all settings as one signal.")
     return {**resolve_tags({}), NOTE_TAG: note, ESR_DEFINITION_TAG: ESR_DEFINITION}
 
 
 def esr_text(metrics: dict[str, Any]) -> str:
-    """'0.0123 (knob settings never trained on 0.02; trained settings, unseen audio 0.01)' for a split's
-    numbers (training/evaluate.py), the parts that exist."""
-    parts = [f"{label} {metrics[key]:.4g}" for key, label in (
-        ("esr_unseen_settings", "knob settings never trained on"),
-        ("esr_seen_settings", "trained settings, unseen audio"))
-        if isinstance(metrics.get(key), float) and math.isfinite(metrics[key])]
-    return f"{metrics['esr']:.4g}" + (f" ({'; '.join(parts)})" if len(parts) > 1 else "")
+    """One line of a split's numbers (training/evaluate.py), e.g. '0.0312 tail-aware (knob settings
+    never trained on: geometric mean 0.0301 floored, mean 0.052, worst 0.41; trained settings'
+    unseen audio: geometric mean 0.021)'; the parts that exist."""
+    def num(key: str) -> str:
+        value = metrics.get(key)
+        return f"{value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+    unseen = math.isfinite(metrics.get("esr_geomean_unseen_settings", math.nan))
+    text = (f"{num(PRIMARY)} tail-aware ({'knob settings never trained on' if unseen else 'all settings'}: "
+            f"geometric mean {num('esr_geomean_floored')} floored, mean {num('esr_mean_scored_settings')}, "
+            f"worst {num('esr_worst_scored_setting')}")
+    if unseen and math.isfinite(metrics.get("esr_geomean_seen_settings", math.nan)):
+        text += f"; trained settings' unseen audio: geometric mean {num('esr_geomean_seen_settings')}"
+    return text + ")"
 
 
 def add_results_to_note(client: Any, run_id: str, lines: list[str]) -> None:

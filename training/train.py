@@ -35,9 +35,9 @@ from foundation.configs import flatten, to_dict
 from foundation.errors import AmpStudyError
 from training import artifacts, run_info, tracking
 from training.devices import Placement, placement, resolved
-from training.evaluate import evaluate_net, finite_numbers
+from training.evaluate import PRIMARY, evaluate_net, finite_numbers
 from training.knob_response import log_knob_response
-from training.lightning_module import AmpModule, reference_power
+from training.lightning_module import MONITOR, AmpModule, reference_power
 from training.mlflow_model import log_amp_model
 from training.model_io import save_model
 from training.run_config import RunConfig
@@ -45,22 +45,33 @@ from training.run_config import RunConfig
 MAX_EXAMPLE_SETTINGS = 3  # audio/plots for at most this many knob settings per run
 
 
+# Why fitting ended (TrainResult.stopped_by); only TIME_LIMIT depends on the machine and its load.
+EARLY_STOPPING, SAMPLE_BUDGET, MAX_EPOCHS, TIME_LIMIT = "early stopping", "sample budget", "max_epochs", "time limit"
+
+
 @dataclass(frozen=True)
 class TrainResult:
     run_id: str  # MLflow run id ("" when tracking is off)
-    val_esr: float  # whole-signal validation ESR of the best checkpoint
     cost: dict[str, float]
     model_dir: Path
     epochs: int
     wall_seconds: float
     steps: int = 0  # optimiser steps (training batches)
-    stopped_by: str = ""  # "early stopping", "time budget" or "max_epochs"
-    val_metrics: dict[str, Any] = field(default_factory=dict)
+    samples: int = 0  # training samples: steps x batch_size x segment_samples
+    stopped_by: str = ""  # EARLY_STOPPING, SAMPLE_BUDGET, MAX_EPOCHS or TIME_LIMIT
+    device: str = ""  # where it trained and in which precision, e.g. "cpu (2 threads), 32"
+    threads: int = 0  # torch intra-op threads while training
+    val_metrics: dict[str, Any] = field(default_factory=dict)  # of the best checkpoint
     test_metrics: dict[str, Any] = field(default_factory=dict)  # only with evaluate_test=True
 
     @property
-    def test_esr(self) -> float | None:
-        return self.test_metrics.get("esr")
+    def val_esr_tail_aware(self) -> float:
+        """The validation number every decision uses (training/evaluate.py PRIMARY)."""
+        return self.val_metrics[PRIMARY]
+
+    @property
+    def test_esr_tail_aware(self) -> float | None:
+        return self.test_metrics.get(PRIMARY)
 
 
 def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: str | None = None,
@@ -82,7 +93,8 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
     datamodule.prepare_data()  # the only expensive data step (ngspice), cached by content hash
     datamodule.setup("fit")
     reference = reference_power(datamodule, cfg.train.pre_emphasis) if cfg.train.loss_reference != "batch" else None
-    module = AmpModule(cfg, groups=datamodule.groups, reference=reference)
+    module = AmpModule(cfg, groups=datamodule.groups, reference=reference,
+                       describe_setting=datamodule.describe_setting)
 
     uri = tracking_uri or tracking.default_tracking_uri()
     client = tracking.client(uri) if track else None
@@ -97,13 +109,8 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
         trainer, checkpoint = _trainer(cfg, where, callbacks, work, progress)
         with run_info.system_metrics(client, run_id, uri) if client is not None else contextlib.nullcontext():
             trainer.fit(module, datamodule=datamodule)
-        if checkpoint.best_model_path:
-            # Tensors and plain containers only (the checkpoint holds no objects that need unpickling).
-            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-            module.load_state_dict(best["state_dict"])
-        module.net.to(where.device)  # Lightning hands the module back on the CPU
-        val = evaluate_net(module.net, datamodule, "val")
-        if not math.isfinite(val["esr"]):
+        val = _best_weights(module, trainer, checkpoint, datamodule, where)
+        if not math.isfinite(val[PRIMARY]):
             raise AmpStudyError("validation ESR is not finite; the data may be silent or training diverged")
         test_metrics = evaluate_net(module.net, datamodule, "test") if evaluate_test else {}
         module.net.cpu()  # saved, logged and rendered from the CPU
@@ -115,18 +122,53 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
         if client is not None:
             _mark_failed(client, run_id, err)
         raise
-    return TrainResult(run_id=run_id, val_esr=val["esr"], cost=cost, model_dir=model_dir,
+    return TrainResult(run_id=run_id, cost=cost, model_dir=model_dir,
                        epochs=trainer.current_epoch, wall_seconds=time.perf_counter() - started,
-                       steps=trainer.global_step, stopped_by=stop_reason(trainer),
+                       steps=trainer.global_step, samples=samples_trained(trainer, cfg),
+                       stopped_by=stop_reason(trainer), device=where.describe(), threads=torch.get_num_threads(),
                        val_metrics=val, test_metrics=test_metrics)
+
+
+def _best_weights(module: AmpModule, trainer: pl.Trainer, checkpoint: ModelCheckpoint,
+                  datamodule: BassmanDataModule, where: Placement) -> dict[str, Any]:
+    """Load the best weights into `module` (on `where.device`) and return their validation numbers:
+    the best checkpoint's, or the final weights' when the budget ended training after the last
+    validation (a sample budget that ends mid-epoch) and they validate better."""
+    final = None
+    if trainer.global_step > module.validated_at_step:
+        module.net.to(where.device)
+        final = evaluate_net(module.net, datamodule, "val"), {k: v.detach().clone() for k, v in
+                                                              module.state_dict().items()}
+    if checkpoint.best_model_path:
+        # Tensors and plain containers only (the checkpoint holds no objects that need unpickling).
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(best["state_dict"])
+    module.net.to(where.device)  # Lightning hands the module back on the CPU
+    val = evaluate_net(module.net, datamodule, "val") if checkpoint.best_model_path or final is None else final[0]
+    if final is not None and final[0][PRIMARY] < val[PRIMARY]:
+        module.load_state_dict(final[1])
+        module.net.to(where.device)
+        val = final[0]
+    return val
+
+
+def samples_per_step(cfg: RunConfig) -> int:
+    """Training samples one optimiser step consumes (batch and segment resolved: see `resolved`)."""
+    return int(cfg.train.batch_size) * int(cfg.train.segment_samples)
+
+
+def samples_trained(trainer: pl.Trainer, cfg: RunConfig) -> int:
+    return trainer.global_step * samples_per_step(cfg)
 
 
 def stop_reason(trainer: pl.Trainer) -> str:
     if trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch:
-        return "early stopping"
+        return EARLY_STOPPING
+    if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return SAMPLE_BUDGET
     if trainer.current_epoch >= (trainer.max_epochs or 0):
-        return "max_epochs"
-    return "time budget"
+        return MAX_EPOCHS
+    return TIME_LIMIT
 
 
 def _start_run(client, uri: str, cfg: RunConfig, parent_run_id: str | None, datamodule: BassmanDataModule,
@@ -145,8 +187,9 @@ def _log_results(client, run_id: str, module: AmpModule, datamodule: BassmanData
                  checkpoint: ModelCheckpoint, val: dict[str, Any], test: dict[str, Any], model_dir: Path) -> None:
     # Step 0: the run's results (the curves are at steps 1, 2, ... = epochs); the MLflow model logged
     # below carries the step-0 metrics.
-    results = {"best_val_esr": val["esr"], "epochs": trainer.current_epoch, "steps": trainer.global_step,
-               **{f"best_val_{k}": v for k, v in finite_numbers(val).items() if k != "esr"},
+    results = {"epochs": trainer.current_epoch, "steps": trainer.global_step,
+               "samples_trained": samples_trained(trainer, module.run_config),
+               **{f"best_val_{k}": v for k, v in finite_numbers(val).items()},
                **{f"test_{k}": v for k, v in finite_numbers(test).items()}}
     client.log_batch(run_id, metrics=run_info.as_metrics(results))
     client.log_artifacts(run_id, str(model_dir), "model")
@@ -162,7 +205,8 @@ def _log_results(client, run_id: str, module: AmpModule, datamodule: BassmanData
     run_info.add_results_to_note(client, run_id, [
         f"validation ESR {run_info.esr_text(val)}",
         *([f"test ESR {run_info.esr_text(test)}"] if test else []),
-        f"{trainer.current_epoch} epochs ({trainer.global_step} steps), stopped by {stop_reason(trainer)}"])
+        f"{trainer.current_epoch} epochs ({trainer.global_step} steps, "
+        f"{samples_trained(trainer, module.run_config):,} training samples), stopped by {stop_reason(trainer)}"])
 
 
 def example_settings(datamodule: BassmanDataModule) -> list[int]:
@@ -175,15 +219,16 @@ def example_settings(datamodule: BassmanDataModule) -> list[int]:
 def _trainer(cfg: RunConfig, where: Placement, callbacks: Sequence[Callback], work: Path,
              progress: bool) -> tuple[pl.Trainer, ModelCheckpoint]:
     train = cfg.train
-    checkpoint = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor="val_esr", mode="min",
+    checkpoint = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor=MONITOR, mode="min",
                                  save_top_k=1, enable_version_counter=False)
-    # Patience 0 = no early stopping: train for max_epochs or the time budget (`ampstudy train --minutes`).
-    stopper = [EarlyStopping(monitor="val_esr", mode="min", patience=train.early_stopping_patience)
+    # Patience 0 = no early stopping: train for the sample budget, max_epochs or the time limit.
+    stopper = [EarlyStopping(monitor=MONITOR, mode="min", patience=train.early_stopping_patience)
                ] if train.early_stopping_patience else []
     # Lightning's own banner lines ("GPU available: ...") repeat what the run's `device` param says.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     trainer = pl.Trainer(
         accelerator=where.accelerator, devices=1, precision=where.precision, max_epochs=train.max_epochs,
+        max_steps=math.ceil(train.max_samples / samples_per_step(cfg)) if train.max_samples else -1,
         max_time={"minutes": train.max_minutes} if train.max_minutes else None,
         limit_train_batches=train.limit_train_batches or 1.0,
         check_val_every_n_epoch=train.val_every_epochs, gradient_clip_val=train.gradient_clip or None,
