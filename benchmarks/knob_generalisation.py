@@ -121,12 +121,12 @@ def main() -> None:
     print(f"{'data':8} {'epochs':>7} {'val':>8} {'seen':>8} {'unseen':>8} {'ratio':>6} {'worst unseen':>13} "
           f"{'pooled seen':>12} {'pooled unseen':>14} {'own held-out':>13}")
     for name, (result, own, unseen) in rows.items():
-        seen, design_unseen = own["esr_seen_settings"], unseen["esr_unseen_settings"]
-        held = own["esr_unseen_settings"] if name == "six" else math.nan
-        print(f"{name:8} {result.epochs:>7} {result.val_esr:>8.4f} {seen:>8.4f} {design_unseen:>8.4f} "
+        seen, design_unseen = own["esr_geomean_seen_settings"], unseen["esr_geomean_unseen_settings"]
+        held = own["esr_geomean_unseen_settings"] if name == "six" else math.nan
+        print(f"{name:8} {result.epochs:>7} {result.val_esr_tail_aware:>8.4f} {seen:>8.4f} {design_unseen:>8.4f} "
               f"{design_unseen / seen:>6.2f} {unseen['esr_worst_unseen_setting']:>13.4f} "
               f"{own['esr_pooled_seen_settings']:>12.4f} {unseen['esr_pooled_unseen_settings']:>14.4f} {held:>13.4f}")
-    print("seen / unseen / val: the typical setting's ESR (each setting's ESR averaged in dB); pooled: all "
+    print("seen / unseen: geometric means of the settings' ESRs (averaged in dB); val: tail-aware; pooled: all "
           "settings' audio as one signal, i.e. mostly the loudest setting. val = each model's own validation "
           "ESR (design arms: their validation settings; six: held-back audio); unseen = the 52-setting design's "
           "test settings (16 incl. every knob's end points), never trained on by any arm; seen = held-back "

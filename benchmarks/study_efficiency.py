@@ -1,11 +1,20 @@
-"""Best validation ESR reached vs wall time: TPE with median pruning vs random search without.
+"""Best validation ESR reached vs training samples spent: Hyperband vs median pruning vs random search.
 
-Both arms run the same study file (same dataset, base config, search space and trial budget) as
-real studies with MLflow tracking, one after the other in one process; the table prints, for
-each arm, the best validation ESR reached by elapsed wall time, then totals.
+Each arm is a real study (`run_study`, MLflow tracking, the study's own trials) of one study file's
+dataset, base config and search space, stopped at the same compute: `budget.total_samples`, the
+training samples all its trials may spend (pruned trials count what they trained). Every trial may
+train at most `--epochs` epochs (budget.trial_samples); an epoch is limit_train_batches steps.
 
-    python benchmarks/study_efficiency.py                          # studies/tiny.toml, 12 trials
-    python benchmarks/study_efficiency.py --trials 20 --epochs 8 --batches 12
+- `tpe+hyperband`: TPE, Hyperband on training samples (rungs 1, 3, 9 epochs with reduction factor 3);
+- `tpe+median`: TPE, median pruning after 1 epoch;
+- `random`: random search, no pruning (every trial trains its whole budget).
+
+Each arm runs with `--seeds` sampler seeds. Printed and written to benchmarks/results/
+study_efficiency.md: the median over seeds (and min..max) of the best tail-aware validation ESR
+reached after each quarter of the compute, and trials started / completed per arm.
+
+    .venv/bin/python benchmarks/study_efficiency.py                     # studies/tiny.toml, 3 seeds
+    .venv/bin/python benchmarks/study_efficiency.py --smoke             # seconds: does it run
 """
 
 from __future__ import annotations
@@ -14,53 +23,70 @@ import argparse
 import dataclasses
 import math
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without install
+
+from benchmarks.results_file import write_results  # noqa: E402
+
+ARMS = {"tpe+hyperband": ("tpe", "hyperband"), "tpe+median": ("tpe", "median"), "random": ("random", "none")}
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", default=str(REPO / "studies" / "tiny.toml"))
-    parser.add_argument("--trials", type=int, default=12, help="trial budget of each arm (default 12)")
-    parser.add_argument("--epochs", type=int, default=6, help="max_epochs per trial (default 6)")
-    parser.add_argument("--batches", type=int, default=10, help="training batches per epoch (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed of both arms")
+    parser.add_argument("--seeds", type=int, default=3, help="sampler seeds per arm (default 3)")
+    parser.add_argument("--epochs", type=int, default=9, help="most epochs a trial trains (default 9)")
+    parser.add_argument("--full-trials", type=float, default=20,
+                        help="each arm's compute, in trials of --epochs epochs (default 20)")
+    parser.add_argument("--smoke", action="store_true", help="1 seed, 3 epochs, 3 full trials of compute")
     parser.add_argument("--workdir", help="where data and mlruns go (default: a temp dir)")
-    return parser.parse_args(argv)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seeds, args.epochs, args.full_trials = 1, 3, 3
+    return args
 
 
-def arm_spec(base_spec, name: str, sampler: str, pruner: str, args: argparse.Namespace, data_dir: Path):
+def arm_spec(base_spec, name: str, sampler: str, pruner: str, seed: int, epochs: int, total: int, data_dir: Path):
     from studies.spec import PrunerSpec
 
+    train = base_spec.base.train
+    per_epoch = train.limit_train_batches * int(train.batch_size) * int(train.segment_samples)
+    base = dataclasses.replace(
+        base_spec.base, train=dataclasses.replace(train, max_epochs=100 * epochs, max_samples=epochs * per_epoch,
+                                                  early_stopping_patience=0, audio_seconds=0),
+        data=dataclasses.replace(base_spec.base.data, data_dir=str(data_dir)))
+    pruners = {"hyperband": PrunerSpec(kind="hyperband", min_samples=per_epoch, reduction_factor=3),
+               "median": PrunerSpec(kind="median", startup_trials=3, warmup_samples=per_epoch),
+               "none": PrunerSpec(kind="none")}
     o = base_spec.options
-    train = dataclasses.replace(base_spec.base.train, max_epochs=args.epochs, limit_train_batches=args.batches,
-                                early_stopping_patience=args.epochs)
-    base = dataclasses.replace(base_spec.base, train=train,
-                               data=dataclasses.replace(base_spec.base.data, data_dir=str(data_dir)))
     options = dataclasses.replace(
-        o, name=name, sampler=dataclasses.replace(o.sampler, kind=sampler, seed=args.seed),
-        pruner=dataclasses.replace(o.pruner, kind=pruner) if pruner != "none" else PrunerSpec(kind="none"),
-        budget=dataclasses.replace(o.budget, n_trials=args.trials, timeout_minutes=0.0))
+        o, name=name, sampler=dataclasses.replace(o.sampler, kind=sampler, seed=seed), pruner=pruners[pruner],
+        budget=dataclasses.replace(o.budget, n_trials=1000, timeout_minutes=0.0, trial_samples=epochs * per_epoch,
+                                   total_samples=total))
     return dataclasses.replace(base_spec, options=options, base=base)
 
 
-def best_by_time(study) -> list[tuple[float, float]]:
-    """(seconds since the first trial started, best ESR so far) at each trial completion."""
-    trials = [t for t in study.get_trials() if t.datetime_complete]
-    start = min(t.datetime_start for t in trials)
-    best, out = math.inf, []
-    for t in sorted(trials, key=lambda t: t.datetime_complete):
+def best_by_samples(study) -> list[tuple[int, float]]:
+    """(training samples spent so far, best tail-aware validation ESR so far) after each trial, in the
+    order trials ended."""
+    spent, best, curve = 0, math.inf, []
+    for t in sorted((t for t in study.get_trials() if t.datetime_complete), key=lambda t: t.datetime_complete):
+        spent += int(t.user_attrs.get("samples_trained", max(t.intermediate_values, default=0)))
         if t.state.name == "COMPLETE" and t.values and math.isfinite(t.values[0]):
             best = min(best, t.values[0])
-        out.append(((t.datetime_complete - start).total_seconds(), best))
-    return out
+        curve.append((spent, best))
+    return curve
 
 
-def best_at(curve: list[tuple[float, float]], seconds: float) -> float:
-    reached = [b for t, b in curve if t <= seconds]
+def best_at(curve: list[tuple[int, float]], samples: float) -> float:
+    reached = [b for s, b in curve if s <= samples]
     return reached[-1] if reached else math.inf
 
 
@@ -68,30 +94,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = Path(args.workdir or tempfile.mkdtemp(prefix="ampstudy-bench-"))
     root.mkdir(parents=True, exist_ok=True)
+    study_path = Path(args.study).resolve()
     os.chdir(root)  # the default mlruns/ stores land here
     from studies.runner import run_study
     from studies.spec import load_study_spec
 
-    base_spec = load_study_spec(args.study)
-    arms = {"TPE + median pruning": arm_spec(base_spec, "eff-tpe-median", "tpe", "median", args, root / "data"),
-            "random, no pruning": arm_spec(base_spec, "eff-random", "random", "none", args, root / "data")}
-    curves, states = {}, {}
-    for label, spec in arms.items():
-        print(f"--- {label}: {args.trials} trials", flush=True)
-        study = run_study(spec, report=False)
-        curves[label] = best_by_time(study)
-        states[label] = {s: sum(t.state.name == s for t in study.get_trials()) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    horizon = max(c[-1][0] for c in curves.values())
-    labels = list(curves)
-    print(f"\nbest validation ESR reached by wall time (workdir {root})")
-    print(f"{'seconds':>9}" + "".join(f"{label:>30}" for label in labels))
-    for fraction in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
-        seconds = fraction * horizon
-        print(f"{seconds:>9.1f}" + "".join(f"{_fmt(best_at(curves[label], seconds)):>30}" for label in labels))
-    print(f"{'total s':>9}" + "".join(f"{curves[label][-1][0]:>30.1f}" for label in labels))
-    print(f"{'final':>9}" + "".join(f"{_fmt(curves[label][-1][1]):>30}" for label in labels))
-    print(f"{'trials':>9}" + "".join(f"{'{COMPLETE} done, {PRUNED} pruned, {FAIL} failed'.format(**states[label]):>30}"
-                                     for label in labels))
+    base_spec = load_study_spec(study_path)
+    train = base_spec.base.train
+    per_epoch = train.limit_train_batches * int(train.batch_size) * int(train.segment_samples)
+    if per_epoch <= 0:
+        raise SystemExit(f"{study_path}: base.train needs limit_train_batches and numeric batch/segment sizes")
+    total = int(args.full_trials * args.epochs * per_epoch)
+    results: dict[str, list[tuple[list[tuple[int, float]], int, int]]] = {arm: [] for arm in ARMS}
+    for seed in range(args.seeds):
+        for arm, (sampler, pruner) in ARMS.items():
+            spec = arm_spec(base_spec, f"eff-{arm}-{seed}".replace("+", "-"), sampler, pruner, seed, args.epochs,
+                            total, root / "data")
+            print(f"--- {arm}, seed {seed}: {total:,} training samples", flush=True)
+            study = run_study(spec, report=False)
+            trials = study.get_trials()
+            results[arm].append((best_by_samples(study), len(trials),
+                                 sum(t.state.name == "COMPLETE" for t in trials)))
+    lines = [f"{base_spec.name} ({study_path.name}): each arm may spend {total:,} training samples "
+             f"({args.full_trials:g} trials of {args.epochs} epochs x {per_epoch:,} samples); {args.seeds} sampler "
+             "seed(s) per arm; best tail-aware validation ESR reached, median over seeds (min..max).", "",
+             "| arm | " + " | ".join(f"after {f:.0%} of the samples" for f in FRACTIONS) + " | trials (complete) |",
+             "| --- |" + " --- |" * (len(FRACTIONS) + 1)]
+    for arm, runs in results.items():
+        cells = []
+        for fraction in FRACTIONS:
+            values = [best_at(curve, fraction * total) for curve, _, _ in runs]
+            cells.append(f"{_fmt(statistics.median(values))} ({_fmt(min(values))}..{_fmt(max(values))})")
+        counts = ", ".join(f"{n} ({c})" for _, n, c in runs)
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {counts} |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if not args.no_write and not args.smoke:
+        print(f"written to {write_results('study_efficiency', text, [sys.argv[0], *(argv or sys.argv[1:])])}")
     return 0
 
 

@@ -59,9 +59,9 @@ def time_trials(devices: list[str], max_minutes: float | None = None, study: Pat
             wall = time.perf_counter() - began
         epochs = max(result.epochs, 1)
         batch = f"{train_cfg.batch_size}x{train_cfg.segment_samples}"
-        print(f"{device:<8}{batch:>12}{wall:>9.0f}{result.epochs:>8}{wall / epochs:>9.1f}{result.val_esr:>10.4f}",
+        print(f"{device:<8}{batch:>12}{wall:>9.0f}{result.epochs:>8}{wall / epochs:>9.1f}{result.val_esr_tail_aware:>10.4f}",
               flush=True)
-        rows.append({"device": device, "wall": wall, "epochs": result.epochs, "val_esr": result.val_esr})
+        rows.append({"device": device, "wall": wall, "epochs": result.epochs, "val_esr_tail_aware": result.val_esr_tail_aware})
     return rows
 
 

@@ -201,3 +201,12 @@ def test_the_compute_budget_is_part_of_the_fingerprint_and_the_timeout_is_not():
     slower = study_spec_from_mapping({**table, "budget": {**table["budget"], "trial_max_minutes": 99}})
     assert fingerprint_fields(more)["base.train.max_samples"] != fields["base.train.max_samples"]
     assert fingerprint_fields(slower) == fields
+
+
+def test_the_seed_spread_benchmark_runs(study_data_dir, capsys):
+    """benchmarks/seed_spread.py (what sets the gate's margin) in its smoke mode, on the tiny dataset."""
+    from benchmarks.seed_spread import main as seed_spread
+
+    assert seed_spread(["--smoke", "--data-dir", str(study_data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0:" in out and "seed 1:" in out and "spread of the tail-aware test ESR over 2 seeds" in out

@@ -219,11 +219,12 @@ def example_settings(datamodule: BassmanDataModule) -> list[int]:
 def _trainer(cfg: RunConfig, where: Placement, callbacks: Sequence[Callback], work: Path,
              progress: bool) -> tuple[pl.Trainer, ModelCheckpoint]:
     train = cfg.train
+    # Both act after validations only: a sample budget can end training before an epoch's validation.
     checkpoint = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor=MONITOR, mode="min",
-                                 save_top_k=1, enable_version_counter=False)
+                                 save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=False)
     # Patience 0 = no early stopping: train for the sample budget, max_epochs or the time limit.
-    stopper = [EarlyStopping(monitor=MONITOR, mode="min", patience=train.early_stopping_patience)
-               ] if train.early_stopping_patience else []
+    stopper = [EarlyStopping(monitor=MONITOR, mode="min", patience=train.early_stopping_patience,
+                             check_on_train_epoch_end=False)] if train.early_stopping_patience else []
     # Lightning's own banner lines ("GPU available: ...") repeat what the run's `device` param says.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     trainer = pl.Trainer(
