@@ -228,27 +228,35 @@ def _maybe_move_champion(client: Any, name: str, version: str, test: dict[str, A
         return _AliasDecision(version, version, False, f"v{version} already is '{ALIAS}' (test ESR {test_esr:.5g})")
     if champion is None:
         client.set_registered_model_alias(name, ALIAS, version)
-        return _AliasDecision(None, version, True, f"{name} v{version} is the first '{ALIAS}' (test ESR {test_esr:.5g})")
-    before = str(champion.version)
+        decision = _AliasDecision(None, version, True, f"{name} v{version} is the first '{ALIAS}' "
+                                                       f"(test ESR {test_esr:.5g})")
+    else:
+        decision = _challenge(client, name, version, str(champion.version), test, data_cfg, margin,
+                              replace_unevaluable)
+    if decision.moved:
+        _recheck(client, name, version, test_esr, data_hash)
+    return decision
+
+
+def _challenge(client: Any, name: str, version: str, before: str, test: dict[str, Any], data_cfg: Any,
+               margin: float, replace_unevaluable: bool) -> _AliasDecision:
+    """The reigning champion `before` against `version`: evaluated alike, then the gate decides."""
     theirs = _evaluate_champion(name, before, data_cfg)
     if theirs is None:
         if not replace_unevaluable:
             raise AmpStudyError(
                 f"'{ALIAS}' stays v{before}: it cannot be evaluated on this study's test split, so v{version} "
-                f"(registered, test ESR {test_esr:.5g}) cannot be compared with it; pass {REPLACE_FLAG} to move "
-                "the alias anyway")
+                f"(registered, test ESR {float(test[PRIMARY]):.5g}) cannot be compared with it; pass {REPLACE_FLAG} "
+                "to move the alias anyway")
         client.set_registered_model_alias(name, ALIAS, version)
         return _AliasDecision(before, version, True, f"'{ALIAS}' moved v{before} -> v{version} ({REPLACE_FLAG}: "
                                                      f"v{before} could not be evaluated)")
     gate = verdict(test, theirs, margin)
     if gate.moves:
         client.set_registered_model_alias(name, ALIAS, version)
-        decision = _AliasDecision(before, version, True, f"'{ALIAS}' moved v{before} -> v{version}: {gate.reason}")
-    else:
-        decision = _AliasDecision(before, before, False, f"'{ALIAS}' stays v{before}; v{version} is registered but "
-                                                         f"{gate.reason}")
-    _recheck(client, name, version, test_esr, data_hash)
-    return decision
+        return _AliasDecision(before, version, True, f"'{ALIAS}' moved v{before} -> v{version}: {gate.reason}")
+    return _AliasDecision(before, before, False, f"'{ALIAS}' stays v{before}; v{version} is registered but "
+                                                 f"{gate.reason}")
 
 
 def _current_champion(client: Any, name: str) -> Any | None:
@@ -282,9 +290,9 @@ def _count_test_use(client: Any, name: str, data_hash: str) -> int:
 
 
 def _recheck(client: Any, name: str, version: str, test_esr: float, data_hash: str, rounds: int = 3) -> None:
-    """After deciding, re-read the alias: if a racing promotion (on a store without locks) left a
-    version with a worse test ESR on the same data and definition there, put ours back. A no-op under
-    the lock."""
+    """After moving the alias to `version`, re-read it: if a racing promotion (on a store without
+    locks) left a version with a worse test ESR on the same data and definition there, put ours back.
+    A no-op under the lock."""
     for _ in range(rounds):
         time.sleep(0.2)
         champion = _current_champion(client, name)
