@@ -143,3 +143,23 @@ def test_conditional_parameter_is_searched_only_when_its_condition_holds():
         assert cfg.model.conditioning == conditioning
         assert ("model.film_hidden" in trial.params) == (conditioning == "film")
         assert cfg.run_name == f"tiny-t{trial.number:03d}"
+
+
+def test_multi_fidelity_pruners_need_their_rungs_in_training_samples():
+    table = tiny_table()
+    table["pruner"] = {"kind": "hyperband", "min_samples": 10_000}
+    assert error_of(table).startswith("budget.trial_samples:")
+    table["budget"]["trial_samples"] = 10_000
+    assert error_of(table).startswith("pruner.min_samples: must be > 0 and < budget.trial_samples (10000)")
+    table["budget"]["trial_samples"] = 90_000
+    spec = study_spec_from_mapping(table)
+    assert spec.base.train.max_samples == 90_000  # trial_samples is the trial's training budget
+    table["pruner"] = {"kind": "median", "warmup_epochs": 1}  # the former key: epochs are not compute
+    assert "warmup_samples" in error_of(table)
+
+
+def test_the_former_objective_name_says_why_it_changed():
+    table = tiny_table()
+    table["objective"]["metric"] = "val_esr"
+    message = error_of(table)
+    assert message.startswith("objective.metric: 'val_esr' is not one of val_esr_tail_aware") and "renamed" in message

@@ -1,4 +1,5 @@
-"""The local MLflow store: several processes may be the first to use a fresh SQLite store at once."""
+"""The local MLflow store: several processes may be the first to use a fresh SQLite store at once;
+the UI hint printed for a store never shows its password."""
 
 from __future__ import annotations
 
@@ -23,3 +24,11 @@ def test_processes_first_using_one_fresh_sqlite_store_all_succeed(tmp_path):
     results = [w.communicate(timeout=120) for w in workers]
     assert [w.returncode for w in workers] == [0] * 3, [err[-2000:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1  # one experiment, whoever created it
+
+
+def test_the_ui_hint_never_prints_a_password():
+    from training.tracking import ui_command
+
+    hint = ui_command("postgresql+psycopg2://optuna:s3cret@db.example:5432/mlflow")
+    assert "s3cret" not in hint and "postgresql+psycopg2://optuna:***@db.example:5432/mlflow" in hint
+    assert ui_command("http://tracking:5000") == ""  # a tracking server serves its own UI

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from foundation.files import file_lock
-from foundation.uris import sqlite_path
+from foundation.uris import masked, sqlite_path
 
 TRACKING_DIR = "mlruns"
 
@@ -96,16 +96,17 @@ def ui_base(tracking_uri: str | None = None) -> str:
 
 
 def ui_command(tracking_uri: str | None = None) -> str:
-    """The command that serves the UI for this store ("" for a tracking server: it serves one already)."""
+    """The command that serves the UI for this store ("" for a tracking server: it serves one already),
+    with any password in the store's URI shown as *** (the line lands in logs)."""
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith(("http://", "https://")):
         return ""
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port {UI_PORT}"
+    return f"mlflow ui --backend-store-uri {masked(uri)} --host 127.0.0.1 --port {UI_PORT}"
 
 
 def runs_link(experiment_id: str, tracking_uri: str | None = None, search: str = "", order_by: str = "") -> str:
     """The experiment's runs table, optionally filtered (`search`: MLflow's filter syntax; nested runs
-    whose parent is filtered out are listed flat) and sorted by `order_by` (e.g. "metrics.`best_val_esr`",
+    whose parent is filtered out are listed flat) and sorted by `order_by` (e.g. "metrics.`best_val_esr_tail_aware`",
     ascending)."""
     from urllib.parse import quote
 
