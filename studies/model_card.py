@@ -14,6 +14,9 @@ from training.nam_export import export_command
 from training.run_info import architecture_text
 
 
+SEEN_ONLY = "the trained knob settings' unseen audio (the data holds no knob settings no trial saw)"
+
+
 def version_tags(study: str, trial: Any, run_id: str, test: dict[str, Any], loaded: LoadedModel) -> dict[str, str]:
     """The tags `promote` and other tools read back: every finite test number (`test_esr_tail_aware`,
     `test_esr_geomean_floored`, `test_esr_mean_scored_settings`, `test_esr_worst_scored_setting`, ...),
@@ -42,7 +45,7 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
         ("architecture", architecture_text(cfg, fs)),
         ("knobs", conditioning),
         ("test ESR", f"{_num(test.get(PRIMARY))} tail-aware, over "
-                     f"{'knob settings no trial saw' if test.get('scored_on') == 'unseen' else 'every setting'}: "
+                     f"{'knob settings no trial saw' if test.get('scored_on') == 'unseen' else SEEN_ONLY}: "
                      f"geometric mean {_num(test.get('esr_geomean_floored'))} (floored at 1e-3), mean "
                      f"{_num(test.get('esr_mean_scored_settings'))}, worst setting "
                      f"{_num(test.get('esr_worst_scored_setting'))}; pooled {_num(test.get('esr_pooled'))}; on the "
