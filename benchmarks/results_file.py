@@ -55,13 +55,17 @@ def commit() -> str:
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
+STARTED_ON = commit()  # taken when the benchmark imports this module: commits made while it runs don't count
+
+
 def write_results(name: str, body: str, command: list[str] | None = None) -> Path:
-    """Write `body` (Markdown) under a header of date, commit, machine and command; returns the path."""
+    """Write `body` (Markdown) under a header of date, commit (the one the benchmark started on),
+    machine and command; returns the path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     argv = command if command is not None else [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]
     header = (f"# {name}\n\n"
               f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
-              f"- commit: {commit()}\n"
+              f"- commit: {STARTED_ON}\n"
               f"- machine: {machine()}\n"
               f"- command: `{shlex.join(argv)}`\n\n")
     path = RESULTS / f"{name}.md"
