@@ -135,7 +135,8 @@ def test_a_trial_cut_by_the_safety_timeout_fails_and_is_not_ranked(study_workdir
 
 
 def test_hyperband_prunes_on_training_samples(study_workdir, study_data_dir):
-    """Trials report at steps counted in training samples, and Hyperband's rungs are in samples."""
+    """Trials report their best validation ESR so far at steps counted in training samples, and
+    Hyperband's rungs are in samples."""
     per_epoch = 3 * 4 * 1024  # limit_train_batches x batch_size x segment_samples of the test study
     path = write_study_file(
         study_workdir / "h.toml", study_data_dir, name="hyper", n_trials=5,
@@ -149,6 +150,8 @@ def test_hyperband_prunes_on_training_samples(study_workdir, study_data_dir):
     for t in reported:
         assert all(step % per_epoch == 0 for step in t.intermediate_values), t.intermediate_values
         assert max(t.intermediate_values) <= 9 * per_epoch
+        reports = [t.intermediate_values[step] for step in sorted(t.intermediate_values)]
+        assert reports == sorted(reports, reverse=True)  # the best so far: what the trial would return
     complete = [t for t in reported if t.state == TrialState.COMPLETE]
     assert complete and all(t.user_attrs["samples_trained"] == 9 * per_epoch for t in complete)
     assert all(t.user_attrs["device"].startswith("cpu") and t.user_attrs["threads"] == 1 for t in complete)
