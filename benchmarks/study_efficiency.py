@@ -76,9 +76,11 @@ def arm_spec(base_spec, name: str, sampler: str, pruner: str, seed: int, epochs:
 def best_by_samples(study) -> list[tuple[int, float]]:
     """(training samples spent so far, best tail-aware validation ESR so far) after each trial, in the
     order trials ended."""
+    from studies.budget import trial_samples
+
     spent, best, curve = 0, math.inf, []
     for t in sorted((t for t in study.get_trials() if t.datetime_complete), key=lambda t: t.datetime_complete):
-        spent += int(t.user_attrs.get("samples_trained", max(t.intermediate_values, default=0)))
+        spent += trial_samples(t)
         if t.state.name == "COMPLETE" and t.values and math.isfinite(t.values[0]):
             best = min(best, t.values[0])
         curve.append((spent, best))

@@ -47,16 +47,17 @@ def remaining_trials(study: Any, n_trials: int) -> int:
     return n_trials - len(started)
 
 
+def trial_samples(trial: Any) -> int:
+    """Training samples one trial used: its `samples_trained` when it ended training, else (pruned or
+    stopped) the samples of its last report (studies/pruning.py), else 0."""
+    if "samples_trained" in trial.user_attrs:
+        return int(trial.user_attrs["samples_trained"])
+    return int(max(trial.intermediate_values, default=0))
+
+
 def samples_spent(study: Any) -> int:
-    """Training samples the study's trials have used: a trial that ended training its
-    `samples_trained`, a pruned or stopped one the samples of its last report (studies/pruning.py)."""
-    total = 0
-    for t in study.get_trials(deepcopy=False):
-        if "samples_trained" in t.user_attrs:
-            total += int(t.user_attrs["samples_trained"])
-        elif t.intermediate_values:
-            total += int(max(t.intermediate_values))
-    return total
+    """Training samples the study's trials have used (`trial_samples` summed)."""
+    return sum(trial_samples(t) for t in study.get_trials(deepcopy=False))
 
 
 def budget_left(study: Any, n_trials: int, total_samples: int) -> bool:
