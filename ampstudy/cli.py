@@ -113,18 +113,24 @@ def _add_data(commands) -> None:
                     "knob setting (parallel ngspice processes), and cache input/targets/manifest under the "
                     "data directory, keyed by a content hash: a second call with the same settings is instant.",
         epilog="examples:\n  ampstudy data --seconds 20 --pots 0.8,0.5,0.5,0.5 --pots 0.3,1,0.2,0.5\n"
-               "  ampstudy data --design 192 --design-seconds 2   # the knob study's data (~12 min on 2 cores)",
+               "  ampstudy data --design 192 --design-seconds 2   # the knob study's data\n"
+               "  ampstudy data --dataset data/3a718adcd625e0bd8e6a9ecd   # check one, rebuild it if damaged\n\n"
+               "Every file of a dataset is checked against the size and sha256 in its manifest; a damaged dataset\n"
+               "is rebuilt from the chunk cache (data/chunks: ngspice runs only for chunks not found there).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _config_options(parser)
+    parser.add_argument("--dataset", metavar="DIR",
+                        help="check (and if damaged rebuild) the dataset in DIR with the settings in its manifest, "
+                             "instead of the one the other options describe")
     parser.set_defaults(handler=_cmd_data)
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from datamodules.dataset import prepare_dataset
+    from datamodules.dataset import config_of_dataset, prepare_dataset
 
-    cfg = run_config_from_args(args)
+    data = config_of_dataset(args.dataset) if args.dataset else run_config_from_args(args).data
     started = time.perf_counter()
-    directory = prepare_dataset(cfg.data, progress=True)
+    directory = prepare_dataset(data, progress=True, repair=True)
     print(f"dataset: {directory}  ({time.perf_counter() - started:.1f} s)")
     return 0
 

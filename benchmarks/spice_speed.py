@@ -6,6 +6,12 @@ Sections (all by default; `--sections` picks some):
   step     max_step_fraction 0.25 vs 0.5: speed and error against a fine-step reference;
   warmup   chunked vs one run: max error for several warm-up lengths, at several knob settings
            (hard clipping, bass/middle up with low treble, low volume);
+  aliasing the oversampled, band-limited chain (datamodules/resampling.py) for the oversampling K
+           and solver step of each of `--chains`, at three knob settings (volume 1, the most
+           distorted, 0.5 and 0.15): alias-to-signal ratio of pure tones (energy at non-harmonic
+           frequencies re the output's energy, dB), error of the datasets' DI against the last
+           chain (dB re its energy), ngspice CPU and wall time; written to
+           benchmarks/results/spice_aliasing.md;
   dataset  a knob-design dataset built as `ampstudy data` builds it (`--design-settings` x
            `--design-seconds` of synthetic DI, the default chunking), through one pool of `--workers`
            ngspice processes vs serially (one process per setting, no chunks): speedup, audio s
@@ -29,12 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from datamodules.config import DataConfig, PotSettings  # noqa: E402
 from datamodules.spice import available_cores, ngspice_version  # noqa: E402
+from datamodules.spice_pool import SpiceJob  # noqa: E402
 from datamodules.spice_pool import simulate, simulate_many  # noqa: E402
 
 FS = 44100
 POTS = PotSettings(volume=0.8)  # well into V2A clipping: the hard case for the solver
 WARMUP_POTS = (POTS, PotSettings(volume=0.5, treble=0.0, bass=1.0, middle=1.0), PotSettings(volume=0.15))
-SECTIONS = ("rtf", "step", "warmup", "dataset")
+SECTIONS = ("rtf", "step", "warmup", "aliasing", "dataset")
+ALIAS_POTS = (PotSettings(volume=1.0), PotSettings(volume=0.5), PotSettings(volume=0.15))
+TONE_SETTLE_SECONDS = 0.25  # the tone's onset and the circuit's settling, left out of the spectrum
+TONE_WINDOW_SECONDS = 0.5  # analysed: 2 Hz bins, every tone (whole Hz) and harmonic on a bin
+HARMONIC_HALF_WIDTH_HZ = 12.0  # around each harmonic: the window's main lobe and solver jitter
 
 
 def plucked_strings(seconds: float, fs: int = FS, peak_volts: float = 1.0) -> np.ndarray:
@@ -127,6 +138,93 @@ def warmup_section(args) -> None:
         print(f"   {warmup:<10g}" + "".join(f"{c:<26}" for c in cells), flush=True)
 
 
+def tone(freq_hz: float, peak_volts: float, fs: int = FS) -> np.ndarray:
+    """A pure tone with a 20 ms raised-cosine onset, long enough to settle and be analysed."""
+    n = int((TONE_SETTLE_SECONDS + TONE_WINDOW_SECONDS) * fs)
+    x = peak_volts * np.sin(2 * np.pi * freq_hz * np.arange(n) / fs)
+    ramp = int(0.02 * fs)
+    x[:ramp] *= 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
+    return x
+
+
+def alias_to_signal_db(y: np.ndarray, freq_hz: float, fs: int = FS) -> float:
+    """Energy of the tone response at frequencies that are not harmonics of the tone, re all its energy.
+
+    A nonlinearity driven by a pure tone makes only harmonics (k x f); everything else in the band
+    is aliasing (folded harmonics above fs/2), plus the solver's noise floor. A 4-term
+    Blackman-Harris window (side lobes -92 dB) over the settled part; DC and +-12 Hz around every
+    in-band harmonic are left out of the numerator."""
+    segment = y[-int(TONE_WINDOW_SECONDS * fs):]
+    segment = segment - segment.mean()
+    power = np.abs(np.fft.rfft(segment * signal_window(len(segment)))) ** 2
+    freqs = np.fft.rfftfreq(len(segment), 1 / fs)
+    harmonic = np.zeros(len(freqs), dtype=bool)
+    for k in range(0, int(fs / 2 // freq_hz) + 1):
+        harmonic |= np.abs(freqs - k * freq_hz) <= HARMONIC_HALF_WIDTH_HZ
+    return float(10 * np.log10(power[~harmonic].sum() / power.sum() + 1e-300))
+
+
+def signal_window(n: int) -> np.ndarray:
+    from scipy.signal import windows
+
+    return windows.blackmanharris(n)
+
+
+def parse_chains(text: str) -> list[tuple[int, float]]:
+    """'1:0.25,4:0.25,16:0.0625' -> [(K, max_step_fraction), ...]."""
+    chains = []
+    for item in text.split(","):
+        k, _, step = item.partition(":")
+        chains.append((int(k), float(step) if step else DataConfig.max_step_fraction))
+    return chains
+
+
+def aliasing_section(args) -> None:
+    from benchmarks.results_file import write_results
+    from datamodules.corpus import synth_corpus
+
+    chains = parse_chains(args.chains)
+    reference = chains[-1]
+    tones = [float(f) for f in args.tones.split(",")]
+    # the datasets' DI at 1 V full scale, from 1 s in (its first notes fade in from silence)
+    di = synth_corpus(args.accuracy_seconds + 1, FS, 0)[FS:].astype(np.float64)
+    signals = [tone(f, args.tone_volts) for f in tones] + [di]
+    lines = [f"Pure tones of {args.tone_volts:g} V peak at the input ({', '.join(f'{f:g}' for f in tones)} Hz; "
+             f"{TONE_SETTLE_SECONDS:g} s to settle, {TONE_WINDOW_SECONDS:g} s analysed) and "
+             f"{args.accuracy_seconds:g} s of the datasets' synthetic DI (seed 0, 1 V full scale), at fs = {FS} Hz; "
+             f"each (knobs, chain) row is one pool of {args.workers} ngspice processes ({ngspice_version()}).",
+             "", "- K: oversampling; step: the solver's largest step as a fraction of a sample at fs",
+             "- alias dB: energy at non-harmonic frequencies of each tone's output re its energy (aliasing, and the "
+             "solver's error where that is larger)",
+             f"- DI error dB: the DI's output vs K = {reference[0]}, step {reference[1]:g}: error energy re signal "
+             "energy", "- ngspice CPU s: all signals of the row; x first: that over the first chain's", "",
+             "| knobs | K | step | " + " | ".join(f"alias dB {f / 1000:g} kHz" for f in tones)
+             + " | worst alias dB | DI error dB | ngspice CPU s | x first | parent CPU s | wall s |",
+             "|---" * (len(tones) + 9) + "|"]
+    print("\naliasing:\n" + "\n".join(lines), flush=True)
+    for pots in ALIAS_POTS:
+        jobs = [SpiceJob(x, pots) for x in signals]
+        outputs, cost = {}, {}
+        for chain in [reference] + chains[:-1]:
+            k, step = chain
+            with Timed() as t:
+                outputs[chain] = simulate_many(jobs, FS, oversampling=k, max_step_fraction=step,
+                                               workers=args.workers, chunk_seconds=1.0)
+            cost[chain] = t
+        for chain in chains:
+            alias = [alias_to_signal_db(y, f) for y, f in zip(outputs[chain], tones)]
+            in_band = "(reference)" if chain == reference else \
+                f"{error_db(outputs[chain][-1], outputs[reference][-1])[1]:.1f}"
+            t = cost[chain]
+            row = (f"| {pots.label()} | {chain[0]} | {chain[1]:g} | " + " | ".join(f"{a:.1f}" for a in alias)
+                   + f" | {max(alias):.1f} | {in_band} | {t.cpu:.1f} | {t.cpu / cost[chains[0]].cpu:.2f}"
+                   + f" | {t.own:.1f} | {t.wall:.1f} |")
+            lines.append(row)
+            print(row, flush=True)
+    if not args.no_write:
+        print(f"written to {write_results('spice_aliasing', chr(10).join(lines))}")
+
+
 def dataset_section(args) -> None:
     from datamodules.dataset import spice_jobs
     from datamodules.dataset_plan import build_audio, plan_dataset
@@ -165,6 +263,11 @@ def main() -> None:
                         help="rtf, dataset: warm-up seconds (default: DataConfig's)")
     parser.add_argument("--accuracy-seconds", type=float, default=2.0, help="step: signal length; warmup: twice it")
     parser.add_argument("--warmups", default="0,0.05,0.1,0.15,0.2,0.25,0.5,1.0", help="warmup: lengths tried")
+    parser.add_argument("--chains", default="1:0.25,2:0.25,4:0.25,8:0.25,16:0.25,8:0.0625,16:0.0625",
+                        help="aliasing: K:max_step_fraction pairs; the last is the reference")
+    parser.add_argument("--tones", default="3000,5000,7000", help="aliasing: tone frequencies, whole Hz")
+    parser.add_argument("--tone-volts", type=float, default=0.5, help="aliasing: tone peak at the amp's input")
+    parser.add_argument("--no-write", action="store_true", help="aliasing: print only (the test suite's smoke run)")
     parser.add_argument("--design-settings", type=int, default=8)
     parser.add_argument("--design-seconds", type=float, default=6.0)
     parser.add_argument("--dataset-warmups", default="", help="dataset: warm-ups to compare, e.g. 0.5,0.2 "

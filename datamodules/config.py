@@ -58,7 +58,11 @@ class DataConfig:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test share of training settings' audio regions
     region_seconds: float = 2.0  # audio is split in regions of this length, assigned to splits by seed
     dc_block_hz: float = 5.0  # first-order high-pass on the target, like the next stage's coupling cap
-    max_step_fraction: float = 0.25  # ngspice max time step as a fraction of one sample
+    # ngspice runs at oversampling x sample_rate, between the band-limited interpolation and the
+    # anti-alias decimation of datamodules/resampling.py; 1 = the point-sampled chain of datasets built
+    # before oversampling existed. The default is chosen in benchmarks/results/spice_aliasing.md.
+    oversampling: int = 8
+    max_step_fraction: float = 0.25  # ngspice max time step as a fraction of one sample at sample_rate
     chunk_seconds: float = 2.0  # audio per ngspice process
     # Overlap simulated before each chunk and thrown away: 0.2 s keeps chunk joins at ngspice's noise
     # floor at every knob setting measured (datamodules/spice.py); 0.5 s until issue 14.
@@ -90,6 +94,8 @@ class DataConfig:
         _require_shares(self.split, "split", "train and validation shares")
         require(self.region_seconds > 0, "region_seconds", "must be > 0")
         require(self.dc_block_hz >= 0, "dc_block_hz", "must be >= 0")
+        require(1 <= self.oversampling <= 16, "oversampling", f"{self.oversampling} must be a whole number in 1..16 "
+                "(1 = no oversampling)")
         require(0 < self.max_step_fraction <= 1, "max_step_fraction", "must be in (0, 1]")
         require(self.chunk_seconds > 0, "chunk_seconds", "must be > 0")
         require(self.warmup_seconds >= 0, "warmup_seconds", "must be >= 0")

@@ -38,7 +38,9 @@ from datamodules.netlist import netlist_hash, render_netlist
 from foundation.configs import to_dict
 from foundation.errors import ConfigError
 
-DATASET_FORMAT = 4  # bump when the files or their processing change meaning
+DATASET_FORMAT = 5  # bump when the files or their processing change meaning
+# 4: point-sampled SPICE at fs, no file checksums; 5: oversampled and anti-aliased, files checksummed
+READABLE_FORMATS = (4, 5)
 WAV_GAP_SECONDS = 0.1  # silence before each user wav: the amp settles between recordings
 NOT_CONTENT_FIELDS = ("data_dir", "workers", "wav_files")  # wav bytes are hashed instead of their paths
 AUDIBLE_DBFS = -45.0  # regions quieter than this (input RMS) are used for training only

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules import spice
+from datamodules import resampling, spice
 from datamodules.config import PotSettings
 from datamodules.spice import Chunk
 from foundation.files import write_atomically
@@ -60,7 +60,7 @@ def simulate(x_volts: np.ndarray, fs: int, pots: PotSettings, *,
              progress: Callable[[int, int], None] | None = None, **options) -> np.ndarray:
     """Output voltage of the preamp (tone-stack output) for input voltage `x_volts` at rate fs.
 
-    Returns float64 of the same length, sampled exactly at n/fs. `progress(n_done_chunks,
+    Returns float64 of the same length at rate fs. `progress(n_done_chunks,
     n_total)` is called as chunks end; `options` are those of `simulate_many` (workers = parallel
     ngspice processes, 0 = os.cpu_count(); `template` replaces the netlist template in tests).
     Raises SpiceError with the fix on failure.
@@ -69,7 +69,7 @@ def simulate(x_volts: np.ndarray, fs: int, pots: PotSettings, *,
     return simulate_many([SpiceJob(np.asarray(x_volts), pots)], fs, progress=report, **options)[0]
 
 
-def simulate_many(jobs: list[SpiceJob], fs: int, *, max_step_fraction: float = 0.25,
+def simulate_many(jobs: list[SpiceJob], fs: int, *, oversampling: int = 1, max_step_fraction: float = 0.25,
                   chunk_seconds: float = 2.0, warmup_seconds: float = 0.2, workers: int = 0,
                   progress: Callable[[SpiceProgress], None] | None = None,
                   bright_volume: float = 0.0, template: str | None = None,
@@ -77,7 +77,10 @@ def simulate_many(jobs: list[SpiceJob], fs: int, *, max_step_fraction: float = 0
     """`simulate` for many (signal, knob setting) jobs through ONE pool of ngspice processes.
 
     All chunks of all jobs are queued longest first, so every core stays busy until the end
-    instead of idling at the end of each setting. With `cache_dir`, every finished chunk is
+    instead of idling at the end of each setting. With `oversampling` K > 1, each input is
+    interpolated to K x fs, simulated there (the solver's largest step stays max_step_fraction of a
+    sample at fs, so the run costs about what K = 1 costs) and the output decimated back to fs through
+    the anti-alias filter of datamodules/resampling.py. With `cache_dir`, every finished chunk is
     stored there under a hash of exactly what determines it (netlist, input samples, solver
     settings, ngspice version) and verified by its sha256 when read back: a killed run resumes
     from its finished chunks, and a damaged cache file is simulated again.
@@ -90,6 +93,12 @@ def simulate_many(jobs: list[SpiceJob], fs: int, *, max_step_fraction: float = 0
             raise spice.SpiceError("input audio contains NaN/inf samples; clean the input file")
     if not 0 < max_step_fraction <= 1:
         raise spice.SpiceError(f"max_step_fraction {max_step_fraction} must be in (0, 1]")
+    if not (isinstance(oversampling, int) and 1 <= oversampling <= resampling.MAX_OVERSAMPLING):
+        raise spice.SpiceError(f"oversampling {oversampling!r} must be a whole number in "
+                               f"1..{resampling.MAX_OVERSAMPLING}")
+    n_base = [len(x) for x in xs]
+    xs = [resampling.upsample(x, oversampling) if len(x) else x for x in xs]
+    sim_fs = fs * oversampling  # the chunks' sample rate: K is part of every chunk's key through it
     for job in jobs:  # fail early and clearly on a netlist whose stages are cut off
         spice.operating_point(job.pots, bright_volume=bright_volume, template=template)
     outputs = [np.empty(len(x)) for x in xs]
@@ -98,19 +107,19 @@ def simulate_many(jobs: list[SpiceJob], fs: int, *, max_step_fraction: float = 0
         if len(x) == 0:
             continue
         padded = np.concatenate([x, np.full(spice.TAIL_SAMPLES, x[-1])])
-        for w, s, e in plan_chunks(len(x), fs, chunk_seconds, warmup_seconds):
-            work.append((j, s, e, Chunk(padded[w:e + spice.TAIL_SAMPLES], s - w, e - s, fade=s > 0, fs=fs,
-                                         pots=job.pots, max_step_fraction=max_step_fraction,
+        for w, s, e in plan_chunks(len(x), sim_fs, chunk_seconds, warmup_seconds):
+            work.append((j, s, e, Chunk(padded[w:e + spice.TAIL_SAMPLES], s - w, e - s, fade=s > 0, fs=sim_fs,
+                                         pots=job.pots, max_step_fraction=max_step_fraction * oversampling,
                                          bright_volume=bright_volume, template=template)))
     cache = ChunkCache(cache_dir) if cache_dir is not None else None
     remaining = [sum(1 for item in work if item[0] == j) for j in range(len(jobs))]
-    state = SpiceProgress(0.0, sum(len(x) for x in xs) / fs, sum(r == 0 for r in remaining), len(jobs),
+    state = SpiceProgress(0.0, sum(len(x) for x in xs) / sim_fs, sum(r == 0 for r in remaining), len(jobs),
                           0, len(work))
 
     def finished(j: int, s: int, e: int, y: np.ndarray) -> None:
         outputs[j][s:e] = y
         remaining[j] -= 1
-        state.done_seconds += (e - s) / fs
+        state.done_seconds += (e - s) / sim_fs
         state.jobs_done += remaining[j] == 0
         state.chunks_done += 1
         if progress is not None:
@@ -141,7 +150,7 @@ def simulate_many(jobs: list[SpiceJob], fs: int, *, max_step_fraction: float = 0
             for future in futures:  # a failed chunk fails the run: do not start the rest
                 future.cancel()
             raise
-    return outputs
+    return [resampling.decimate(y, oversampling)[:n] if n else y for y, n in zip(outputs, n_base)]
 
 
 class ChunkCache:

@@ -70,19 +70,27 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
 
 
 @contextmanager
-def file_lock(path: Path, timeout: float = 120.0) -> Iterator[None]:
-    """An flock()ed file; released by the kernel even if the holder is killed."""
+def file_lock(path: Path, timeout: float | None = 120.0,
+              on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An flock()ed file; released by the kernel even if the holder is killed.
+
+    timeout None waits as long as the holder holds it; `on_wait()` is called once if the lock is
+    taken when asked for (to tell the user why nothing happens)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    waited = False
     with open(path, "a+") as handle:
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"waited {timeout:.0f} s for lock {path}") from None
-                time.sleep(0.05)
+                if not waited and on_wait is not None:
+                    on_wait()
+                waited = True
+                time.sleep(0.05 if deadline is not None else 0.5)
         try:
             yield
         finally:
