@@ -97,28 +97,33 @@ def simulate_many(jobs: list[SpiceJob], fs: int, *, oversampling: int = 1, max_s
         raise spice.SpiceError(f"oversampling {oversampling!r} must be a whole number in "
                                f"1..{resampling.MAX_OVERSAMPLING}")
     n_base = [len(x) for x in xs]
-    xs = [resampling.upsample(x, oversampling) if len(x) else x for x in xs]
     sim_fs = fs * oversampling  # the chunks' sample rate: K is part of every chunk's key through it
     for job in jobs:  # fail early and clearly on a netlist whose stages are cut off
         spice.operating_point(job.pots, bright_volume=bright_volume, template=template)
-    outputs = [np.empty(len(x)) for x in xs]
+    # Memory: one oversampled copy of each input (the chunks are views of it) until its job is done,
+    # and each job's output at K x fs only until its last chunk is in, when it is decimated.
+    outputs = [np.empty(n * oversampling) for n in n_base]
     work: list[tuple[int, int, int, Chunk]] = []  # (job, start, end, chunk)
     for j, (x, job) in enumerate(zip(xs, jobs)):
         if len(x) == 0:
             continue
+        x = resampling.upsample(x, oversampling)
         padded = np.concatenate([x, np.full(spice.TAIL_SAMPLES, x[-1])])
         for w, s, e in plan_chunks(len(x), sim_fs, chunk_seconds, warmup_seconds):
             work.append((j, s, e, Chunk(padded[w:e + spice.TAIL_SAMPLES], s - w, e - s, fade=s > 0, fs=sim_fs,
                                          pots=job.pots, max_step_fraction=max_step_fraction * oversampling,
                                          bright_volume=bright_volume, template=template)))
+    del xs
     cache = ChunkCache(cache_dir) if cache_dir is not None else None
     remaining = [sum(1 for item in work if item[0] == j) for j in range(len(jobs))]
-    state = SpiceProgress(0.0, sum(len(x) for x in xs) / sim_fs, sum(r == 0 for r in remaining), len(jobs),
+    state = SpiceProgress(0.0, sum(n_base) / fs, sum(r == 0 for r in remaining), len(jobs),
                           0, len(work))
 
     def finished(j: int, s: int, e: int, y: np.ndarray) -> None:
         outputs[j][s:e] = y
         remaining[j] -= 1
+        if remaining[j] == 0:
+            outputs[j] = resampling.decimate(outputs[j], oversampling)[:n_base[j]]
         state.done_seconds += (e - s) / sim_fs
         state.jobs_done += remaining[j] == 0
         state.chunks_done += 1
@@ -134,14 +139,16 @@ def simulate_many(jobs: list[SpiceJob], fs: int, *, oversampling: int = 1, max_s
             finished(j, s, e, cached)
         else:
             pending.append((j, s, e, chunk))
+    del work  # a finished job's input is freed once its chunks are
     pending.sort(key=lambda item: -len(item[3].x))  # longest first: no long chunk starts last
     n_workers = max(1, min(workers or spice.available_cores(), len(pending)))
     # Threads suffice: each chunk's work happens in its own ngspice process.
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         futures = {pool.submit(spice.simulate_chunk, chunk): (j, s, e, chunk) for j, s, e, chunk in pending}
+        del pending
         try:
-            for future in as_completed(futures):
-                j, s, e, chunk = futures[future]
+            for future in as_completed(list(futures)):
+                j, s, e, chunk = futures.pop(future)
                 y = future.result()
                 if cache is not None:
                     cache.put(chunk, y)
@@ -150,7 +157,7 @@ def simulate_many(jobs: list[SpiceJob], fs: int, *, oversampling: int = 1, max_s
             for future in futures:  # a failed chunk fails the run: do not start the rest
                 future.cancel()
             raise
-    return [resampling.decimate(y, oversampling)[:n] if n else y for y, n in zip(outputs, n_base)]
+    return outputs
 
 
 class ChunkCache:
