@@ -14,8 +14,9 @@ Sections (all by default; `--sections` picks some):
            benchmarks/results/spice_aliasing.md;
   dataset  a knob-design dataset built as `ampstudy data` builds it (`--design-settings` x
            `--design-seconds` of synthetic DI, the default chunking), through one pool of `--workers`
-           ngspice processes vs serially (one process per setting, no chunks): speedup, audio s
-           per wall s, CPU seconds of ngspice and of the parent process.
+           ngspice processes at each oversampling of `--dataset-oversamplings`, vs serially (one
+           process per setting, no chunks, K = 1): speedup, audio s per wall s, CPU seconds of
+           ngspice and of the parent process.
 
     .venv/bin/python benchmarks/spice_speed.py [--sections dataset] [--workers 0 (= all cores)]
 """
@@ -235,22 +236,31 @@ def dataset_section(args) -> None:
     jobs = spice_jobs(plan, build_audio(plan))
     audio = sum(len(j.x_volts) for j in jobs) / FS
     warmups = [float(w) for w in args.dataset_warmups.split(",")] if args.dataset_warmups else [args.warmup]
+    factors = [int(k) for k in args.dataset_oversamplings.split(",")]
     print(f"\ndataset: {len(jobs)} design settings x {args.design_seconds:g} s = {audio:g} s of audio, "
           f"chunks of {cfg.chunk_seconds:g} s, {args.workers} workers")
-    with Timed() as serial:
-        simulate_many(jobs, FS, workers=1, chunk_seconds=args.design_seconds + 1)
-    print(f"   {'':<24}{'wall s':>8}{'audio s/wall s':>16}{'ngspice CPU s':>15}{'parent CPU s':>14}{'speedup':>9}"
+    print(f"   {'':<30}{'wall s':>8}{'audio s/wall s':>16}{'ngspice CPU s':>15}{'parent CPU s':>14}{'speedup':>9}"
           f"{'bound':>7}")
-    print(f"   {'serial, 1 run/setting':<24}{serial.wall:>8.1f}{audio / serial.wall:>16.3f}{serial.cpu:>15.1f}"
-          f"{serial.own:>14.1f}", flush=True)
-    for warmup in warmups:
-        with Timed() as parallel:
-            simulate_many(jobs, FS, workers=args.workers, chunk_seconds=cfg.chunk_seconds, warmup_seconds=warmup)
-        # What the pool could reach with every core free: serial work over the parallel run's work per core.
-        bound = serial.cpu / (parallel.cpu + parallel.own) * args.workers
-        print(f"   {f'pool, warm-up {warmup:g} s':<24}{parallel.wall:>8.1f}{audio / parallel.wall:>16.3f}"
-              f"{parallel.cpu:>15.1f}{parallel.own:>14.1f}{serial.wall / parallel.wall:>8.2f}x{bound:>6.2f}x",
-              flush=True)
+    serial = None
+    if not args.no_serial:
+        with Timed() as serial:
+            simulate_many(jobs, FS, workers=1, chunk_seconds=args.design_seconds + 1)
+        print(f"   {'serial, 1 run/setting, K 1':<30}{serial.wall:>8.1f}{audio / serial.wall:>16.3f}{serial.cpu:>15.1f}"
+              f"{serial.own:>14.1f}", flush=True)
+    first = None
+    for k in factors:
+        for warmup in warmups:
+            with Timed() as parallel:
+                simulate_many(jobs, FS, oversampling=k, workers=args.workers, chunk_seconds=cfg.chunk_seconds,
+                              warmup_seconds=warmup)
+            first = first or parallel
+            if serial is not None:  # what the pool could reach with every core free
+                ratio = (f"{serial.wall / parallel.wall:>8.2f}x"
+                         f"{serial.cpu / (parallel.cpu + parallel.own) * args.workers:>6.2f}x")
+            else:
+                ratio = f"{parallel.wall / first.wall:>8.2f}x wall of the first pool row"
+            print(f"   {f'pool, warm-up {warmup:g} s, K {k}':<30}{parallel.wall:>8.1f}{audio / parallel.wall:>16.3f}"
+                  f"{parallel.cpu:>15.1f}{parallel.own:>14.1f}{ratio}", flush=True)
     print("   bound: serial ngspice CPU s / (pool ngspice + parent CPU s) x workers, the speedup with every core free")
 
 
@@ -270,6 +280,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="aliasing: print only (the test suite's smoke run)")
     parser.add_argument("--design-settings", type=int, default=8)
     parser.add_argument("--design-seconds", type=float, default=6.0)
+    parser.add_argument("--dataset-oversamplings", default="1", help="dataset: K values to build, e.g. 1,8,16")
+    parser.add_argument("--no-serial", action="store_true", help="dataset: skip the serial (one run per setting) row")
     parser.add_argument("--dataset-warmups", default="", help="dataset: warm-ups to compare, e.g. 0.5,0.2 "
                                                               "(default: --warmup)")
     args = parser.parse_args()

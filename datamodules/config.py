@@ -61,7 +61,7 @@ class DataConfig:
     # ngspice runs at oversampling x sample_rate, between the band-limited interpolation and the
     # anti-alias decimation of datamodules/resampling.py; 1 = the point-sampled chain of datasets built
     # before oversampling existed. The default is chosen in benchmarks/results/spice_aliasing.md.
-    oversampling: int = 8
+    oversampling: int = 16
     max_step_fraction: float = 0.25  # ngspice max time step as a fraction of one sample at sample_rate
     chunk_seconds: float = 2.0  # audio per ngspice process
     # Overlap simulated before each chunk and thrown away: 0.2 s keeps chunk joins at ngspice's noise

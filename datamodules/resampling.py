@@ -19,6 +19,14 @@ The filter (one design, used both ways, at the oversampled rate):
   `filter_half_span(K)` base samples ahead (about 1/4 ms), confined to the 19.8-22 kHz band,
   like the converters of every capture interface.
 K = 1 means no resampling at all: the chain of datasets built before oversampling existed.
+
+Choosing K (DataConfig.oversampling; measured in benchmarks/results/spice_aliasing.md): ngspice
+costs about the same at any K, because its step is set by max_step_fraction of a sample at fs or,
+when the tubes clip, by its own accuracy control; what grows with K is the text ngspice writes and
+this module's filtering (the parent's CPU) and the chunk cache on disk. Aliasing of full-level pure
+tones falls by about 13 dB per doubling of K at volume 1; on the datasets' own DI the error against
+the reference stops improving past K = 8 to 16, where the solver's step error takes over. The default
+is the largest K whose total CPU stays well inside 1.5x of the point-sampled chain's.
 """
 
 from __future__ import annotations
