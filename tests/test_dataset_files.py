@@ -144,3 +144,14 @@ def held(lock: Path) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
+
+
+def test_a_dataset_built_before_checksums_still_loads_where_it_is_referenced(built, tmp_path):
+    _, path = damaged_copy(built, tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for key in ("files", "simulation"):
+        del manifest[key]
+    manifest["format"] = 4
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    data = ds.load_dataset(path)  # nothing to check it against: read as before
+    assert len(data.targets) == 2 and data.manifest["format"] == 4
