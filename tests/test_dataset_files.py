@@ -36,11 +36,13 @@ def config_source(data_dir: Path) -> str:
 
 @pytest.fixture
 def counted_ngspice(tmp_path) -> tuple[dict, Path]:
-    """An environment whose `ngspice` logs every transient run to a file, then runs the real one."""
+    """An environment whose `ngspice` logs every transient run to a file, then runs the real one.
+    While a file `gate_closed` exists beside the log, every run waits for it to go."""
     shim_dir, log = tmp_path / "bin", tmp_path / "transient_runs.log"
     shim_dir.mkdir()
     shim = shim_dir / "ngspice"
-    shim.write_text(f"#!/bin/sh\nif grep -q '^\\.tran' deck.cir 2>/dev/null; then echo run >> {log}; fi\n"
+    shim.write_text(f"#!/bin/sh\nwhile [ -e {tmp_path / 'gate_closed'} ]; do sleep 0.05; done\n"
+                    f"if grep -q '^\\.tran' deck.cir 2>/dev/null; then echo run >> {log}; fi\n"
                     f"exec {ngspice_path()} \"$@\"\n")
     shim.chmod(0o755)
     env = {**os.environ, "PATH": f"{shim_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
@@ -118,15 +120,24 @@ def test_two_processes_asking_for_one_dataset_simulate_each_chunk_once(tmp_path,
                                         "print(prepare_dataset(cfg, progress=False))\n")
     cfg = DataConfig(**{**TINY, "data_dir": str(data_dir)})
     lock = data_dir / "locks" / f"{plan_dataset(cfg).key}.lock"
+    gate = tmp_path / "gate_closed"
+    gate.touch()  # the first build holds the lock, its ngspice runs waiting, until the second says it waits
     first = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not held(lock):  # the first one is building: now the second asks
         assert time.monotonic() < deadline and first.poll() is None, first.communicate()
         time.sleep(0.05)
-    second = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    (out1, err1), (out2, err2) = first.communicate(timeout=300), second.communicate(timeout=300)
+    second_err = tmp_path / "second.err"
+    with open(second_err, "w") as err_file:
+        second = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=err_file, text=True)
+    while "waiting" not in second_err.read_text():
+        assert time.monotonic() < deadline and second.poll() is None, second_err.read_text()
+        time.sleep(0.05)
+    gate.unlink()
+    (out1, err1), (out2, _) = first.communicate(timeout=300), second.communicate(timeout=300)
+    err2 = second_err.read_text()
     assert first.returncode == 0 and second.returncode == 0, err1 + err2
     assert out1 == out2 and Path(out1.strip()).is_dir()
     assert "another process is building dataset" in err2 and "waiting" in err2

@@ -160,7 +160,7 @@ def test_hyperband_prunes_on_training_samples(study_workdir, study_data_dir):
 def test_a_nan_at_one_knob_setting_ends_the_run_with_one_line_naming_it(small_data, tmp_path, capsys):
     """A validation setting whose SPICE target holds a NaN: the run ends with one line that names
     the setting (not Lightning's 'monitored key not found')."""
-    from datamodules.dataset import locate_dataset, prepare_dataset
+    from datamodules.dataset import file_record, locate_dataset, prepare_dataset
 
     table = json.loads(json.dumps(SMALL))
     table["data"] = {"data_dir": str(tmp_path / "data"), "sample_rate": 16000, "settings": [], "design_settings": 6,
@@ -174,6 +174,8 @@ def test_a_nan_at_one_knob_setting_ends_the_run_with_one_line_naming_it(small_da
     target, fs = sf.read(folder / record["file"], dtype="float32")
     target[len(target) // 2] = np.nan
     sf.write(folder / record["file"], target, fs, subtype="FLOAT")
+    manifest["files"][record["file"]] = file_record(folder / record["file"])  # as if SPICE had produced it
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     config = tmp_path / "run.toml"
     config.write_text(f'[data]\n{_toml_table(table["data"])}\n[model]\nchannels = 4\ndilations = "1..8"\n'
                       "[train]\nmax_epochs = 1\nbatch_size = 4\nsegment_samples = 256\nlimit_train_batches = 2\n"
