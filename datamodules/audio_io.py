@@ -16,6 +16,7 @@ import soundfile as sf
 
 from foundation.errors import AmpStudyError
 from foundation.files import atomic_path
+from foundation.input_rules import InputRejected, audio_levels
 
 SILENCE_DBFS = -60.0  # a DI whose peak is below this is almost certainly not a recording
 CLIP_LEVEL = 0.999  # samples at or above this magnitude count as clipped
@@ -25,19 +26,21 @@ MIN_SECONDS = 0.5
 CHECK_BLOCK = 1 << 18  # samples per block when a file is checked without being kept in memory
 
 
-def check_wav_format(path: str | Path, fs: int | None) -> sf._SoundFileInfo:
+def check_wav_format(path: str | Path, fs: int | None, *, given_as: str = "data.wav_files",
+                     rate_name: str = "data.sample_rate") -> sf._SoundFileInfo:
     """The file's info if it is a readable mono audio file at `fs` Hz (None: any rate), else an
-    error naming the fix. Reads only the header."""
+    error naming the fix: where the path was given (`given_as`) and whose rate `fs` is
+    (`rate_name`). Reads only the header."""
     path = Path(path)
     if not path.is_file():
-        raise AmpStudyError(f"{path}: no such audio file; fix the path in data.wav_files")
+        raise AmpStudyError(f"{path}: no such audio file; fix the path in {given_as}")
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as err:
         raise AmpStudyError(f"{path}: not a readable audio file ({err}); convert it to wav, "
                             f"e.g. sox in.mp3 -r {fs or 44100} -c 1 out.wav") from None
     if fs is not None and info.samplerate != fs:
-        raise AmpStudyError(f"{path}: sample rate is {info.samplerate} Hz, data.sample_rate is {fs} Hz; "
+        raise AmpStudyError(f"{path}: sample rate is {info.samplerate} Hz, {rate_name} is {fs} Hz; "
                             f"resample to {fs} Hz, e.g. sox in.wav -r {fs} out.wav")
     if info.channels != 1:
         raise AmpStudyError(f"{path}: has {info.channels} channels, a DI recording must be mono; "
@@ -55,15 +58,13 @@ class LevelChecks:
         self.peak = 0.0
 
     def add(self, x: np.ndarray) -> None:
-        if not np.all(np.isfinite(x)):
-            bad = int(np.count_nonzero(~np.isfinite(x)))
-            raise AmpStudyError(f"{self.path}: {bad} samples are NaN or infinite; re-export the recording "
-                                "(e.g. as 24-bit PCM) from the source")
-        if len(x):
+        nonfinite = int(np.count_nonzero(~np.isfinite(x)))
+        if len(x) and not nonfinite:
             self.peak = max(self.peak, float(np.abs(x).max()))
-        if self.peak > 1.0:
-            raise AmpStudyError(f"{self.path}: peak {self.peak:.3f} exceeds full scale 1.0 (a float wav); "
-                                "normalise it, e.g. sox in.wav out.wav gain -n -1")
+        try:
+            audio_levels(str(self.path), self.peak, nonfinite)
+        except InputRejected as err:
+            raise AmpStudyError(str(err)) from None
         self.samples += len(x)
         self.clipped += int(np.count_nonzero(np.abs(x) >= CLIP_LEVEL))
 

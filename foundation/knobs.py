@@ -2,14 +2,14 @@
 
 Positions are what the player sees: 0 = fully counter-clockwise, 1 = fully clockwise (the taper
 that turns a position into resistance lives with the netlist). Inside a model, the same rule is
-enforced on tensors by `ampmodel.conditioning.checked_controls` (TorchScript cannot call this).
+enforced on tensors by `ampmodel.conditioning.checked_controls` (TorchScript cannot call this);
+the rule and its message are foundation.input_rules.knob_position.
 """
 
 from __future__ import annotations
 
-import math
-
 from foundation.errors import ConfigError
+from foundation.input_rules import InputRejected, knob_position
 
 KNOB_NAMES = ("volume", "treble", "bass", "middle")
 KNOB_RANGE = (0.0, 1.0)
@@ -21,11 +21,11 @@ def knob_ranges() -> dict[str, list[float]]:
 
 
 def check_knob(name: str, value: float) -> float:
-    """`value` as a float if it is a finite position in 0..1, else ConfigError naming the knob."""
+    """`value` as a float if it is a finite position in 0..1, else ConfigError naming the knob
+    (the rule is foundation.input_rules.knob_position, the one every entry point applies)."""
     if name not in KNOB_NAMES:
         raise ConfigError(f"{name}: not a knob of the amp; the knobs are {', '.join(KNOB_NAMES)}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not KNOB_RANGE[0] <= value <= KNOB_RANGE[1]:
-        raise ConfigError(f"{name}: knob position {value!r} is outside 0..1 "
-                          "(0 = fully counter-clockwise, 1 = fully clockwise; divide dial numbers 0..10 by 10)")
-    return float(value)
+    try:
+        return knob_position(name, value, *KNOB_RANGE)
+    except InputRejected as err:
+        raise ConfigError(str(err)) from None
