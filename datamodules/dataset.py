@@ -58,7 +58,7 @@ from datamodules.dataset_plan import (
 from datamodules.netlist import netlist_hash, render_netlist
 from foundation.configs import from_mapping, to_dict
 from foundation.errors import AmpStudyError
-from foundation.files import current_umask, file_lock, write_atomically
+from foundation.files import current_umask, file_lock, probe_writable, write_atomically
 from foundation.knobs import KNOB_NAMES
 
 _prepared_this_process: dict[DataConfig, Path] = {}
@@ -109,11 +109,23 @@ def prepare_dataset(cfg: DataConfig, progress: bool = True, *, repair: bool = Fa
             print(f"another process is building dataset {plan.key} in {cfg.data_dir}: waiting for it to "
                   "finish, then using its result", file=sys.stderr, flush=True)
 
+        _check_writable(Path(cfg.data_dir))
         with file_lock(Path(cfg.data_dir) / "locks" / f"{plan.key}.lock", timeout=None, on_wait=waiting):
             if not _ready(plan.path, repair, progress):  # the process we waited for may have built it
                 _build(plan, progress)
     _prepared_this_process[cfg] = plan.path
     return plan.path
+
+
+def _check_writable(data_dir: Path) -> None:
+    """The dataset is to be built in `data_dir`: it must exist (or be creatable) and take new files."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe_writable(data_dir)
+    except OSError as err:
+        raise AmpStudyError(f"data.data_dir {data_dir}: cannot build a dataset there ({err.strerror or err}); "
+                            "choose another folder (ampstudy data --data-dir DIR, or data_dir in the [data] "
+                            "table)") from None
 
 
 def _ready(path: Path, repair: bool, progress: bool) -> bool:

@@ -58,6 +58,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def probe_writable(folder: str | Path) -> None:
+    """Create and remove a file in `folder`; OSError if that is not possible. Permission bits do
+    not tell (root passes os.access on /proc, where nothing can be created)."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".ampstudy-write-probe.")
+    os.close(fd)
+    os.unlink(name)
+
+
 def write_atomically(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
