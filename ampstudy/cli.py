@@ -209,6 +209,9 @@ def _add_render(commands) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                         help="where the model runs (default cpu: short streamed blocks are faster on a CPU core; "
                              "cuda can win for long --block-seconds and large models; auto = cuda when present)")
+    parser.add_argument("--threads", type=number(int, low=0, high=1024), default=1,
+                        help="torch CPU threads (default 1: streaming is latency-bound, and on a busy machine "
+                             "more threads ran many times slower; 0 = torch's choice)")
     parser.set_defaults(handler=_cmd_render)
 
 
@@ -216,7 +219,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from training.render import render_file
 
     knobs = {k: getattr(args, k) for k in KNOB_NAMES}
-    seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds, args.device)
+    seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds, args.device,
+                                args.threads)
     print(f"wrote {args.output_wav}: {seconds:.2f} s of audio in {wall:.2f} s ({seconds / max(wall, 1e-9):.1f}x real time)")
     return 0
 

@@ -4,8 +4,10 @@ overwritten, and long files rendered in bounded memory (streamed through render_
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -60,7 +62,11 @@ def test_bad_paths_and_formats_end_in_one_line_before_loading_the_model(model_di
     sf.write(tmp_path / "stereo.wav", np.zeros((100, 2), np.float32) + 0.1, FS)
     cases = [([str(di), str(tmp_path)], "is a folder; give the output file name"),
              ([str(tmp_path / "stereo.wav"), str(tmp_path / "o.wav")], "mix down to mono"),
-             ([str(tmp_path / "missing.wav"), str(tmp_path / "o.wav")], "no such audio file"),
+             ([str(tmp_path / "missing.wav"), str(tmp_path / "o.wav")],
+              "no such audio file; fix the path in the input recording's path"),
+             ([str(di), "/proc/o.wav"], "/proc/o.wav: cannot write in /proc"),  # root too: tried, not guessed
+             ([str(di), str(tmp_path / "no" / "such" / "o.wav")],
+              f"the folder {tmp_path / 'no' / 'such'} does not exist; create it"),
              ([str(di), str(tmp_path / "o.wav"), "--block-seconds", "nan"], "nan is not a finite number"),
              ([str(di), str(tmp_path / "o.wav"), "--block-seconds", "0"], "must be > 0")]
     for args, message in cases:
@@ -70,6 +76,36 @@ def test_bad_paths_and_formats_end_in_one_line_before_loading_the_model(model_di
     assert main(["render", str(model_dir), str(tmp_path / "48k.wav"), str(tmp_path / "o.wav")]) == 2
     assert "resample to 16000 Hz" in capsys.readouterr().err
     assert not (tmp_path / "o.wav").exists() and not list(tmp_path.glob(".o.wav*"))
+    assert not (tmp_path / "no").exists()  # no folder tree made for a mistyped path
+
+
+def test_a_render_stopped_by_sigterm_leaves_no_partial_file(model_dir, tmp_path):
+    di = write_di(tmp_path / "di.wav", 30.0)
+    out = tmp_path / "out.wav"
+    render = subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "render", str(model_dir), str(di), str(out),
+                               "--block-seconds", "0.001"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.wav.*.tmp")):  # writing has begun
+        assert render.poll() is None and time.monotonic() < deadline, render.communicate()
+        time.sleep(0.02)
+    render.send_signal(signal.SIGTERM)
+    err = render.communicate(timeout=60)[1]
+    assert render.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines() == ["ampstudy: stopped by SIGTERM: nothing was written"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["di.wav", "model"]
+
+
+def test_render_runs_on_one_torch_thread_unless_told(model_dir, tmp_path):
+    di = write_di(tmp_path / "di.wav", 0.1)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["render", str(model_dir), str(di), str(tmp_path / "a.wav")]) == 0
+        assert torch.get_num_threads() == 1
+        assert main(["render", str(model_dir), str(di), str(tmp_path / "b.wav"), "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 # VmHWM, not ru_maxrss: Linux carries the forking parent's peak RSS over exec into ru_maxrss.

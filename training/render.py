@@ -1,23 +1,30 @@
 """Render a wav through a trained model with streaming (block-by-block) inference.
 
 Everything that could stop a render is checked before any audio is processed: the output path
-(not a folder, not the input itself, writable), the input's format (readable, mono, the model's
-sample rate) and levels (a read-only pass over the file), the knobs, the device (`--device`). Then the file is read, run
-through `ampmodel.streaming.render_blocks` and written block by block, so memory stays at a few
-blocks whatever the file's length; the output appears only when the whole render succeeded.
-"""
+(not a folder, not the input itself, in an existing folder where a file can be created), the
+input's format (readable, mono, the model's sample rate) and levels (a read-only pass over the
+file), the knobs, the device (`--device`). Then the file is read, run through
+`ampmodel.streaming.render_blocks` and written block by block, so memory stays at a few blocks
+whatever the file's length; the output appears only when the whole render succeeded (a stopped
+render leaves no partial file)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ampmodel.streaming import render_blocks
 from datamodules.audio_io import check_wav_format, check_wav_levels, wav_blocks, wav_writer
-from foundation.errors import AmpStudyError
+from foundation.errors import AmpStudyError, StopRequested
+from foundation.files import probe_writable
 from foundation.knobs import KNOB_NAMES, check_knob
 from training.devices import resolve_accelerator
 from training.model_io import LoadedModel, resolve_model
@@ -40,8 +47,8 @@ def control_vector(model: LoadedModel, knobs: dict[str, float | None]) -> np.nda
 
 
 def check_output_path(input_wav: str | Path, output_wav: str | Path) -> None:
-    """The output must be a new or replaceable file that is not the input (also via a link or
-    another spelling of the same path)."""
+    """The output must be a new or replaceable file, in an existing folder where this process can
+    create files, that is not the input (also via a link or another spelling of the same path)."""
     source, target = Path(input_wav), Path(output_wav)
     if target.is_dir():
         raise AmpStudyError(f"{target}: is a folder; give the output file name, e.g. {target / 'amp.wav'}")
@@ -51,28 +58,59 @@ def check_output_path(input_wav: str | Path, output_wav: str | Path) -> None:
     if same:
         raise AmpStudyError(f"{target}: is the input recording {source}; rendering would overwrite it, "
                             "choose another output file")
-    folder = next((p for p in [target.parent, *target.parent.parents] if p.exists()), Path("."))
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise AmpStudyError(f"{target}: cannot write in {folder} (permission denied); choose another output file")
+    folder = target.parent
+    if not folder.is_dir():
+        raise AmpStudyError(f"{target}: the folder {folder} does not exist; create it (mkdir -p {folder}) "
+                            "or choose another output file")
+    try:
+        probe_writable(folder)
+    except OSError as err:
+        raise AmpStudyError(f"{target}: cannot write in {folder} ({err.strerror or err}); "
+                            "choose another output file") from None
+
+
+@contextlib.contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) end the block with StopRequested, as Ctrl-C ends it with
+    KeyboardInterrupt, so that what the block was writing is cleaned up (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise StopRequested(signum, f"stopped by {signal.Signals(signum).name}: nothing was written")
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def render_file(model_spec: str, input_wav: str, output_wav: str, knobs: dict[str, float | None],
-                block_seconds: float = 0.1, device: str = "cpu") -> tuple[float, float]:
+                block_seconds: float = 0.1, device: str = "cpu", threads: int = 1) -> tuple[float, float]:
     """Returns (seconds of audio, wall seconds spent rendering). `device` "cpu" (default: a stream of
-    short blocks is latency-bound, where a CPU core wins), "cuda" or "auto" (cuda when present)."""
+    short blocks is latency-bound, where a CPU core wins), "cuda" or "auto" (cuda when present).
+    `threads`: torch CPU threads (default 1, for the same reason; 0 = torch's choice). The output
+    appears complete or not at all, also when the render is stopped (Ctrl-C, SIGTERM)."""
     if not 0 < block_seconds <= 60:
         raise AmpStudyError(f"--block-seconds {block_seconds}: must be > 0 and <= 60")
     accelerator = resolve_accelerator(device, where="--device")
     check_output_path(input_wav, output_wav)
-    rate = check_wav_format(input_wav, None).samplerate  # readable and mono, from the header
+    given_as = "the input recording's path"
+    rate = check_wav_format(input_wav, None, given_as=given_as).samplerate  # readable and mono, from the header
     samples = check_wav_levels(input_wav, rate, min_seconds=0.0)  # any length can be rendered
     model = resolve_model(model_spec)
     model.net.to(accelerator)  # render_blocks runs on the net's device
-    check_wav_format(input_wav, model.sample_rate)  # at the model's rate, or one line naming the resampling
+    # at the model's rate, or one line naming the resampling
+    check_wav_format(input_wav, model.sample_rate, given_as=given_as, rate_name="the model's sample rate")
     controls = control_vector(model, knobs)
+    if threads > 0:
+        torch.set_num_threads(threads)
     started = time.perf_counter()
     block = max(1, int(block_seconds * rate))
-    with wav_writer(output_wav, rate) as write:
+    with stopped_by_signals(), wav_writer(output_wav, rate) as write:
         for out in render_blocks(model.net, wav_blocks(input_wav, rate, block), controls):
             write(out)
     return samples / rate, time.perf_counter() - started
