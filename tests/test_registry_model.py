@@ -3,6 +3,7 @@ cannot be imported, served over HTTP by `mlflow models serve`, and refusing craf
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -137,6 +138,44 @@ def test_served_champion_answers_like_ampstudy_render(champion, outside_env, tmp
         np.testing.assert_allclose(np.asarray(reply["predictions"], np.float32), expected, atol=1e-5, rtol=0)
         status, reply = _post(f"{url}/invocations", {"inputs": audio.tolist()})
         assert status == 400 and "give params ['volume', 'treble', 'bass', 'middle']" in reply["message"]
+        # The rules of `ampstudy render`, in its words: a knob named, audio within full scale.
+        status, reply = _post(f"{url}/invocations", {"inputs": audio.tolist(), "params": {**KNOBS, "bass": 1.5}})
+        assert status == 400 and "bass: knob position 1.5 is outside 0..1" in reply["message"], reply
+        status, reply = _post(f"{url}/invocations", {"inputs": (10 * audio).tolist(), "params": KNOBS})
+        assert status == 400 and "exceeds full scale 1" in reply["message"], reply
+
+
+def test_the_served_model_answers_concurrent_requests_each_with_its_own_stream(champion, outside_env, tmp_path):
+    """MLflow's scoring server predicts in threads: a stream state shared between calls mixed them up."""
+    audio = np.tile(di_signal(16000), 3)  # 12 streaming blocks: long enough for requests to overlap
+    settings = [{**KNOBS, "volume": v} for v in (0.2, 0.4, 0.6, 0.8, 1.0, 0.3)]
+    net = resolve_model(champion).net
+    expected = [render(net, audio, list(knobs.values())) for knobs in settings]
+    command = ["models", "serve", "-m", champion, "--env-manager", "local"]
+    with mlflow_process(command, outside_env, tmp_path) as url:
+        with concurrent.futures.ThreadPoolExecutor(len(settings)) as pool:
+            replies = list(pool.map(lambda knobs: _post(f"{url}/invocations", {"inputs": audio.tolist(),
+                                                                                 "params": knobs}), settings * 2))
+    for (status, reply), want in zip(replies, expected * 2):
+        assert status == 200, reply
+        np.testing.assert_allclose(np.asarray(reply["predictions"], np.float32), want, atol=1e-5, rtol=0)
+
+
+def test_the_registered_model_limits_a_request_and_runs_on_one_thread(champion):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        amp = mlflow.pyfunc.load_model(champion, model_config={"max_request_seconds": 0.1})
+        assert torch.get_num_threads() == 1  # streaming is latency-bound (model_config "threads", default 1)
+        amp.predict(di_signal(1600), params=KNOBS)  # 0.1 s at 16 kHz: at the limit
+        with pytest.raises(MlflowException, match=r"audio: 0.1 s in one request exceeds the limit of 0.1 s \(1600 "
+                                                  r"samples at 16000 Hz\); render a long file with `ampstudy render"):
+            amp.predict(di_signal(1601), params=KNOBS)
+        torch.set_num_threads(2)
+        mlflow.pyfunc.load_model(champion, model_config={"threads": 0})
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_render_from_a_tracking_server_leaves_no_temporary_copy(logged_model, tmp_path, monkeypatch):

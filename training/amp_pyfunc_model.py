@@ -15,8 +15,16 @@ Input: 1-D float32 DI at the model's sample rate (an np.float32 array or {"audio
 HTTP {"inputs": [...]}); knobs as params, each a position in config.json's range (0..1). A
 conditioned model needs all knobs (no silent default); a model trained at fixed knobs has none.
 Output: float32, same length. Inference is the package's `streaming.render`, the path `ampstudy render` uses: block by
-block from silence. Loading checks config.json before allocating and reads the weights with
-weights_only=True (the package's loading.py); every refusal is one line naming the field or file.
+block from silence, with its own stream state per call (MLflow's scoring server predicts in threads).
+Inputs are checked by the rules every ampstudy entry point applies (input_rules.py, shipped beside
+the WaveNet code): knobs in range, audio finite and within full scale, at most
+MAX_REQUEST_SECONDS of audio per call (a long file: `ampstudy render` streams any length).
+Loading checks config.json before allocating and reads the weights with weights_only=True (the
+package's loading.py); every refusal is one line naming the field or file (HTTP 400 when served).
+
+Torch threads: loading sets torch to model_config "threads" (default 1: one block after another is
+latency-bound, and on a busy machine more threads made streaming many times slower); 0 leaves
+torch's setting alone: mlflow.pyfunc.load_model(uri, model_config={"threads": 0}).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 
@@ -47,6 +56,10 @@ class AmpModel(PythonModel):
         ModelConfigError = importlib.import_module(f"{package}.config").ModelConfigError
         loading = importlib.import_module(f"{package}.loading")
         streaming = importlib.import_module(f"{package}.streaming")
+        self.rules = importlib.import_module(f"{package}.input_rules")
+        threads = int(context.model_config.get("threads", 1))
+        if threads > 0:
+            torch.set_num_threads(threads)
 
         directory = Path(context.artifacts["model_dir"])
         meta = _read_meta(directory / "config.json")
@@ -57,23 +70,26 @@ class AmpModel(PythonModel):
         except loading.ModelFileError as err:
             raise _refuse(str(err)) from None
         self.render = streaming.render
-        self.stream = streaming.StreamingWaveNet(net)
+        self.net = net
         self.conditioned = net.conditioned
         self.knobs = meta["knobs"]
         if self.conditioned and len(self.knobs) != net.num_controls:
             raise _refuse(f"config.json: knobs lists {len(self.knobs)} knobs, the model takes {net.num_controls}")
         self.sample_rate = meta["data"].get("sample_rate")
+        self.max_request_seconds = float(context.model_config.get("max_request_seconds",
+                                                                  self.rules.MAX_REQUEST_SECONDS))
 
     # model_input stays unannotated: MLflow would read a type hint there as an input schema.
     def predict(self, context, model_input, params=None):
-        audio, controls = _audio(model_input), self._controls(params or {})
         try:
-            return self.render(self.stream, audio, controls, block_size=BLOCK_SIZE)
-        except ValueError as err:  # a knob out of range, as checked_controls words it
+            audio, controls = self._audio(model_input), self._controls(params or {})
+        except self.rules.InputRejected as err:
             raise _refuse(str(err)) from None
+        # The net, not a stream kept between calls: render starts a stream of its own for this call.
+        return self.render(self.net, audio, controls, block_size=BLOCK_SIZE)
 
     def _controls(self, params: dict[str, Any]) -> list[float] | None:
-        """Knob positions in model order; their range is checked once, by the net (checked_controls)."""
+        """Knob positions in model order, each checked by the rule every entry point applies."""
         if not self.conditioned:
             return None  # its signature has no params: MLflow drops any given, with a warning
         given = {name: params[name] for name in self.knobs if params.get(name) is not None}
@@ -81,7 +97,25 @@ class AmpModel(PythonModel):
         if missing:
             ranges = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in self.knobs.items())
             raise _refuse(f"this model follows the amp's knobs: give params {missing} (positions: {ranges})")
-        return [float(given[name]) for name in self.knobs]
+        return [self.rules.knob_position(name, given[name], lo, hi) for name, (lo, hi) in self.knobs.items()]
+
+    def _audio(self, model_input: Any) -> np.ndarray:
+        """The 1-D float32 signal: MLflow hands over {'audio': array} (the signature's named input)."""
+        if isinstance(model_input, dict):
+            if "audio" not in model_input:
+                raise _refuse(f"the input needs 'audio' (1-D float32 samples), got {sorted(model_input)}")
+            model_input = model_input["audio"]
+        try:
+            audio = np.asarray(model_input, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise _refuse("audio must be numbers: a 1-D array of samples") from None
+        if audio.ndim != 1 or audio.size == 0:
+            raise _refuse(f"audio must be a non-empty 1-D float array, got shape {audio.shape}")
+        self.rules.request_length(audio.size, self.sample_rate or 48_000, self.max_request_seconds)
+        finite = np.isfinite(audio)
+        peak = float(np.abs(audio[finite]).max()) if finite.any() else 0.0
+        self.rules.audio_levels("audio", peak, int(audio.size - np.count_nonzero(finite)))
+        return np.ascontiguousarray(audio)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -106,23 +140,6 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _audio(model_input: Any) -> np.ndarray:
-    """The 1-D float32 signal: MLflow hands over {'audio': array} (the signature's named input)."""
-    if isinstance(model_input, dict):
-        if "audio" not in model_input:
-            raise _refuse(f"the input needs 'audio' (1-D float32 samples), got {sorted(model_input)}")
-        model_input = model_input["audio"]
-    try:
-        audio = np.asarray(model_input, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise _refuse("audio must be numbers: a 1-D array of samples") from None
-    if audio.ndim != 1 or audio.size == 0:
-        raise _refuse(f"audio must be a non-empty 1-D float array, got shape {audio.shape}")
-    if not np.all(np.isfinite(audio)):
-        raise _refuse("audio contains NaN or infinite samples")
-    return np.ascontiguousarray(audio)
 
 
 mlflow.models.set_model(AmpModel())

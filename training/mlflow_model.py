@@ -3,10 +3,10 @@
 MLflow models-from-code: the python_model is the file training/amp_pyfunc_model.py (nothing is
 cloudpickled), the WaveNet code is a copy of ampmodel/ shipped as the package
 `amp_wavenet_<hash of its sources>` (the package is pure torch with relative imports, so its source
-runs under another name; it is copied at log time, so ampmodel/ stays the one source; the hash
-keeps models with different WaveNet code apart when loaded in one process), and the artifact
-`model_dir` holds config.json and state_dict.pt. The signature declares the audio input, the
-output and, for a conditioned model, the knobs as params without defaults (a missing knob is an
+runs under another name; foundation/input_rules.py, standard library only, goes in with it; both
+are copied at log time, so each stays the one source; the hash keeps models with different
+WaveNet code apart when loaded in one process), and the artifact `model_dir` holds config.json
+and state_dict.pt. The signature declares the audio input, the output and, for a conditioned model, the knobs as params without defaults (a missing knob is an
 error, not a silent setting); their ranges are in the metadata. Any run's model can be logged, and
 so registered from the UI.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 import ampmodel
 from ampmodel.config import WaveNetConfig
-from foundation import __version__
+from foundation import __version__, input_rules
 from foundation.knobs import knob_ranges
 from training.model_io import LoadedModel, load_model, read_config
 
@@ -65,7 +65,8 @@ def log_amp_model(run_id: str, model_dir: str | Path, *, name: str | None = None
         info = Model.log(
             artifact_path=None, name=logged.name, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
             python_model=str(MODEL_CODE), artifacts={"model_dir": str(files)},
-            code_paths=[str(package)], model_config={"wavenet_package": package.name},
+            code_paths=[str(package)], model_config={"wavenet_package": package.name, "threads": 1,
+                                                          "max_request_seconds": input_rules.MAX_REQUEST_SECONDS},
             signature=signature(loaded, meta["knobs"]),
             input_example=input_example(loaded), metadata=metadata(loaded, meta["knobs"]),
             pip_requirements=requirements)  # explicit: skips MLflow's slow import-capturing subprocess
@@ -73,8 +74,9 @@ def log_amp_model(run_id: str, model_dir: str | Path, *, name: str | None = None
 
 
 def ship_ampmodel(into: Path, source: Path = Path(ampmodel.__file__).parent) -> Path:
-    """A copy of the ampmodel package under `into`, named SHIPPED_PACKAGE_<hash of its sources>."""
-    files = sorted(source.glob("*.py"))
+    """A copy of the ampmodel package under `into`, named SHIPPED_PACKAGE_<hash of its sources>,
+    with foundation/input_rules.py beside its modules (the input checks every entry point applies)."""
+    files = sorted(source.glob("*.py")) + [Path(input_rules.__file__)]
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
