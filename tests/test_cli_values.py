@@ -57,6 +57,12 @@ def test_nan_or_inf_in_a_config_value_is_named(tmp_path, capsys):
     assert "train.learning_rate: nan is not a finite number" in one_line_error(capsys)
 
 
+def test_a_data_folder_that_takes_no_files_is_one_line(capsys):
+    # /proc refuses new entries even to root, whose permission bits would say yes
+    assert main(["data", "--data-dir", "/proc/ampstudy-data", "--seconds", "1"]) == 2
+    assert "data.data_dir /proc/ampstudy-data: cannot build a dataset there" in one_line_error(capsys)
+
+
 def test_non_utf8_study_file_is_one_line(tmp_path, capsys):
     path = tmp_path / "s.toml"
     path.write_bytes(b'name = "caf\xe9"\n')  # latin-1
