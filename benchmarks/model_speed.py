@@ -18,6 +18,12 @@ mixer over all L*C skip channels. Run: `.venv/bin/python benchmarks/model_speed.
 (`--quick` for a smoke run). Needs `make bench-deps` (neural-amp-modeler 0.12.3) for the NAM
 columns; without it only ours are shown.
 
+Inference threads: `--threads-table` renders through the project's one inference path
+(`ampmodel.streaming.render`, 4096-sample blocks as the registered model uses; `ampstudy render`
+streams the same way) at one thread and at torch's default, interleaved, on an idle machine and
+with one busy neighbour process per core, and writes benchmarks/results/inference_threads.md: the
+measurement behind the one-thread default of render, the pyfunc and the served model.
+
 Devices: `--devices cpu,cuda` (default: cpu, and cuda when torch sees a GPU) adds a table of
 training throughput (the same step, ours) per device with the GPU/CPU ratio, CPU at `--threads`
 (default 2). `--batch-sweep` times batch sizes 16..256 x 8192 per device, the measurement behind
@@ -264,7 +270,64 @@ def compare(models: list[Adapter], args, peak1: float) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def _spin() -> None:
+    while True:
+        pass
+
+
+def threads_table(presets: list[str], seconds: float, repeats: int, *, write: bool) -> None:
+    """Streaming RTF at 1 thread vs torch's default, idle and beside one busy process per core."""
+    import multiprocessing
+    import statistics
+
+    from ampmodel.streaming import render
+
+    default = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    audio = (0.3 * torch.randn(int(seconds * FS))).numpy()
+    nets = {name: from_preset(name).eval() for name in presets}
+    rows = []
+    for condition in ("idle", f"{cores} busy neighbours"):
+        spinners = []
+        if condition != "idle":
+            ctx = multiprocessing.get_context("spawn")
+            spinners = [ctx.Process(target=_spin, daemon=True) for _ in range(cores)]
+            for proc in spinners:
+                proc.start()
+            time.sleep(1.0)
+        try:
+            for name, net in nets.items():
+                times = {1: [], default: []}
+                with torch.inference_mode():
+                    render(net, audio[:FS], block_size=4096)  # warm-up
+                    for _ in range(repeats):
+                        for threads in times:  # interleaved: load changes hit both alike
+                            torch.set_num_threads(threads)
+                            start = time.perf_counter()
+                            render(net, audio, block_size=4096)
+                            times[threads].append(time.perf_counter() - start)
+                rtf = {t: seconds / statistics.median(v) for t, v in times.items()}
+                rows.append((condition, name, rtf[1], rtf[default]))
+                print(f"{condition:<20}{name:<14}{rtf[1]:>10.1f}{rtf[default]:>10.1f}{rtf[1] / rtf[default]:>8.1f}x",
+                      flush=True)
+        finally:
+            torch.set_num_threads(default)
+            for proc in spinners:
+                proc.terminate()
+                proc.join()
+    lines = [f"Streaming real-time factor (audio s / wall s, median of {repeats} interleaved passes of {seconds:g} s "
+             f"of noise, 4096-sample blocks, `ampmodel.streaming.render`), one torch thread vs torch's default "
+             f"({default}), on an idle machine and beside {cores} busy processes (one per core).", "",
+             "| machine | model | RTF 1 thread | RTF default threads | 1 thread / default |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {c} | {n} | {a:.1f} | {b:.1f} | {a / b:.2f}x |" for c, n, a, b in rows]
+    if write:
+        from benchmarks.results_file import write_results
+
+        print(f"written to {write_results('inference_threads', chr(10).join(lines) + chr(10))}")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="WaveNet1,WaveNet2,WaveNet3")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per model (best of)")
@@ -284,9 +347,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4, help="timed streaming passes per model (best of)")
     parser.add_argument("--no-nam", action="store_true")
     parser.add_argument("--quick", action="store_true", help="1 step, 1 s of audio, 1 repeat")
-    args = parser.parse_args()
+    parser.add_argument("--threads-table", action="store_true",
+                        help="only the inference-threads table (1 thread vs torch's default, idle and busy), "
+                             "written to benchmarks/results/inference_threads.md")
+    parser.add_argument("--threads-presets", default="WaveNet3,nam-nano,nam-standard")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
+    args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.rtf_seconds, args.repeats = 1, 1.0, 1
+    if args.threads_table:
+        threads_table(args.threads_presets.split(","), args.rtf_seconds, args.repeats,
+                      write=not (args.no_write or args.quick))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
 
