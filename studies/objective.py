@@ -5,7 +5,8 @@ MLflow run id and the model's cost, sets constraint values (MACs/sample, real-ti
 constrained samplers, and leaves its MLflow run tagged with the final Optuna state. Exceptions
 propagate so Optuna marks the trial FAIL (the runner optimises with catch=(Exception,), so the
 study carries on). A trial whose parameters were tried before is not trained (studies/sampling.py);
-a stop signal during training fails the trial with its run closed KILLED (studies/stopping.py).
+a stop signal during training fails the trial at its next safe point, with its run closed KILLED
+(studies/stopping.py).
 """
 
 from __future__ import annotations
@@ -118,10 +119,10 @@ class TrialObjective:
             from studies.pruning import SamplePruningCallback
 
             callbacks.append(SamplePruningCallback(trial))
-        with self.stop.training():
-            result = train(cfg, callbacks=callbacks, parent_run_id=self.parent_run_id,
-                           tags=mlflow_runs.trial_tags(self.spec.name, trial.number, self.fingerprint),
-                           tracking_uri=self.tracking_uri, progress=False)
+        self.stop.check()
+        result = train(cfg, callbacks=callbacks, parent_run_id=self.parent_run_id,
+                       tags=mlflow_runs.trial_tags(self.spec.name, trial.number, self.fingerprint),
+                       tracking_uri=self.tracking_uri, progress=False, stop=self.stop)
         record_training(trial, result)
         if objective.min_rtf > 0:
             trial.set_constraint("min_rtf", objective.min_rtf - float(result.cost.get("rtf", 0.0)))

@@ -1,11 +1,13 @@
 """Ending a worker on SIGTERM or SIGINT without leaving anything RUNNING.
 
-`GracefulStop` replaces the two handlers while a worker runs. A signal during a trial's training
-raises `StopRequested` right there: the trial ends as FAIL (and is re-queued), its MLflow run is
-closed KILLED with the reason, and the worker leaves the study (closing the parent run if it was
-the last worker). A signal at any other moment only sets `requested`; the worker stops before its
-next trial. Repeated signals are ignored while stopping (a terminal's Ctrl-C reaches the workers
-and their parent, which forwards it too).
+`GracefulStop` replaces the two handlers while a worker runs; they only raise the worker's
+`StopFlag` (foundation/stop_flag.py). A trial's training stops at its next safe point (between
+steps, between validation batches, between the phases of the run; at once while its dataset is
+being built): the trial ends as FAIL (and is re-queued), its MLflow run is closed KILLED with the
+reason, and the worker leaves the study (closing the parent run if it was the last worker). A
+signal at any other moment lets the work in hand finish; the worker stops before its next trial.
+Repeated signals are ignored while stopping (a terminal's Ctrl-C reaches the workers and their
+parent, which forwards it too).
 
 Local worker processes (`--workers N`) ask the kernel for SIGTERM when their parent dies
 (`die_with_parent`, Linux prctl PR_SET_PDEATHSIG), so `kill -9` of the parent ends them gracefully.
@@ -22,22 +24,18 @@ import threading
 from collections.abc import Iterator
 
 from foundation.errors import StopRequested
+from foundation.stop_flag import StopFlag
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 PR_SET_PDEATHSIG = 1
 
 
-class GracefulStop:
+class GracefulStop(StopFlag):
     """Context manager installing the SIGTERM/SIGINT handlers (main thread only)."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
-        self._training = False
+        super().__init__()
         self._previous: dict[int, object] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
@@ -52,27 +50,10 @@ class GracefulStop:
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.signum is None:
-            self.signum = signum
             logging.getLogger("ampstudy").warning(
-                f"{signal.Signals(signum).name}: stopping; the running trial (if any) is failed and re-queued")
-        if self._training:
-            self._training = False  # raise once; the trial's clean-up must not be interrupted again
-            raise StopRequested(signum, f"{signal.Signals(signum).name} during training")
-
-    def check(self) -> None:
-        """Raise StopRequested if a signal came in (before starting work)."""
-        if self.signum is not None:
-            raise StopRequested(self.signum)
-
-    @contextlib.contextmanager
-    def training(self) -> Iterator[None]:
-        """The span in which a signal interrupts the work at once."""
-        self.check()
-        self._training = True
-        try:
-            yield
-        finally:
-            self._training = False
+                f"{signal.Signals(signum).name}: stopping at the next safe point; the running trial (if any) is "
+                "failed and re-queued")
+        self.request(signum)
 
 
 def die_with_parent(parent_pid: int) -> None:

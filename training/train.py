@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import signal
 import time
 import traceback
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from optuna.exceptions import TrialPruned
@@ -32,7 +34,8 @@ from optuna.exceptions import TrialPruned
 from ampmodel.cost import compute_cost
 from datamodules.bassman import BassmanDataModule
 from foundation.configs import flatten, to_dict
-from foundation.errors import AmpStudyError
+from foundation.errors import AmpStudyError, StopRequested
+from foundation.stop_flag import StopFlag
 from training import artifacts, run_info, tracking
 from training.devices import Placement, placement, resolved
 from training.evaluate import PRIMARY, evaluate_net, finite_numbers
@@ -76,8 +79,11 @@ class TrainResult:
 
 def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: str | None = None,
           tags: dict[str, str] | None = None, tracking_uri: str | None = None, evaluate_test: bool = False,
-          progress: bool = True, track: bool = True, work_dir: str | Path | None = None) -> TrainResult:
+          progress: bool = True, track: bool = True, work_dir: str | Path | None = None,
+          stop: StopFlag | None = None) -> TrainResult:
     """Train one model as `cfg` says; see the module docstring. `track=False` skips MLflow entirely.
+    `stop`: a flag a signal handler raises; training ends with StopRequested at the next safe point
+    (between steps and validation batches, between phases; at once while the dataset is built).
 
     In order: data (from cfg alone) -> module (built with all it needs) -> run -> fit -> evaluate -> log.
     """
@@ -90,7 +96,9 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
     datamodule = BassmanDataModule(cfg.data, receptive_field=cfg.model.receptive_field,
                                    segment_samples=cfg.train.segment_samples, batch_size=cfg.train.batch_size,
                                    progress=progress, device=where.device)
-    datamodule.prepare_data()  # the only expensive data step (ngspice), cached by content hash
+    stop = stop or StopFlag()
+    with stop.interruptible():
+        datamodule.prepare_data()  # the only expensive data step (ngspice), cached by content hash
     datamodule.setup("fit")
     reference = reference_power(datamodule, cfg.train.pre_emphasis) if cfg.train.loss_reference != "batch" else None
     module = AmpModule(cfg, groups=datamodule.groups, reference=reference,
@@ -106,15 +114,22 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
             _log_params(client, run_id, cfg, cost, device=where.describe())
             run_info.log_dataset(client, run_id, datamodule)
             callbacks = [*callbacks, run_info.EpochMetrics(client, run_id)]
+        callbacks = [*callbacks, StopAtSafePoints(stop)]
         trainer, checkpoint = _trainer(cfg, where, callbacks, work, progress)
         with run_info.system_metrics(client, run_id, uri) if client is not None else contextlib.nullcontext():
-            trainer.fit(module, datamodule=datamodule)
+            try:
+                trainer.fit(module, datamodule=datamodule)
+            except SIGTERMException:  # Lightning's own SIGTERM stop, at a batch end; a SystemExit(0) if let through
+                raise StopRequested(signal.SIGTERM, f"stopped by SIGTERM at a safe point (after step "
+                                                    f"{trainer.global_step})") from None
+        stop.check("training ended")
         val = _best_weights(module, trainer, checkpoint, datamodule, where)
         if not math.isfinite(val[PRIMARY]):
             raise AmpStudyError("validation ESR is not finite; the data may be silent or training diverged")
         test_metrics = evaluate_net(module.net, datamodule, "test") if evaluate_test else {}
         module.net.cpu()  # saved, logged and rendered from the CPU
         model_dir = save_model(work / "model", module.net, cfg, _data_info(datamodule))
+        stop.check("the model was evaluated and saved, before logging it")
         if client is not None:
             _log_results(client, run_id, module, datamodule, trainer, checkpoint, val, test_metrics, model_dir)
             client.set_terminated(run_id, "FINISHED")
@@ -253,6 +268,20 @@ def _log_params(client, run_id: str, cfg: RunConfig, cost: dict[str, float], dev
             client.log_metric(run_id, f"cost_{name}", float(value))
 
 
+class StopAtSafePoints(Callback):
+    """Ends fitting with StopRequested after the step or validation batch in which a stop was asked
+    for: never inside an optimiser step, a metric's logging or a checkpoint's writing."""
+
+    def __init__(self, stop: StopFlag) -> None:
+        self.stop = stop
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.stop.check(f"after step {trainer.global_step}")
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.stop.check(f"during validation after step {trainer.global_step}")
+
+
 def _mark_failed(client, run_id: str, err: BaseException) -> None:
     """Keep what was logged; record why the run ended. A pruned trial's run ends FINISHED (it did
     what it was asked: train until the pruner stopped it); its name and tags say pruned."""
@@ -261,9 +290,13 @@ def _mark_failed(client, run_id: str, err: BaseException) -> None:
             client.set_tag(run_id, "pruned", "true")
             client.set_terminated(run_id, "FINISHED")
             return
+        if isinstance(err, (StopRequested, KeyboardInterrupt)):  # a stop, not a fault: no traceback
+            client.set_tag(run_id, "error", str(err) or type(err).__name__)
+            client.set_terminated(run_id, "KILLED")
+            return
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
         client.set_tag(run_id, "traceback", "".join(traceback.format_exception(err))[-5000:])
-        client.set_terminated(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        client.set_terminated(run_id, "FAILED")
     except Exception:  # never hide the original error behind a tracking error
         pass
 
