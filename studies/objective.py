@@ -84,8 +84,8 @@ class TrialObjective:
             raise
 
     def _stopped(self, trial: optuna.Trial, err: StopRequested) -> None:
-        message = (f"{err}: the worker was stopped mid-trial (re-queued with the same parameters, "
-                   "up to storage.max_retries times)")
+        message = (f"{err}: the worker was stopped mid-trial (re-queued with the same parameters; a stop does not "
+                   "count against storage.max_retries)")
         trial.set_user_attr(ERROR_ATTR, message)
         self._finish_run(trial, "FAIL", error=message, run_status="KILLED")
         self.stopped_trial = trial.number

@@ -8,7 +8,8 @@ trial is orphaned when its worker (trial user attr `worker` = "host:pid") is kno
   workers on other hosts that never registered, e.g. an older ampstudy);
 - no worker recorded `grace_seconds` after the trial started (killed between ask and record).
 An orphaned trial is marked FAIL (exactly once, even when several workers race), a WAITING copy
-with the same parameters is queued (at most `max_retries` times per original trial) and its
+with the same parameters is queued (at most `max_retries` times per original trial; trials a stop
+signal ended are re-queued without counting) and its
 MLflow run is closed FAILED with the reason. Workers run this at start-up before counting the
 budget, after every trial, and while waiting for other workers' trials before they exit.
 """
@@ -26,6 +27,7 @@ from studies.workers import registered_workers, worker_alive
 
 WORKER_ATTR = "worker"  # trial user attr "host:pid" of the process running it
 RETRY_ATTR = "retry_history"  # trial system attr: numbers of the failed trials this one retries
+STOPPED_ATTR = "stopped_history"  # those of them a stop signal ended (not counted against max_retries)
 
 StaleHandler = Callable[[Any, Any, str], None]  # (study, failed frozen trial, reason)
 
@@ -80,19 +82,22 @@ def fail_orphaned_trials(study: Any, grace_seconds: float, on_stale: StaleHandle
     return failed
 
 
-def requeue_trial(study: Any, trial: Any, max_retries: int) -> bool:
+def requeue_trial(study: Any, trial: Any, max_retries: int, *, stopped: bool = False) -> bool:
     """Queue a WAITING copy of a failed trial (same params), like Optuna's RetryFailedTrialCallback.
 
-    Returns False once the original trial has been retried `max_retries` times.
+    `stopped`: a stop signal ended the trial (an operator's choice, not a fault of the trial): it is
+    always re-queued and never counts. Returns False once the original trial has failed
+    `max_retries` times for other reasons (a dead worker, a crash).
     """
     import optuna
 
     history = [*trial.system_attrs.get(RETRY_ATTR, []), trial.number]
-    if len(history) > max_retries:
+    stops = [*trial.system_attrs.get(STOPPED_ATTR, []), *([trial.number] if stopped else [])]
+    if len(history) - len(stops) > max_retries:
         return False
     study.add_trial(optuna.trial.create_trial(
         state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        system_attrs={"failed_trial": history[0], RETRY_ATTR: history}))
+        system_attrs={"failed_trial": history[0], RETRY_ATTR: history, STOPPED_ATTR: stops}))
     return True
 
 

@@ -114,7 +114,7 @@ def run_worker(plan: RunPlan, worker_index: int) -> None:
     if stop.requested:
         stopped = objective.stopped_trial
         what = "" if stopped is None else f": trial {stopped} was failed and " + (
-            "re-queued" if requeued else "not re-queued (storage.max_retries reached)")
+            "re-queued" if requeued else "not re-queued")
         raise StopRequested(stop.signum, f"stopped by {_signal_name(stop.signum)}{what}; "
                                          "run the same command to resume the study")
 
@@ -160,7 +160,8 @@ def _requeue_stopped_trial(plan: RunPlan, study: Any, number: int | None) -> boo
     """A trial a stop signal interrupted was not the model's fault: it runs again on resume."""
     if number is None:
         return False
-    return requeue_trial(study, study.get_trials(deepcopy=False)[number], plan.spec.options.storage.max_retries)
+    return requeue_trial(study, study.get_trials(deepcopy=False)[number], plan.spec.options.storage.max_retries,
+                         stopped=True)
 
 
 def _collect_garbage_after_training(study: Any, trial: Any) -> None:

@@ -62,6 +62,21 @@ def test_requeue_stops_after_max_retries(study):
     assert requeue_trial(study, frozen, max_retries=3)
 
 
+def test_stops_are_requeued_without_counting_against_max_retries(study):
+    """Issue 22 #11: a trial stopped three times by Ctrl-C was never re-queued again."""
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    trial = study.ask(distributions)
+    for _ in range(4):  # stopped four times, max_retries 2: re-queued every time
+        study.tell(trial, state=TrialState.FAIL)
+        assert requeue_trial(study, study.get_trials()[trial.number], max_retries=2, stopped=True)
+        trial = study.ask(distributions)
+    for crashes in range(3):  # then crashes: two retries, no third
+        study.tell(trial, state=TrialState.FAIL)
+        assert requeue_trial(study, study.get_trials()[trial.number], max_retries=2) == (crashes < 2)
+        trial = study.ask(distributions)
+    assert len({t.params["x"] for t in study.get_trials() if t.system_attrs.get("failed_trial") == 0}) == 1
+
+
 def test_budget_counts_every_trial_except_requeued_crashes(study):
     for _ in range(2):
         _finish(study)
