@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from studies.workers import registered_workers, worker_alive
+from studies.workers import host_name, pid_alive, registered_workers, worker_alive
 
 WORKER_ATTR = "worker"  # trial user attr "host:pid" of the process running it
 RETRY_ATTR = "retry_history"  # trial system attr: numbers of the failed trials this one retries
@@ -48,8 +48,12 @@ def orphaned_trials(study: Any, grace_seconds: float) -> list[tuple[Any, str]]:
         entry = workers.get(worker)
         if worker_alive(worker, entry, grace_seconds, wall) is not False:
             continue
+        host, _, pid = worker.rpartition(":")
+        local = host == host_name() and pid.isdigit()
         if entry is not None and entry.get("ended"):
             found.append((trial, f"worker {worker} ended without finishing the trial"))
+        elif local and not pid_alive(int(pid)):
+            found.append((trial, f"worker {worker} is gone (process {pid} on this host no longer exists)"))
         elif entry is not None and wall - float(entry.get("beat", 0)) > grace_seconds:
             found.append((trial, f"no heartbeat from worker {worker} for {wall - float(entry['beat']):.0f} s "
                                  f"(storage.grace_seconds = {grace_seconds:g})"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import optuna
@@ -32,7 +34,7 @@ from studies.recovery import WORKER_ATTR, fail_orphaned_trials, orphaned_trials
 from studies.runner import check_budget, run_study
 from studies.spec import load_study_spec
 from studies.storage import open_storage, sqlalchemy_url
-from studies.workers import RUNS_ATTR, WORKER_PREFIX, WorkerPresence, registered_workers
+from studies.workers import RUNS_ATTR, WORKER_PREFIX, WorkerPresence, host_name, registered_workers
 from tests.conftest import freeze, start_study_run, wait_for, write_study_file
 from tests.test_study_run import runs_by_trial, training_trial
 from training import tracking
@@ -127,8 +129,12 @@ def test_orphaned_trials_are_found_on_every_storage(kind, tmp_path, request):
     study = optuna.create_study(storage=open_storage(url, heartbeat_seconds=1, grace_seconds=2),
                                 study_name=f"orphans-{kind}-{os.getpid()}-{time.time_ns()}")
     dist = {"x": FloatDistribution(0, 1)}
-    workers = {"silent": "far-host:1", "alive": "far-host:2", "ended": "far-host:3", "unknown": "far-host:4"}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    workers = {"silent": "far-host:1", "alive": "far-host:2", "ended": "far-host:3", "unknown": "far-host:4",
+               "local dead": f"{host_name()}:{dead.pid}"}
     register(study, workers["silent"], beat_age=60)
+    register(study, workers["local dead"], beat_age=60)
     register(study, workers["alive"], beat_age=0)
     register(study, workers["ended"], beat_age=0, ended=True)
     numbers = {}
@@ -137,8 +143,10 @@ def test_orphaned_trials_are_found_on_every_storage(kind, tmp_path, request):
         trial.set_user_attr(WORKER_ATTR, worker)
         numbers[name] = trial.number
     found = {t.number: reason for t, reason in orphaned_trials(study, grace_seconds=2)}
-    assert set(found) == {numbers["silent"], numbers["ended"]}
+    assert set(found) == {numbers["silent"], numbers["ended"], numbers["local dead"]}
     assert "no heartbeat from worker far-host:1" in found[numbers["silent"]]
+    # Issue 22 #11: a dead local worker's reason said "no heartbeat for 60 s"; its process tells more.
+    assert f"process {dead.pid} on this host no longer exists" in found[numbers["local dead"]]
     # A worker that never registered (another version): on SQL storages Optuna's trial heartbeat tells.
     # Optuna 5's JournalStorage has no heartbeat at all, so there only the worker entries can tell.
     storage = study._storage
@@ -156,10 +164,12 @@ def test_orphaned_trials_are_found_on_every_storage(kind, tmp_path, request):
     seen = []
     fail_orphaned_trials(study, 2, lambda s, t, why: seen.append(t.number))
     states = {t.number: t.state for t in study.get_trials()}
-    expected_failed = {numbers["silent"], numbers["ended"]} | ({numbers["unknown"]} if kind != "journal" else set())
+    expected_failed = {numbers["silent"], numbers["ended"], numbers["local dead"]} | (
+        {numbers["unknown"]} if kind != "journal" else set())
     assert {n for n, s in states.items() if s == TrialState.FAIL} == expected_failed
     assert states[numbers["alive"]] == TrialState.RUNNING
-    assert set(seen) == {numbers["silent"], numbers["ended"]}  # Optuna's own check calls the storage's handler
+    assert set(seen) == {numbers["silent"], numbers["ended"], numbers["local dead"]}  # Optuna's own check calls
+    # the storage's handler
 
 
 def sampler_only_study(workdir, data_dir, name: str, n_trials: int, space: str | None = None,
