@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from studies.gpus import VISIBLE, assign_gpus, child_environment, visible_gpus
 from studies.gpus import describe as describe_gpus
 from studies.recovery import fail_orphaned_trials
 from studies.spec import StudySpec, base_params
-from studies.stopping import forward_signals
+from studies.stopping import forward_signals, worker_entry
 from studies.storage import (
     DEFAULT_JOURNAL,
     DEFAULT_SQLITE,
@@ -42,7 +43,6 @@ from studies.worker_loop import (
     open_study,
     quiet_library_warnings,
     run_worker,
-    worker_process,
     workers_lock,
 )
 from studies.workers import next_run_number
@@ -195,7 +195,8 @@ def _run_processes(plan: RunPlan, gpus: list[str | None]) -> None:
     context = multiprocessing.get_context("spawn")  # fork + torch threads/MLflow clients is unsafe
     pids: list[int] = []
     with forward_signals(pids) as received:  # installed first: a signal during start-up is forwarded too
-        processes = [context.Process(target=worker_process, args=(plan, i, os.getpid()), name=f"study-worker-{i}")
+        payload = pickle.dumps(plan)  # unpickled by the worker once it dies with us (worker_entry)
+        processes = [context.Process(target=worker_entry, args=(os.getpid(), i, payload), name=f"study-worker-{i}")
                      for i in range(plan.workers)]
         for process, gpu in zip(processes, gpus):
             with child_environment(VISIBLE, gpu):  # read by CUDA in the worker, before it imports torch

@@ -67,6 +67,23 @@ def die_with_parent(parent_pid: int) -> None:
         raise StopRequested(signal.SIGTERM, "the parent process is gone")
 
 
+def worker_entry(parent_pid: int, worker_index: int, plan: bytes) -> None:
+    """Target of a spawned local worker (`--workers N`). It asks for its parent's death signal
+    before anything heavy: importing the worker's code (torch, Lightning, MLflow) takes seconds,
+    and a parent killed meanwhile must end its workers at once, not after those imports. `plan` is
+    the pickled RunPlan, unpickled only then (unpickling imports the worker's modules)."""
+    import pickle
+
+    try:
+        die_with_parent(parent_pid)
+    except StopRequested as stop:
+        print(f"worker {worker_index}: {stop}", file=sys.stderr, flush=True)
+        sys.exit(128 + stop.signum)
+    from studies.worker_loop import worker_process
+
+    worker_process(pickle.loads(plan), worker_index)
+
+
 @contextlib.contextmanager
 def forward_signals(pids: list[int]) -> Iterator[list[int]]:
     """In the parent of local worker processes: pass SIGTERM/SIGINT on to them and keep waiting for

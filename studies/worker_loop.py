@@ -29,7 +29,7 @@ from studies.objective import TrialObjective
 from studies.recovery import TrialRecovery, fail_orphaned_trials, requeue_trial
 from studies.sampling import make_pruner, make_sampler
 from studies.spec import StudySpec
-from studies.stopping import GracefulStop, die_with_parent
+from studies.stopping import GracefulStop
 from studies.storage import open_storage, storage_lock
 from studies.workers import WorkerPresence, other_live_workers
 
@@ -191,10 +191,10 @@ def _leave(plan: RunPlan, study: Any, presence: WorkerPresence, outcome: str) ->
         logging.getLogger("ampstudy").warning(f"could not leave the study cleanly: {err}")
 
 
-def worker_process(plan: RunPlan, worker_index: int, parent_pid: int) -> None:
-    """Target of a spawned local worker: dies with its parent; a stop signal becomes the exit code."""
+def worker_process(plan: RunPlan, worker_index: int) -> None:
+    """A spawned local worker (started by studies.stopping.worker_entry, which has made it die with
+    its parent): a stop signal becomes the exit code."""
     try:
-        die_with_parent(parent_pid)
         run_worker(plan, worker_index)
     except StopRequested as stop:
         print(f"worker {worker_index}: {stop}", file=sys.stderr, flush=True)

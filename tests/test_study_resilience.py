@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 import time
 
 import optuna
@@ -348,6 +349,27 @@ def test_killing_the_parent_of_workers_stops_them_gracefully(in_shared_dir, stud
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert all(r.info.status != "RUNNING" for rs in runs_by_trial(study).values() for r in rs)
     assert parent_status(study) == "KILLED"
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_workers_end_at_once_when_their_parent_is_killed_during_start_up(in_shared_dir, study_data_dir):
+    """Issue 22 #11: workers of a parent killed while they started ran on for ~40 s (they asked for
+    the parent's death signal only after importing torch, Lightning and MLflow)."""
+    path = write_study_file(in_shared_dir / "startup.toml", study_data_dir, name="startup", n_trials=2)
+    parent = start_study_run(path, "startup", "--workers", "2")
+    pids = wait_for(lambda: len(_spawned_workers(parent.pid)) == 2 and _spawned_workers(parent.pid), timeout=60,
+                    interval=0.02, what="two worker processes")
+    time.sleep(0.5)  # started, still importing (that alone takes seconds)
+    parent.kill()
+    parent.wait(30)
+    killed = time.monotonic()
+    wait_for(lambda: all(_gone(pid) for pid in pids), timeout=60, interval=0.05, what="the workers to end")
+    assert time.monotonic() - killed < 3.0
 
 
 def _gone(pid: int) -> bool:
