@@ -63,7 +63,7 @@ def test_bad_paths_and_formats_end_in_one_line_before_loading_the_model(model_di
     cases = [([str(di), str(tmp_path)], "is a folder; give the output file name"),
              ([str(tmp_path / "stereo.wav"), str(tmp_path / "o.wav")], "mix down to mono"),
              ([str(tmp_path / "missing.wav"), str(tmp_path / "o.wav")],
-              "no such audio file; fix the path in the input recording's path"),
+              "no such audio file; fix the path in the command's input_wav argument"),
              ([str(di), "/proc/o.wav"], "/proc/o.wav: cannot write in /proc"),  # root too: tried, not guessed
              ([str(di), str(tmp_path / "no" / "such" / "o.wav")],
               f"the folder {tmp_path / 'no' / 'such'} does not exist; create it"),
@@ -77,6 +77,19 @@ def test_bad_paths_and_formats_end_in_one_line_before_loading_the_model(model_di
     assert "resample to 16000 Hz" in capsys.readouterr().err
     assert not (tmp_path / "o.wav").exists() and not list(tmp_path.glob(".o.wav*"))
     assert not (tmp_path / "no").exists()  # no folder tree made for a mistyped path
+
+
+def test_a_registry_model_outside_any_store_is_one_line_and_creates_no_store(tmp_path, monkeypatch, capsys):
+    """Issue 22 #11: rendering models:/... in a folder without mlruns/ created an empty store there."""
+    di = write_di(tmp_path / "di.wav", 0.3)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for argv in (["render", "models:/bassman-wavenet@champion", str(di), "o.wav"],
+                 ["export", "models:/bassman-wavenet@champion", "o.nam"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "no MLflow store here" in err and "MLFLOW_TRACKING_URI" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["di.wav"]
 
 
 def test_a_render_stopped_by_sigterm_leaves_no_partial_file(model_dir, tmp_path):

@@ -119,9 +119,15 @@ def resolve_model(spec: str) -> LoadedModel:
         return load_model(found)
     if "://" in spec or spec.startswith(("runs:/", "models:/")):
         # lazy: rendering a local model needs no tracking stack
-        from training.tracking import client
+        from training import tracking
 
-        client()  # points mlflow at the default store unless MLFLOW_TRACKING_URI says otherwise
+        uri = tracking.default_tracking_uri(create=False)
+        store = tracking.sqlite_path(uri)
+        if store is not None and not store.exists() and spec.startswith(("runs:/", "models:/")):
+            # Reading must not leave an empty store (mlruns/mlflow.db) wherever it was tried.
+            raise AmpStudyError(f"{spec}: no MLflow store here ({store} does not exist); run this from the folder "
+                                "that holds mlruns/, or set MLFLOW_TRACKING_URI to your tracking server")
+        tracking.client(uri)  # points mlflow at that store (and its registry)
         with downloaded_model_dir(spec) as directory:
             return load_model(directory)  # fully in memory before the download is removed
     raise AmpStudyError(f"{spec}: no such model directory, and not an MLflow URI "

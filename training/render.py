@@ -98,7 +98,7 @@ def render_file(model_spec: str, input_wav: str, output_wav: str, knobs: dict[st
         raise AmpStudyError(f"--block-seconds {block_seconds}: must be > 0 and <= 60")
     accelerator = resolve_accelerator(device, where="--device")
     check_output_path(input_wav, output_wav)
-    given_as = "the input recording's path"
+    given_as = "the command's input_wav argument"
     rate = check_wav_format(input_wav, None, given_as=given_as).samplerate  # readable and mono, from the header
     samples = check_wav_levels(input_wav, rate, min_seconds=0.0)  # any length can be rendered
     model = resolve_model(model_spec)

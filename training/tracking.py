@@ -20,12 +20,14 @@ from foundation.uris import masked, sqlite_path
 TRACKING_DIR = "mlruns"
 
 
-def default_tracking_uri() -> str:
+def default_tracking_uri(create: bool = True) -> str:
+    """MLFLOW_TRACKING_URI, else the SQLite store under mlruns/ (its folder made unless `create` is False)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
     root = Path(TRACKING_DIR).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
