@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import requests
 import soundfile as sf
 from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
@@ -28,6 +29,7 @@ from training import tracking
 
 HOSTS = ("worker-a", "worker-b")
 MODEL = "scale-out-amp"
+SERVER_PASSWORD = "scale-out-Secret-9431"  # the tracking server's admin password (basic-auth app)
 
 
 def new_database(server_url: str, name: str) -> str:
@@ -59,9 +61,19 @@ def tracking_server(postgres_url, tmp_path):
     """`mlflow server` with a PostgreSQL backend store and served artifacts under tmp_path."""
     store = sqlalchemy_url(new_database(postgres_url, "mlflow_scale_out"))  # postgresql+psycopg2://, as shipped
     artifacts = tmp_path / "served-artifacts"
-    command = ["server", "--backend-store-uri", store, "--artifacts-destination", str(artifacts), "--workers", "1"]
+    command = ["server", "--app-name", "basic-auth", "--backend-store-uri", store, "--artifacts-destination",
+               str(artifacts), "--workers", "1"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # its job runner (GenAI jobs) only slows start and stop
+    # The README's recipe: MLflow's basic-auth app, its admin created on first start with this password
+    # (its user store a SQLite file of the server's, here under tmp_path).
+    (tmp_path / "auth.ini").write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'basic_auth.db'}\n"
+        "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n")  # else every request re-hashes the password (PBKDF2)
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(tmp_path / "auth.ini")
+    env["MLFLOW_AUTH_ADMIN_PASSWORD"] = SERVER_PASSWORD
+    env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = os.urandom(16).hex()  # the auth app's CSRF key, required
     with mlflow_process(command, env, tmp_path) as url, global_mlflow_uris_restored():
         yield url, artifacts
 
@@ -71,7 +83,11 @@ def test_two_machines_share_a_study_through_postgres_and_a_tracking_server(track
     url, served = tracking_server
     optuna_url = new_database(postgres_url, "optuna_scale_out")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)  # the README's recipe: every worker exports it
+    unauthenticated = requests.get(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+    assert unauthenticated.status_code == 401  # the server is not open to anyone who can reach it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)  # the README's recipe: every worker exports the three
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SERVER_PASSWORD)
     path = write_study_file(tmp_path / "s.toml", study_data_dir, name="scale-out", n_trials=2,
                             replace={'[pruner]\nkind = "median"': '[pruner]\nkind = "none"',
                                      "audio_seconds = 0\n": "audio_seconds = 0.1\n",
@@ -84,6 +100,7 @@ def test_two_machines_share_a_study_through_postgres_and_a_tracking_server(track
             workers.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
     codes = [w.wait(timeout=400) for w in workers]
     assert codes == [0, 0], "\n".join((tmp_path / f"{h}.log").read_text()[-3000:] for h in HOSTS)
+    assert not [h for h in HOSTS if SERVER_PASSWORD in (tmp_path / f"{h}.log").read_text()]  # never printed
 
     study = optuna.load_study(study_name="scale-out", storage=open_storage(optuna_url))
     trials = study.get_trials(states=(TrialState.COMPLETE,))
