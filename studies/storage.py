@@ -23,12 +23,12 @@ from urllib.parse import urlparse
 
 from foundation.errors import AmpStudyError, ConfigError
 from foundation.files import file_lock
-from foundation.uris import masked, sqlite_path
+from foundation.uris import CONNECT_TIMEOUT, is_postgres, masked, sqlalchemy_url, sqlite_path, unreachable_as_error
 
 DEFAULT_SQLITE = "sqlite:///mlruns/optuna.db"
 DEFAULT_JOURNAL = "journal:mlruns/optuna-journal.log"
-_POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres")
-CONNECT_TIMEOUT = 15  # seconds; an unreachable server fails instead of hanging
+
+STORAGE_NAMED = ("the study storage", "or pass another --storage")  # how its errors name it, and the fix
 
 
 def check_storage_url(url: str, where: str = "storage") -> str:
@@ -44,7 +44,7 @@ def check_storage_url(url: str, where: str = "storage") -> str:
             raise ConfigError(f"{where}: '{url}': write sqlite:///relative/path.db or sqlite:////absolute/path.db "
                               "(an in-memory database cannot be shared by trials)")
         return url
-    if parsed.scheme in _POSTGRES_SCHEMES:
+    if is_postgres(url):
         if not parsed.hostname or not parsed.path.strip("/"):
             raise ConfigError(f"{where}: '{masked(url)}': expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
         return url
@@ -54,23 +54,6 @@ def check_storage_url(url: str, where: str = "storage") -> str:
 
 def journal_path(url: str) -> str:
     return url.removeprefix("journal:").removeprefix("//")
-
-
-def is_postgres(url: str) -> bool:
-    return urlparse(url).scheme in _POSTGRES_SCHEMES
-
-
-def sqlalchemy_url(url: str) -> str:
-    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; ampstudy ships psycopg2-binary, so
-    name that driver unless psycopg 3 is importable or the URL names a driver itself."""
-    scheme, sep, rest = url.partition("://")
-    if scheme in ("postgresql", "postgres"):
-        import importlib.util
-
-        if importlib.util.find_spec("psycopg") is None:
-            return f"postgresql+psycopg2{sep}{rest}"
-        return f"postgresql{sep}{rest}"
-    return url
 
 
 def absolute_url(url: str) -> str:
@@ -106,26 +89,11 @@ def open_storage(url: str, *, heartbeat_seconds: int = 30, grace_seconds: int = 
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs = ({"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
                      if is_postgres(url) else {"connect_args": {"timeout": 60}})
-    with warnings.catch_warnings(), unreachable_as_error(url):
+    with warnings.catch_warnings(), unreachable_as_error(url, *STORAGE_NAMED):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental", fine
         return optuna.storages.RDBStorage(
             sqlalchemy_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_seconds,
             grace_period=grace_seconds, heartbeat_stale_trial_callback=on_stale)
-
-
-@contextlib.contextmanager
-def unreachable_as_error(url: str) -> Iterator[None]:
-    """A database that cannot be reached (server down, wrong host/password, unwritable file) ends in
-    one line naming the storage, its password masked, instead of a SQLAlchemy traceback."""
-    import sqlalchemy
-
-    try:
-        yield
-    except sqlalchemy.exc.DBAPIError as err:
-        reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or ["unknown error"])[0]
-        raise AmpStudyError(f"cannot open the study storage {masked(url)}: {reason}; check that the database "
-                            "server runs and the host, port, database name, user and password "
-                            "(or pass another --storage)") from None
 
 
 def study_names(storage: Any) -> list[str]:
@@ -157,7 +125,7 @@ def _postgres_advisory_lock(url: str, name: str, timeout: float) -> Iterator[Non
     engine = sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.pool.NullPool,
                                       connect_args={"connect_timeout": CONNECT_TIMEOUT})
     try:
-        with unreachable_as_error(url):
+        with unreachable_as_error(url, *STORAGE_NAMED):
             conn = engine.connect()
         with conn:
             deadline = time.monotonic() + timeout

@@ -20,6 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_STUDY = REPO / "studies" / "tiny.toml"
+POSTGRES_PASSWORD = "pg-Test-pw5"  # of the test server's superuser (postgres_url)
 
 
 def _postgres_bindir() -> Path | None:
@@ -66,14 +67,21 @@ def postgres_url():
     port = _free_port()
 
     def run(*cmd: str) -> None:
-        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120,
+                       env={**os.environ, "PGPASSWORD": POSTGRES_PASSWORD})
 
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    # Logins over TCP need the password (as on a real server: a wrong one is refused); the socket trusts.
+    password_file = root / "pw"
+    password_file.write_text(POSTGRES_PASSWORD + "\n")
+    if as_root:
+        os.chown(password_file, user.pw_uid, user.pw_gid)
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+        "--auth-host=scram-sha-256", f"--pwfile={password_file}", "-E", "UTF8")
     run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
         "-o", f"-k {sockets} -p {port} -h 127.0.0.1 -c max_connections=200 -c fsync=off", "start")
     try:
         run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
-        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
+        yield f"postgresql://postgres:{POSTGRES_PASSWORD}@127.0.0.1:{port}/optuna"
     finally:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60)

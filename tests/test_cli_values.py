@@ -72,6 +72,27 @@ def test_non_utf8_study_file_is_one_line(tmp_path, capsys):
     assert "not UTF-8" in one_line_error(capsys)
 
 
+def test_a_wrong_password_in_the_tracking_uri_is_one_line_at_once(study_workdir, study_data_dir, postgres_url,
+                                                                   capsys):
+    """Issue 22 #3: MLflow retried a refused login for ~50 s and ended in two SQLAlchemy tracebacks."""
+    import time
+    from urllib.parse import urlsplit
+
+    from tests.conftest import write_study_file
+
+    parts = urlsplit(postgres_url)
+    wrong = postgres_url.replace(f"{parts.username}:{parts.password}@", f"{parts.username}:not-the-Password7@", 1)
+    assert wrong != postgres_url
+    path = write_study_file(study_workdir / "s.toml", study_data_dir, name="badmlflow", n_trials=1,
+                            replace={'registered_model = "bassman-wavenet"':
+                                     f'registered_model = "bassman-wavenet"\ntracking_uri = "{wrong}"'})
+    started = time.monotonic()
+    assert main(["study", "run", str(path)]) == 2
+    line = one_line_error(capsys)
+    assert time.monotonic() - started < 20
+    assert "cannot open the MLflow tracking store" in line and "not-the-Password7" not in line and "***" in line
+
+
 def test_unreachable_postgres_is_one_line_with_the_password_masked(study_workdir, study_data_dir, capsys):
     from tests.conftest import write_study_file
 

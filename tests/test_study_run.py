@@ -19,7 +19,7 @@ from studies.objective import ERROR_ATTR
 from studies.runner import create_or_load_study, find_study_storage, run_study
 from studies.spec import load_study_spec
 from studies.storage import open_storage
-from tests.conftest import freeze, start_study_run, wait_for, write_study_file
+from tests.conftest import POSTGRES_PASSWORD, freeze, start_study_run, wait_for, write_study_file
 from training import tracking
 
 # A trial whose training data cannot hold one segment: train() raises a real AmpStudyError.
@@ -83,13 +83,12 @@ def test_two_local_workers_share_a_journal_study(study_workdir, study_data_dir):
 
 def test_two_processes_share_a_postgres_study(study_workdir, study_data_dir, postgres_url):
     path = write_study_file(study_workdir / "s.toml", study_data_dir, name="pg", n_trials=4)
-    with_password = postgres_url.replace("postgres@", "postgres:s3cret@", 1)  # the test server ignores it
-    command = [sys.executable, "-m", "ampstudy.cli", "study", "run", str(path), "--storage", with_password]
+    command = [sys.executable, "-m", "ampstudy.cli", "study", "run", str(path), "--storage", postgres_url]
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
-    assert all("postgres:***@" in out and "s3cret" not in out for out in outputs)  # printed, masked
+    assert all("postgres:***@" in out and POSTGRES_PASSWORD not in out for out in outputs)  # printed, masked
     study = optuna.load_study(study_name="pg", storage=open_storage(postgres_url))
     assert_one_run_per_trial(study, 4)
     client = tracking.client(tracking.default_tracking_uri())

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from foundation.files import file_lock
-from foundation.uris import masked, sqlite_path
+from foundation.uris import is_postgres, masked, probe_postgres, sqlalchemy_url, sqlite_path
 
 TRACKING_DIR = "mlruns"
 
@@ -41,11 +41,16 @@ _ready_stores: set[str] = set()
 
 
 def client(tracking_uri: str | None = None) -> MlflowClient:
-    uri = tracking_uri or default_tracking_uri()
+    uri = sqlalchemy_url(tracking_uri or default_tracking_uri())  # postgresql:// with the driver we ship
     # The registry lives in the same store; pyfunc loading uses the module-level URIs, so keep them in step.
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     db = sqlite_path(uri)
+    if is_postgres(uri) and uri not in _ready_stores:
+        # MLflow would retry a refused login for ~50 s and end in two tracebacks.
+        probe_postgres(uri, "the MLflow tracking store", "or set another: tracking_uri in the study file, "
+                       "MLFLOW_TRACKING_URI, or train --tracking-uri")
+        _ready_stores.add(uri)
     if db is None or uri in _ready_stores:
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     # MLflow creates and migrates a SQLite store on first use; two processes doing that at the same
