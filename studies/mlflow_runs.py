@@ -13,6 +13,7 @@ from mlflow.entities import Param
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from foundation.configs import flatten, to_dict
+from foundation.errors import AmpStudyError
 
 from studies.storage import storage_lock
 from training import tracking
@@ -82,6 +83,36 @@ def ensure_parent_run(study: Any, experiment: str, storage_url: str, tracking_ur
             client.log_batch(run.info.run_id, params=items[start:start + 100])
         study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
         return run.info.run_id
+
+
+class TrackingUnavailable(AmpStudyError):
+    """A trial ended because the study's runs cannot be written (tracking_problem says why)."""
+
+
+def tracking_problem(tracking_uri: str, parent_run_id: str) -> str | None:
+    """Why the study's runs cannot be written any more (its MLflow experiment or parent run deleted,
+    e.g. from the UI, mid-study), with the fix; None when they can. Asked after a trial failed: such a
+    failure is the store's, not the trial's, and must not use up the budget."""
+    from mlflow.exceptions import MlflowException
+
+    from foundation.uris import masked
+
+    client = tracking.client(tracking_uri)
+    where = f"MLFLOW_TRACKING_URI={masked(tracking_uri)}"
+    try:
+        run = client.get_run(parent_run_id)
+    except MlflowException:
+        return (f"the study's MLflow parent run {parent_run_id} no longer exists in {masked(tracking_uri)}; "
+                "the study's trials cannot be tracked")
+    experiment = client.get_experiment(run.info.experiment_id)
+    if experiment.lifecycle_stage != "active":
+        return (f"the study's MLflow experiment '{experiment.name}' was deleted; restore it "
+                f"({where} mlflow experiments restore --experiment-id {experiment.experiment_id}), then run the same "
+                "command to resume")
+    if run.info.lifecycle_stage != "active":
+        return (f"the study's MLflow parent run {parent_run_id} was deleted; restore it ({where} mlflow runs restore "
+                f"--run-id {parent_run_id}), then run the same command to resume")
+    return None
 
 
 def trials_link(tracking_uri: str, experiment_id: str, study_name: str) -> str:

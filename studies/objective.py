@@ -52,7 +52,8 @@ class TrialObjective:
         self.stop = stop or GracefulStop()  # not entered: no handlers, never requested
         self.duplicates_in_a_row = 0
         self.exhausted = False  # the sampler only proposes parameters tried before
-        self.stopped_trial: int | None = None  # the trial a stop signal failed
+        self.stopped_trial: int | None = None  # the trial a stop signal (or a tracking problem) failed
+        self.tracking_problem: str | None = None  # why the study's runs cannot be written (mlflow_runs)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         trial.set_user_attr(WORKER_ATTR, worker_id())  # lets a restart detect this trial if we die
@@ -78,10 +79,23 @@ class TrialObjective:
                 stop = StopRequested(self.stop.signum, f"{type(err).__name__}: {err}")
                 self._stopped(trial, stop)
                 raise stop from err
+            problem = self._tracking_problem()
+            if problem is not None:  # the store's fault, not the trial's: re-queued, not counted
+                self.tracking_problem = problem
+                self.stopped_trial = trial.number
+                trial.set_user_attr(ERROR_ATTR, f"not run to its end: {problem}"[:2000])
+                trial.study.stop()
+                raise mlflow_runs.TrackingUnavailable(problem) from err
             message = f"{type(err).__name__}: {err}"
             trial.set_user_attr(ERROR_ATTR, message[:2000])
             self._finish_run(trial, "FAIL", error=message, run_status="FAILED")
             raise
+
+    def _tracking_problem(self) -> str | None:
+        try:
+            return mlflow_runs.tracking_problem(self.tracking_uri, self.parent_run_id)
+        except Exception:  # cannot tell (the store may be down): the trial's failure stands
+            return None
 
     def _stopped(self, trial: optuna.Trial, err: StopRequested) -> None:
         message = (f"{err}: the worker was stopped mid-trial (re-queued with the same parameters; a stop does not "

@@ -22,7 +22,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from foundation.errors import StopRequested
+from foundation.errors import AmpStudyError, StopRequested
 from studies import mlflow_runs
 from studies.budget import BudgetCallback, budget_left, never_trained, remaining_trials, samples_spent
 from studies.objective import TrialObjective
@@ -98,6 +98,9 @@ def run_worker(plan: RunPlan, worker_index: int) -> None:
     study, recovery = open_study(plan, worker_index)
     presence = WorkerPresence(study, plan.spec.options.storage.heartbeat_seconds,
                               run=plan.run_number, index=worker_index)
+    problem = mlflow_runs.tracking_problem(plan.tracking_uri, plan.parent_run_id)
+    if problem is not None:
+        raise AmpStudyError(problem)
     with GracefulStop() as stop:
         objective = TrialObjective(plan.spec, plan.parent_run_id, plan.tracking_uri, plan.n_trials,
                                    fingerprint=plan.fingerprint, stop=stop)
@@ -107,10 +110,13 @@ def run_worker(plan: RunPlan, worker_index: int) -> None:
         outcome = "FAILED"
         try:
             _work(plan, study, objective, stop, recovery, worker_index)
-            outcome = "KILLED" if stop.requested else "FINISHED"
+            outcome = "KILLED" if stop.requested else "FAILED" if objective.tracking_problem else "FINISHED"
             requeued = _requeue_stopped_trial(plan, study, objective.stopped_trial)
         finally:
             _leave(plan, study, presence, outcome)
+    if objective.tracking_problem is not None:
+        what = f"trial {objective.stopped_trial} was " + ("re-queued" if requeued else "not re-queued")
+        raise AmpStudyError(f"{objective.tracking_problem} ({what}; it does not count against the budget)")
     if stop.requested:
         stopped = objective.stopped_trial
         what = "" if stopped is None else f": trial {stopped} was failed and " + (
@@ -129,10 +135,11 @@ def _work(plan: RunPlan, study: Any, objective: TrialObjective, stop: GracefulSt
         fail_orphaned_trials(s, grace, recovery)
 
     total_samples = plan.spec.budget.total_samples
-    callback = BudgetCallback(plan.n_trials, recover, should_stop=lambda: stop.requested or objective.exhausted,
+    callback = BudgetCallback(plan.n_trials, recover, should_stop=lambda: stop.requested or objective.exhausted
+                              or objective.tracking_problem is not None,
                               total_samples=total_samples)
     waiting_since = None
-    while not stop.requested:
+    while not stop.requested and objective.tracking_problem is None:
         recover(study)  # before counting: a dead worker's trial must not hold a place in the budget
         time_left = None if deadline is None else deadline - time.monotonic()
         left = budget_left(study, plan.n_trials, total_samples)
@@ -199,6 +206,9 @@ def worker_process(plan: RunPlan, worker_index: int) -> None:
     except StopRequested as stop:
         print(f"worker {worker_index}: {stop}", file=sys.stderr, flush=True)
         sys.exit(128 + stop.signum)
+    except AmpStudyError as err:
+        print(f"worker {worker_index}: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def _signal_name(signum: int) -> str:
@@ -208,11 +218,13 @@ def _signal_name(signum: int) -> str:
 
 
 class _SkipUnrunTrialWarnings(logging.Filter):
-    """Optuna logs every FAIL with a traceback; a duplicate proposal or surplus trial is not an error."""
+    """Optuna logs every FAIL with a traceback; a duplicate proposal or surplus trial is not an error,
+    and a stop or a tracking store gone is said in one line when the worker ends."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("DuplicateParams(" in message or "BudgetExceeded(" in message)
+        return not any(f"{kind}(" in message
+                       for kind in ("DuplicateParams", "BudgetExceeded", "StopRequested", "TrackingUnavailable"))
 
 
 def quiet_library_warnings() -> None:

@@ -310,6 +310,35 @@ def test_sigterm_mid_trial_leaves_nothing_running(in_shared_dir, study_data_dir)
     assert parent_status(study) == "KILLED"
 
 
+def test_deleting_the_experiment_mid_study_burns_no_budget(in_shared_dir, study_data_dir):
+    """Issue 22 #2: the trial in training failed and was not re-queued, every remaining trial failed
+    within a second, then a traceback from the report; a resume had no budget left."""
+    path = write_study_file(in_shared_dir / "gone.toml", study_data_dir, name="gone", n_trials=2,
+                            replace={"max_epochs = 2": "max_epochs = 40",
+                                     '[pruner]\nkind = "median"': '[pruner]\nkind = "none"'})
+    worker = start_study_run(path, "gone")
+    url = f"sqlite:///{in_shared_dir / 'mlruns' / 'optuna.db'}"
+    caught = wait_for(lambda: training_trial("gone", url, worker), timeout=240, interval=0.1,
+                      what="a trial in training").number
+    study = optuna.load_study(study_name="gone", storage=open_storage(url))
+    client = tracking.client(tracking.default_tracking_uri())
+    experiment_id = client.get_run(study.user_attrs[PARENT_RUN_ATTR]).info.experiment_id
+    client.delete_experiment(experiment_id)  # as from the UI
+    os.kill(worker.pid, signal.SIGCONT)
+    log_path = path.with_suffix(".log")
+    assert worker.wait(120) == 2, log_path.read_text()[-3000:]
+    last = log_path.read_text().strip().splitlines()[-1]
+    assert "was deleted; restore it" in last and f"--experiment-id {experiment_id}" in last, last
+    assert "Traceback" not in log_path.read_text()
+    trials = optuna.load_study(study_name="gone", storage=open_storage(url)).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]  # nothing else started
+    assert trials[1].system_attrs["failed_trial"] == caught == 0
+    client.restore_experiment(experiment_id)  # the fix the line names; then the same command resumes
+    assert main(["study", "run", str(path)]) == 0
+    trials = optuna.load_study(study_name="gone", storage=open_storage(url)).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+
+
 def test_killing_the_parent_of_workers_stops_them_gracefully(in_shared_dir, study_data_dir):
     """Issue 10 #4: killing the parent of --workers 2 left its workers running (and training)."""
     path = write_study_file(in_shared_dir / "orphans.toml", study_data_dir, name="orphans", n_trials=4,
