@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import mlflow
 import numpy as np
@@ -240,3 +241,40 @@ def test_a_model_trained_on_a_knob_design_reports_unseen_settings_apart(store):
     assert len(rows) == 1 + 8 and rows[0].startswith("knob,position,setting,spice_level_db,model_level_db")
     audio = [f.path for f in client.list_artifacts(result.run_id, "audio")]
     assert any("_unseen_" in path for path in audio) and any("_seen_" in path for path in audio)
+
+
+def test_sigterm_stops_ampstudy_train_at_a_safe_point_with_its_exit_code(study_data_dir, tmp_path):
+    """Lightning turns SIGTERM into a SystemExit at a batch end: `ampstudy train` exited 0 as if done."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY_STUDY, global_mlflow_uris_restored, wait_for
+    from training import tracking
+
+    text = TINY_STUDY.read_text()
+    run_config = text[text.index("[base]"):text.index("[space")].replace("[base]\n", "").replace("[base.", "[")
+    (tmp_path / "run.toml").write_text(run_config)
+    overrides = [f'data.data_dir="{study_data_dir}"', "train.max_epochs=5000", "train.early_stopping_patience=5000",
+                 "train.audio_seconds=0"]
+    command = [sys.executable, "-m", "ampstudy.cli", "train", "--config", str(tmp_path / "run.toml"),
+               *[arg for o in overrides for arg in ("--set", o)]]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+    def fitting():  # a run with a validation ESR logged: Lightning's fit loop is running
+        if process.poll() is not None or not (tmp_path / "mlruns" / "mlflow.db").exists():
+            return None
+        client = tracking.client(uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(ids, "metrics.val_esr_tail_aware > -1") if ids else []
+        return runs[0] if runs else None
+
+    with global_mlflow_uris_restored():
+        run = wait_for(fitting, timeout=180, interval=0.5, what="training to fit")
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+        assert "stopped by SIGTERM at a safe point (after step" in err.strip().splitlines()[-1]
+        assert tracking.client(uri).get_run(run.info.run_id).info.status == "KILLED"
