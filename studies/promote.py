@@ -36,7 +36,7 @@ from studies.model_card import version_description, version_tags
 from studies.runner import existing_study_storage, resolve_tracking_uri
 from studies.spec import StudySpec
 from studies.storage import is_postgres, open_storage
-from training import tracking
+from training import artifacts, tracking
 from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, PRIMARY, evaluate_model, finite_numbers
 from training.mlflow_model import log_amp_model
 from training.model_io import downloaded_model_dir, load_model
@@ -138,6 +138,9 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
         print(describe_test(test))
         for key, value in finite_numbers(test).items():
             client.log_metric(run_id, f"test_{key}", value)
+        # ESR per test setting (a table and a figure in the trial's run): the UI shows it, and an export
+        # at one of these settings records its own number (training/nam_export.py)
+        artifacts.log_settings_table(client, run_id, test.get("settings_table") or [], "test")
         tags = version_tags(spec.name, trial, run_id, test, loaded)
         data_hash = tags["data_hash"]
         with registry_lock(uri, name):  # also makes "already registered?" + register one step

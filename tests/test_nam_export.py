@@ -1,6 +1,8 @@
 """`ampstudy export`: a NAM-family model at a knob setting, as a .nam file that neural-amp-modeler's own
-loader plays like our render (every NAM preset; a FiLM model at three settings); one-line refusals;
-an exportable-only study whose champion `promote` tells how to export, with its test ESR."""
+loader plays like our render (every NAM preset; a FiLM model at three settings), whose `loudness` and
+`gain` are what neural-amp-modeler's own code computes for it, with the knob setting and test ESRs the
+model's MLflow run knows; one-line refusals; an exportable-only study whose champion `promote` tells
+how to export, with its test ESR."""
 
 from __future__ import annotations
 
@@ -17,11 +19,13 @@ from ampstudy.cli import main
 from foundation.errors import ConfigError
 from studies.spec import load_study_spec, study_spec_from_mapping
 from tests.conftest import TINY_STUDY, write_study_file
+from training import nam_export
 from training.model_io import resolve_model, save_model
-from training.nam_export import export_nam
+from training.nam_export import export_nam, known_test_esrs
 from training.run_config import run_config_from_mapping
 
 init_from_nam = pytest.importorskip("nam.models", reason="`make test` installs neural-amp-modeler").init_from_nam
+from nam.models.base import _Base as NamBase  # noqa: E402  (holds NAM's loudness test signal and formulas)
 
 SETTINGS = [{"volume": 0.2, "treble": 0.9, "bass": 0.1, "middle": 0.5},
             {"volume": 0.8, "treble": 0.6, "bass": 0.5, "middle": 0.5},
@@ -50,6 +54,30 @@ def saved_model(directory: Path, model: dict, seed: int = 0) -> Path:
     return save_model(directory, net, cfg, DATA_INFO)
 
 
+@pytest.fixture
+def short_loudness_signal(monkeypatch):
+    """NAM's loudness test signal cut to its first 1000 samples, for our export and NAM's computation
+    alike: the same comparison at a fraction of the cost (nam-standard plays 1 s twelve times otherwise)."""
+    short = nam_export.loudness_signal()[:1000].copy()
+    monkeypatch.setattr(nam_export, "loudness_signal", lambda: short)
+    monkeypatch.setattr(NamBase, "_metadata_loudness_x", classmethod(lambda cls: torch.from_numpy(short)))
+
+
+def nam_loudness(path: Path, gain: bool = True) -> tuple[float, float | None]:
+    """`loudness` (dB) and `gain` as neural-amp-modeler's exporter computes them for the model in `path`."""
+    model = init_from_nam(json.loads(path.read_text())).eval()
+    with torch.no_grad():
+        return model._metadata_loudness(), (float(model._metadata_gain()) if gain else None)
+
+
+def assert_nams_loudness(meta: dict, path: Path, gain: bool = True) -> None:
+    loudness, nam_gain = nam_loudness(path, gain)
+    assert meta["loudness"] == pytest.approx(loudness, abs=0.01)  # dB
+    assert 0 <= meta["gain"] <= 1
+    if gain:
+        assert meta["gain"] == pytest.approx(nam_gain, abs=1e-3)
+
+
 def played_by_nam(path: Path, audio: np.ndarray) -> np.ndarray:
     document = json.loads(path.read_text())
     model = init_from_nam(document).eval()
@@ -58,7 +86,7 @@ def played_by_nam(path: Path, audio: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("preset", ["nam-standard", "nam-lite", "nam-feather", "nam-nano"])
-def test_every_nam_preset_plays_in_nam_as_in_our_render(preset, tmp_path):
+def test_every_nam_preset_plays_in_nam_as_in_our_render(preset, tmp_path, short_loudness_signal):
     model_dir = saved_model(tmp_path / "model", {"preset": preset})
     done = export_nam(str(model_dir), tmp_path / "amp.nam", dict.fromkeys(SETTINGS[0]))
     audio = guitar()
@@ -72,10 +100,11 @@ def test_every_nam_preset_plays_in_nam_as_in_our_render(preset, tmp_path):
     assert meta["name"] == "amp" and meta["modeled_by"] == "ampstudy" and meta["gear_type"] == "preamp"
     assert meta["knobs"] == SETTINGS[1]  # trained at fixed knobs: that setting is what the file plays
     assert meta["input_level_dbu"] == pytest.approx(20 * math.log10(1 / math.sqrt(2) / 0.7746), abs=0.01)
-    assert "test_esr" not in meta  # a model directory alone does not know it; never a null for plugins
+    assert not [k for k in meta if k.startswith("test_esr")]  # a model directory alone does not know them; no nulls
+    assert_nams_loudness(meta, done.path, gain=preset == "nam-nano")  # NAM's gain: 11 runs; one preset shows it
 
 
-def test_a_film_model_plays_in_nam_at_each_knob_setting(tmp_path, capsys):
+def test_a_film_model_plays_in_nam_at_each_knob_setting(tmp_path, capsys, short_loudness_signal):
     model_dir = saved_model(tmp_path / "model", {"preset": "nam-feather", "conditioning": "film", "film_hidden": 8})
     net, audio = resolve_model(str(model_dir)).net, guitar()
     outputs = []
@@ -87,8 +116,46 @@ def test_a_film_model_plays_in_nam_at_each_knob_setting(tmp_path, capsys):
         np.testing.assert_allclose(played_by_nam(tmp_path / f"s{i}.nam", audio), ours, rtol=0, atol=1e-5)
         meta = json.loads((tmp_path / f"s{i}.nam").read_text())["metadata"]
         assert meta["knobs"] == knobs and meta["name"] == f"setting {i}" and meta["knob_conditioning"] == "film"
+        assert_nams_loudness(meta, tmp_path / f"s{i}.nam", gain=False)
         outputs.append(ours)
     assert min(np.abs(a - b).max() for a, b in zip(outputs, outputs[1:])) > 1e-3  # the knobs matter
+
+
+SMALL_FILM = {"family": "nam", "channels": 2, "array_channels": [2], "dilations": "1..8", "kernel_size": 3,
+              "activation": "tanh", "conditioning": "film", "film_hidden": 4}
+
+
+def test_exports_at_two_knob_settings_carry_nams_loudness_and_gain_and_their_own_test_esr(study_workdir):
+    """NAM's full loudness test signal, a run that logged its per-setting test table: each file has the
+    loudness and gain NAM's own exporter computes for it, its knob setting and its setting's test ESR."""
+    from training import artifacts, tracking
+
+    client = tracking.client()
+    run_id = client.create_run(tracking.ensure_experiment("export")).info.run_id
+    client.log_artifacts(run_id, str(saved_model(study_workdir / "model", SMALL_FILM)), "model")
+    client.log_metric(run_id, "test_esr_tail_aware", 0.031)
+    artifacts.log_settings_table(client, run_id, [{"setting": i, **knobs, "group": "test", "test_esr": esr}
+                                                  for i, (knobs, esr) in enumerate(zip(SETTINGS, (0.012, 0.047)))],
+                                 "test")
+    spec, metas = f"runs:/{run_id}/model", []
+    for i, (knobs, esr) in enumerate(zip(SETTINGS, (0.012, 0.047))):
+        done = export_nam(spec, study_workdir / f"s{i}.nam", knobs)
+        meta = json.loads(done.path.read_text())["metadata"]
+        assert meta["knobs"] == knobs and meta["test_esr_at_knobs"] == esr and meta["test_esr_overall"] == 0.031
+        assert (done.loudness, done.gain, done.test_esr_at_knobs) == (meta["loudness"], meta["gain"], esr)
+        assert 0 < meta["gain"] < 1  # a value between NAM's clip limits, so the formula is really compared
+        assert_nams_loudness(meta, done.path, gain=i == 0)  # NAM's gain plays its signal 11 times: once is enough
+        metas.append(meta)
+    assert abs(metas[0]["loudness"] - metas[1]["loudness"]) > 0.1  # each file has its own setting's loudness
+    assert known_test_esrs(spec, SETTINGS[2]) == (0.031, None)  # a setting the table lacks: only the overall
+
+
+def test_without_nams_test_signal_an_export_has_no_loudness_and_says_so(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(nam_export, "nam_loudness_wav", lambda: None)  # as without neural-amp-modeler installed
+    done = export_nam(str(saved_model(tmp_path / "model", {"preset": "nam-nano"})), tmp_path / "amp.nam", {})
+    meta = json.loads(done.path.read_text())["metadata"]
+    assert "loudness" not in meta and "gain" not in meta and done.loudness is None
+    assert "amp.nam: no 'loudness'/'gain' metadata" in caplog.text and "cannot normalise" in caplog.text
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +227,7 @@ activation = { choices = ["gated", "tanh"] }
 
 
 def test_an_exportable_study_promotes_a_champion_that_exports_with_its_test_esr(study_workdir, study_data_dir,
-                                                                               capsys):
+                                                                               capsys, short_loudness_signal):
     from studies.promote import promote
     from studies.runner import run_study
 
@@ -180,7 +247,11 @@ def test_an_exportable_study_promotes_a_champion_that_exports_with_its_test_esr(
     assert command.startswith("ampstudy export models:/nam-amp@champion nam-amp.nam --volume ")
     assert main(command.split()[1:]) == 0  # the printed command works as printed
     meta = json.loads((study_workdir / "nam-amp.nam").read_text())["metadata"]
-    assert meta["test_esr"] == pytest.approx(result.test_esr)  # the tail-aware test ESR promote measured
+    assert meta["test_esr_overall"] == pytest.approx(result.test_esr)  # the tail-aware test ESR promote measured
+    # promote logs the per-setting test table to the trial's run; the tiny study tests its two settings
+    # (a time split), so the printed setting has its own number
+    assert 0 < meta["test_esr_at_knobs"] < float("inf")
+    assert_nams_loudness(meta, study_workdir / "nam-amp.nam", gain=False)
     loaded, audio = resolve_model("models:/nam-amp@champion"), guitar(3000)
     ours = render(loaded.net, audio, [meta["knobs"][k] for k in ("volume", "treble", "bass", "middle")])
     np.testing.assert_allclose(played_by_nam(study_workdir / "nam-amp.nam", audio), ours, rtol=0, atol=1e-5)
