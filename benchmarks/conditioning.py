@@ -1,59 +1,60 @@
-"""Knob conditioning: generalisation to unseen knob settings, and what conditioning costs.
+"""What knob conditioning costs: parameters, MACs per sample and single-thread streaming speed of
+the same WaveNet without conditioning and with each conditioning method.
 
-    python benchmarks/conditioning.py --minutes 5 --seconds 10 --settings 8 --held-out 2
+    .venv/bin/python benchmarks/conditioning.py            # writes benchmarks/results/conditioning.md
+    .venv/bin/python benchmarks/conditioning.py --smoke    # one preset, prints only
 
-Trains one FiLM-conditioned WaveNet on a seeded random sample of knob settings, holding whole
-settings out for testing, and prints the test ESR on settings seen in training vs held-out settings
-(the generalisation gap). Then compares MACs/sample and the single-thread streaming real-time factor
-of unconditioned, FiLM and concat models of the same size.
+Counted by `ampmodel.cost.compute_cost`, the numbers every trial logs: MACs per output sample and
+the real-time factor of streaming at one thread, with the knobs at a fixed setting (FiLM's knob
+network then runs once, not per sample; concat's knob channels stay in every layer). Whether a conditioned model follows the knobs at
+settings it never saw is another question, measured at equal compute by
+benchmarks/knob_generalisation.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+from pathlib import Path
 
-from ampmodel.config import PRESETS
-from ampmodel.cost import compute_cost
-from ampmodel.wavenet import WaveNet
-from training.run_config import run_config_from_mapping
-from training.train import train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from ampmodel.config import CONDITIONINGS, NAM_CONDITIONINGS, PRESETS  # noqa: E402
+from ampmodel.cost import compute_cost  # noqa: E402
+from ampmodel.wavenet import build_wavenet  # noqa: E402
+
+FS = 44100
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=5.0)
-    parser.add_argument("--seconds", type=float, default=10.0, help="corpus seconds per knob setting")
-    parser.add_argument("--settings", type=int, default=8, help="random knob settings")
-    parser.add_argument("--held-out", type=int, default=2, help="settings kept for testing only")
-    parser.add_argument("--preset", default="WaveNet2")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="WaveNet1,WaveNet2,WaveNet3,nam-standard")
+    parser.add_argument("--smoke", action="store_true", help="nam-nano only, nothing written")
+    args = parser.parse_args(argv)
+    presets = ["nam-nano"] if args.smoke else args.presets.split(",")
+    lines = [f"Cost of knob conditioning at {FS} Hz (`ampmodel.cost.compute_cost`, as every trial logs it): "
+             "parameters, MACs per output sample and streaming real-time factor at one thread, knobs at a fixed "
+             "setting; ratios to the same preset without conditioning.", "",
+             "| preset | conditioning | params | MACs/sample | RTF | MACs ratio | RTF ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for preset in presets:
+        cfg = PRESETS[preset]
+        methods = NAM_CONDITIONINGS if cfg.family == "nam" else CONDITIONINGS
+        base = None
+        for method in methods:
+            cost = compute_cost(build_wavenet(dataclasses.replace(cfg, conditioning=method)), fs=FS)
+            base = base or cost
+            row = (f"| {preset} | {method} | {cost['params']:,} | {cost['macs_per_sample']:,.0f} | {cost['rtf']:.1f} | "
+                   f"{cost['macs_per_sample'] / base['macs_per_sample']:.3f} | {cost['rtf'] / base['rtf']:.3f} |")
+            lines.append(row)
+            print(row, flush=True)
+    if not args.smoke:
+        from benchmarks.results_file import write_results
 
-    cfg = run_config_from_mapping({
-        "experiment": "benchmark-conditioning", "run_name": f"film-{args.settings}settings",
-        "data": {"corpus_seconds": args.seconds, "settings": [], "random_settings": args.settings,
-                 "held_out_settings": args.held_out},
-        "model": {"preset": args.preset, "conditioning": "film"},
-        "train": {"max_minutes": args.minutes, "max_epochs": 100000, "early_stopping_patience": 1000},
-    })
-    result = train(cfg, evaluate_test=True)
-    seen, held = result.test_metrics["esr_seen_settings"], result.test_metrics["esr_held_out_settings"]
-    print(f"\nFiLM {args.preset}, {args.settings} random knob settings ({args.held_out} held out), "
-          f"{args.minutes:g} min")
-    print(f"test ESR on seen settings (unseen audio): {seen:.4f}")
-    print(f"test ESR on held-out settings:            {held:.4f}")
-    print(f"generalisation gap (held-out / seen):     {held / seen:.2f}x")
-    for label, value in sorted(result.test_metrics["esr_per_setting"].items()):
-        print(f"  {label}: {value:.4f}")
-
-    print(f"\ncost of conditioning ({args.preset} size, 44.1 kHz, 1 thread, 1 s blocks)")
-    base = compute_cost(WaveNet(PRESETS[args.preset]), fs=44100)
-    print(f"{'model':8} {'params':>8} {'MACs/sample':>12} {'RTF':>8} {'MACs ratio':>11} {'RTF ratio':>10}")
-    for method in ("none", "film", "concat"):
-        cost = compute_cost(WaveNet(dataclasses.replace(PRESETS[args.preset], conditioning=method)), fs=44100)
-        print(f"{method:8} {cost['params']:>8} {cost['macs_per_sample']:>12.0f} {cost['rtf']:>7.1f}x "
-              f"{cost['macs_per_sample'] / base['macs_per_sample']:>11.3f} {cost['rtf'] / base['rtf']:>10.3f}")
+        print(f"written to {write_results('conditioning', chr(10).join(lines) + chr(10))}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

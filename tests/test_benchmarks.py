@@ -24,3 +24,11 @@ def test_the_inference_threads_table_runs(capsys):
     for row in rows:  # RTF at 1 thread, RTF at the default, their ratio: all positive numbers
         *_, one, default, ratio = row.split()
         assert float(one) > 0 and float(default) > 0 and float(ratio.rstrip("x")) > 0
+
+
+def test_the_conditioning_cost_benchmark_runs(capsys):
+    from benchmarks.conditioning import main as conditioning
+
+    assert conditioning(["--smoke"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| nam-nano")]
+    assert [r[1].strip() for r in rows] == ["none", "film"] and rows[0][5].strip() == "1.000"
