@@ -313,7 +313,7 @@ def test_sigterm_mid_trial_leaves_nothing_running(in_shared_dir, study_data_dir)
 def test_deleting_the_experiment_mid_study_burns_no_budget(in_shared_dir, study_data_dir):
     """Issue 22 #2: the trial in training failed and was not re-queued, every remaining trial failed
     within a second, then a traceback from the report; a resume had no budget left."""
-    path = write_study_file(in_shared_dir / "gone.toml", study_data_dir, name="gone", n_trials=2,
+    path = write_study_file(in_shared_dir / "gone.toml", study_data_dir, name="gone", n_trials=1,
                             replace={"max_epochs = 2": "max_epochs = 40",
                                      '[pruner]\nkind = "median"': '[pruner]\nkind = "none"'})
     worker = start_study_run(path, "gone")
@@ -336,7 +336,7 @@ def test_deleting_the_experiment_mid_study_burns_no_budget(in_shared_dir, study_
     client.restore_experiment(experiment_id)  # the fix the line names; then the same command resumes
     assert main(["study", "run", str(path)]) == 0
     trials = optuna.load_study(study_name="gone", storage=open_storage(url)).get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # the retry was the budget
 
 
 def test_killing_the_parent_of_workers_stops_them_gracefully(in_shared_dir, study_data_dir):
