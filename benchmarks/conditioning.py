@@ -5,8 +5,10 @@ the same WaveNet without conditioning and with each conditioning method.
     .venv/bin/python benchmarks/conditioning.py --smoke    # one preset, prints only
 
 Counted by `ampmodel.cost.compute_cost`, the numbers every trial logs: MACs per output sample and
-the real-time factor of streaming at one thread, with the knobs at a fixed setting (FiLM's knob
-network then runs once, not per sample; concat's knob channels stay in every layer). Whether a conditioned model follows the knobs at
+the real-time factor of streaming at one thread, with the knobs at a fixed setting. There every
+method folds into the layers' weights and biases (FiLM's knob network runs once, concat's constant
+knob channels become biases), so MACs per sample do not change; what conditioning costs is
+parameters (memory, training), and the RTF ratios show the timing's noise. Whether a conditioned model follows the knobs at
 settings it never saw is another question, measured at equal compute by
 benchmarks/knob_generalisation.py.
 """
