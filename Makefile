@@ -38,7 +38,7 @@ demo: system venv  ## a small real study whose champion sounds like the amp, and
 	@echo "  then open the link above (the demo's trials, best first)"
 
 test: system venv nam
-	$(PY) -m pytest -q -n 2 tests  # two processes: 396 tests in 350 s on an idle 2-core box
+	$(PY) -m pytest -q -n 2 tests  # two processes: the suite waits on servers and subprocesses a lot
 
 ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
