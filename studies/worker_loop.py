@@ -164,7 +164,8 @@ def _work(plan: RunPlan, study: Any, objective: TrialObjective, stop: GracefulSt
 
 
 def _requeue_stopped_trial(plan: RunPlan, study: Any, number: int | None) -> bool:
-    """A trial a stop signal interrupted was not the model's fault: it runs again on resume."""
+    """A trial a stop signal (or a tracking store that stopped taking its runs) interrupted was not
+    the model's fault: it runs again on resume, without counting against storage.max_retries."""
     if number is None:
         return False
     return requeue_trial(study, study.get_trials(deepcopy=False)[number], plan.spec.options.storage.max_retries,
