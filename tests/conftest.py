@@ -177,15 +177,34 @@ def wait_for_output(path: Path, text: str, process, timeout: float = 240) -> Non
     wait_for(printed, timeout, interval=0.1, what=repr(text))
 
 
+_STUDY_RUNS: list[subprocess.Popen] = []
+
+
 def start_study_run(path: Path, name: str, *args: str):
     """`ampstudy study run PATH ARGS` in a subprocess writing to PATH.log, returned once it printed that
-    study `name` exists (so opening its database no longer races the creation of its tables)."""
+    study `name` exists (so opening its database no longer races the creation of its tables). It runs
+    in a process group of its own, killed with its workers when the test ends (_no_study_run_outlives_its_test)."""
     log_path = path.with_suffix(".log")
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "ampstudy.cli", "study", "run", str(path), *args],
-                                   stdout=log, stderr=subprocess.STDOUT)
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _STUDY_RUNS.append(process)
     wait_for_output(log_path, f"study '{name}': storage", process)
     return process
+
+
+@pytest.fixture(autouse=True)
+def _no_study_run_outlives_its_test():
+    """A test that fails while it holds a study run frozen (SIGSTOP) would leave it holding its SQLite
+    locks, and every later test on the same store would fail with "database is locked" (seen in CI)."""
+    yield
+    while _STUDY_RUNS:
+        process = _STUDY_RUNS.pop()
+        for signum in (signal.SIGCONT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
 
 
 def freeze(pid: int) -> None:
