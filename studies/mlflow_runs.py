@@ -115,12 +115,6 @@ def tracking_problem(tracking_uri: str, parent_run_id: str) -> str | None:
     return None
 
 
-def trials_link(tracking_uri: str, experiment_id: str, study_name: str) -> str:
-    """The study's trial runs in the MLflow UI, best validation ESR first (pruned and failed trials last)."""
-    search = f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'trial'"
-    return tracking.runs_link(experiment_id, tracking_uri, search=search, order_by="metrics.`best_val_esr_tail_aware`")
-
-
 def set_parent_status(tracking_uri: str, run_id: str, status: str) -> None:
     """RUNNING while some worker works on the study; FINISHED (or KILLED when stopped by a signal,
     FAILED on an error) once the last one left; a resume reopens it."""

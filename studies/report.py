@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from studies import mlflow_runs
+from studies import mlflow_runs, runs_view
 from studies.budget import DUPLICATE_ATTR, EXCESS_ATTR
 from studies.fingerprint import HISTORY_ATTR, spec_fingerprint, trial_fingerprint
 from studies.objective import TIMED_OUT_ATTR, VAL_ATTRS
@@ -24,6 +24,7 @@ from training import tracking
 
 SUMMARY_ROWS = 10
 OBJECTIVE = "val_esr_tail_aware"  # a row's objective value (studies/runner.py OBJECTIVE_NAMES[0])
+TRIALS_IN_DESCRIPTION = 10  # best complete trials linked from the study run's description
 REGISTERED_TAG = "registered_version"  # parent run tag set by `promote`: "<model name>/<version>"
 
 
@@ -232,7 +233,8 @@ def report_study(study: Any, spec: Any, tracking_uri: str, parent_run_id: str | 
             experiment = tracking.client(tracking_uri).get_run(parent_run_id).info.experiment_id
             print(f"report (HTML, with the best trial's audio) logged to MLflow run {parent_run_id}:\n  "
                   f"{tracking.run_link(experiment, parent_run_id, tracking_uri, 'artifacts/study/report.html')}")
-            print(f"browse the trials, best first:\n  {mlflow_runs.trials_link(tracking_uri, experiment, study.study_name)}")
+            print("browse the trials, best first:\n  "
+                  f"{tracking.link(runs_view.trials_route(experiment, study.study_name), tracking_uri)}")
             if tracking.ui_command(tracking_uri):
                 print(f"  (serve the MLflow UI first: {tracking.ui_command(tracking_uri)})")
     return text
@@ -267,25 +269,30 @@ def _write_page(client: Any, tracking_uri: str, study: Any, parent_run_id: str, 
 
 
 def describe_parent(client: Any, tracking_uri: str, parent_run_id: str, spec: Any, rows: list[dict[str, Any]]) -> None:
-    """The parent run's description: what the study is, its best trial (a link) and where the page is."""
+    """The parent run's description: what the study is, its trials (linked, best first), where the
+    page is and what was registered. Its links are routes (relative): they open on whichever host
+    and port serves the UI."""
     experiment = client.get_run(parent_run_id).info.experiment_id
     counts = ", ".join(f"{sum(r['state'] == s for r in rows)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "FAIL"))
+    report = tracking.run_route(experiment, parent_run_id, "artifacts/study/report.html")
+    runs_view.save_trials_view(tracking_uri, experiment, spec.name, OBJECTIVE)
     lines = [spec.options.description or f"Optuna study '{spec.name}'.", "",
-             f"{len(rows)} trials ({counts}): the nested runs below, one per trial. Study settings: this run's "
-             "parameters. Report with the best trial's audio: "
-             f"[study/report.html]({tracking.run_link(experiment, parent_run_id, tracking_uri, 'artifacts/study/report.html')}).",
-             ""]
-    best = best_row(rows)
-    if best is not None:
-        run_id = best[mlflow_runs.RUN_ID_ATTR]
-        lines.append(f"Best trial: [#{best['number']}]({tracking.run_link(experiment, run_id, tracking_uri)}), "
-                     f"validation ESR {best[OBJECTIVE]:.4g}.")
+             f"{len(rows)} trials ({counts}), one MLflow run each: [browse them, best first]"
+             f"({runs_view.trials_route(experiment, spec.name)}). Study settings: this run's parameters. "
+             f"Report with the best trial's audio: [study/report.html]({report}).", ""]
+    ranked = sorted((r for r in complete_rows(rows) if r.get(mlflow_runs.RUN_ID_ATTR)), key=lambda r: r[OBJECTIVE])
+    if ranked:
+        best = ranked[0]
         client.set_tag(parent_run_id, "best_trial", str(best["number"]))
-        client.set_tag(parent_run_id, "best_trial_run_id", run_id)
+        client.set_tag(parent_run_id, "best_trial_run_id", best[mlflow_runs.RUN_ID_ATTR])
+        lines += [f"Best complete trials (validation ESR, tail-aware; all {len(ranked)} in the trials list):", "",
+                  *(f"{place}. [trial #{r['number']}]({tracking.run_route(experiment, r[mlflow_runs.RUN_ID_ATTR])}): "
+                    f"{r[OBJECTIVE]:.4g}" for place, r in enumerate(ranked[:TRIALS_IN_DESCRIPTION], 1)), ""]
     registered = client.get_run(parent_run_id).data.tags.get(REGISTERED_TAG)
     if registered:
         name, _, version = registered.rpartition("/")
-        lines.append(f"Registered: [{name} v{version}]({tracking.version_link(name, version, tracking_uri)}).")
+        lines.append(f"Registered: [{name} v{version}]({tracking.version_route(name, version)}) (from the best "
+                     "trial's run: MLflow lists it there, under Registered models).")
     client.set_tag(parent_run_id, "mlflow.note.content", "\n".join(lines))
 
 

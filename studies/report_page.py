@@ -3,9 +3,15 @@
 MLflow's artifact viewer shows an .html artifact in a sandboxed frame with no network of its own,
 so the page is self-contained: the best trial's audio (input, SPICE target, prediction, as 16-bit
 wavs) and every figure are embedded as data: URIs. It holds the trials table with a link to each
-trial's run, the best trial's players and comparison plot, and the study's figures. Links are
-absolute; a small script points them at the server the page is viewed on (the frame's address
-names it) and they fall back to `training.tracking.ui_base`.
+trial's run, the best trial's players and comparison plot, and the study's figures.
+
+That frame may run scripts but not open windows or navigate the page around it, so no link can
+open from inside it (a click used to load MLflow into the frame, which stayed blank). There the
+page says so at its top, and a click on a link points there instead of blanking the frame:
+download the page and open it in its own tab, or follow the study run's description, which links
+the best trials on whichever server shows it. In its own
+tab the links are absolute, on the UI address written into the page (`training.tracking.ui_base`),
+which a field at the top changes for a UI served elsewhere.
 """
 
 from __future__ import annotations
@@ -100,17 +106,35 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
 pre.summary {{ background: #f5f5f5; padding: .8em; overflow-x: auto; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ddd; padding: 3px 8px; text-align: right; }}
 tr.pruned td {{ color: #888; }} tr.fail td {{ color: #b00; }}
+.note {{ background: #fff3cd; padding: .6em; }} .note.asked {{ outline: 3px solid #e0a800; }}
 .players {{ display: flex; flex-wrap: wrap; gap: 1em; }} figure {{ margin: 0; }}
 img {{ max-width: 100%; display: block; margin: 1em 0; }}
 </style></head>
 <body data-base="{base}">
+<p id=framed hidden class=note>MLflow shows this page in a sandboxed frame, where links cannot open.
+Download it (the download button above this preview) and open it in its own tab, or open the trials
+from the study run's description (its Overview tab), which links each of them.</p>
+<p id=ui-address hidden class=note><label>MLflow UI address for the links on this page:
+<input id=ui-base size=32 value="{base}"></label></p>
 {body}
 <script>
-// Links name the server this page was written for; shown inside MLflow's frame (a blob: address
-// that starts with the server's origin) they point at the server it is viewed on instead.
-const here = location.href.startsWith("blob:") ? new URL(location.href.slice(5)).origin : null;
-if (here) for (const a of document.querySelectorAll("a[href]"))
-  a.href = a.getAttribute("href").replace(document.body.dataset.base, here);
+const links = [...document.querySelectorAll("a[href]")];
+const written = document.body.dataset.base;
+if (window.self !== window.top) {{  // MLflow's preview frame: say why links cannot open, keep the page
+  const note = document.getElementById("framed");
+  note.hidden = false;
+  for (const a of links) a.addEventListener("click", event => {{
+    event.preventDefault(); note.scrollIntoView(); note.classList.add("asked");
+  }});
+}} else {{  // its own tab: the links go to the UI address in the field
+  const field = document.getElementById("ui-base");
+  document.getElementById("ui-address").hidden = false;
+  const point = () => {{
+    const base = field.value.trim().replace(/[/]+$/, "");
+    for (const a of links) a.href = base + a.getAttribute("href").slice(written.length);
+  }};
+  field.addEventListener("input", point);  // as typed: nothing rewrites a link while it is clicked
+}}
 </script>
 </body></html>
 """

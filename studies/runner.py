@@ -20,7 +20,7 @@ from typing import Any
 
 from foundation.errors import AmpStudyError, ConfigError, StopRequested
 from foundation.uris import masked
-from studies import mlflow_runs
+from studies import mlflow_runs, runs_view
 from studies.fingerprint import FINGERPRINT_ATTR, adopt_fingerprint
 from studies.gpus import VISIBLE, assign_gpus, child_environment, visible_gpus
 from studies.gpus import describe as describe_gpus
@@ -166,15 +166,17 @@ def run_study(spec: StudySpec, *, storage_url: str | None = None, n_trials: int 
     uri = resolve_tracking_uri(spec, tracking_uri)
     study = create_or_load_study(spec, url, allow_changed_space)
     prepare_data(spec)
-    tracking.ensure_experiment(spec.base.experiment, uri)  # the store is created under a lock (tracking.client)
+    experiment = tracking.ensure_experiment(spec.base.experiment, uri)  # created under a lock (tracking.client)
     parent = mlflow_runs.ensure_parent_run(study, spec.base.experiment, url, uri, spec.options.description,
                                            mlflow_runs.study_params(spec))
+    runs_view.save_trials_view(uri, experiment, spec.name, OBJECTIVE_NAMES[0])  # the trials table, browsable now
     with workers_lock(url, spec.name):
         run_number = next_run_number(study)
     plan = RunPlan(spec=spec, storage_url=url, tracking_uri=uri, parent_run_id=parent, n_trials=n_trials,
                    timeout_seconds=timeout_minutes * 60, workers=workers, run_number=run_number,
                    fingerprint=study.user_attrs[FINGERPRINT_ATTR])
-    print(f"study '{spec.name}': storage {masked(url)}\n  MLflow parent run {parent} ({masked(uri)})", flush=True)
+    print(f"study '{spec.name}': storage {masked(url)}\n  MLflow parent run {parent} ({masked(uri)})\n  trials, best "
+          f"first: {tracking.link(runs_view.trials_route(experiment, spec.name), uri)}", flush=True)
     if describe_gpus(gpus):
         print(f"  {describe_gpus(gpus)}", flush=True)
     if workers == 1:

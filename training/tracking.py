@@ -90,8 +90,11 @@ def _experiment_artifacts(tracking_uri: str, name: str) -> str | None:
 
 # Links into the MLflow UI (3.x). The UI decides between its GenAI view (traces, an empty dashboard)
 # and its machine-learning view (runs, charts, Model Registry in the menu) by the `workflowType`
-# query parameter of the page's route, else a choice the browser remembers; the experiment tag
-# `mlflow.experimentKind` is not read while that switch exists. Every link we print names it.
+# query parameter of the page's route, else a choice the browser remembers (the sidebar's "Model
+# training" switch: one click, kept in the browser's local storage); the experiment tag
+# `mlflow.experimentKind` is not read while that switch exists. Every route we write names the view.
+# A route ("#/experiments/1/runs/abc?...") is what descriptions and reports carry: relative, it opens
+# on whichever host and port serves the UI. A link (ui_base + "/" + route) is what we print.
 UI_PORT = 5000
 ML_VIEW = "workflowType=machine_learning"
 
@@ -111,21 +114,28 @@ def ui_command(tracking_uri: str | None = None) -> str:
     return f"mlflow ui --backend-store-uri {masked(uri)} --host 127.0.0.1 --port {UI_PORT}"
 
 
-def runs_link(experiment_id: str, tracking_uri: str | None = None, search: str = "", order_by: str = "") -> str:
-    """The experiment's runs table, optionally filtered (`search`: MLflow's filter syntax; nested runs
-    whose parent is filtered out are listed flat) and sorted by `order_by` (e.g. "metrics.`best_val_esr_tail_aware`",
-    ascending)."""
-    from urllib.parse import quote
+def runs_route(experiment_id: str, view: str = "") -> str:
+    """The experiment's runs table, as its saved view `view` (studies/runs_view.py) lays it out."""
+    return f"#/experiments/{experiment_id}/runs?{'viewStateShareKey=' + view + '&' if view else ''}{ML_VIEW}"
 
-    query = {"searchFilter": search, "orderByKey": order_by, "orderByAsc": "true" if order_by else ""}
-    extra = "".join(f"{k}={quote(v)}&" for k, v in query.items() if v)
-    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{extra}{ML_VIEW}"
+
+def run_route(experiment_id: str, run_id: str, tab: str = "") -> str:
+    """One run's page; `tab` e.g. "artifacts/study/report.html" or "model-metrics"."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}{'/' + tab if tab else ''}?{ML_VIEW}"
+
+
+def version_route(name: str, version: str) -> str:
+    return f"#/models/{name}/versions/{version}?{ML_VIEW}"
+
+
+def link(route: str, tracking_uri: str | None = None) -> str:
+    """The absolute address of a route on the UI serving this store (for a terminal or a file)."""
+    return f"{ui_base(tracking_uri)}/{route}"
 
 
 def run_link(experiment_id: str, run_id: str, tracking_uri: str | None = None, tab: str = "") -> str:
-    """One run's page; `tab` e.g. "artifacts" or "model-metrics"."""
-    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}{'/' + tab if tab else ''}?{ML_VIEW}"
+    return link(run_route(experiment_id, run_id, tab), tracking_uri)
 
 
 def version_link(name: str, version: str, tracking_uri: str | None = None) -> str:
-    return f"{ui_base(tracking_uri)}/#/models/{name}/versions/{version}?{ML_VIEW}"
+    return link(version_route(name, version), tracking_uri)
