@@ -44,13 +44,7 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
         ("study, trial", f"`{tags['study']}`, trial {tags['trial']} (MLflow run `{tags['mlflow_run_id']}`)"),
         ("architecture", architecture_text(cfg, fs)),
         ("knobs", conditioning),
-        ("test ESR", f"{_num(test.get(PRIMARY))} tail-aware, over "
-                     f"{'knob settings no trial saw' if test.get('scored_on') == 'unseen' else SEEN_ONLY}: "
-                     f"geometric mean {_num(test.get('esr_geomean_floored'))} (floored at 1e-3), mean "
-                     f"{_num(test.get('esr_mean_scored_settings'))}, worst setting "
-                     f"{_num(test.get('esr_worst_scored_setting'))}; pooled {_num(test.get('esr_pooled'))}; on the "
-                     f"trained settings' unseen audio {_num(test.get('esr_geomean_seen_settings'))}; validation "
-                     f"ESR {_num(_float(tags[f'val_{PRIMARY}']))}"),
+        ("test ESR", _test_text(test, _float(tags[f"val_{PRIMARY}"]))),
         ("compute", f"{_num(_float(tags['macs_per_sample']))} MACs/sample, real-time factor "
                     f"{_num(_float(tags['rtf']))}x (one CPU thread)"),
         ("data", f"dataset hash `{tags['data_hash']}`, {fs} Hz, {len(settings)} knob settings: "
@@ -85,6 +79,25 @@ From Python, with only mlflow, torch and numpy installed (soundfile to read wavs
 Over HTTP: `mlflow models serve -m models:/{name}/{version} --env-manager local -h 127.0.0.1 -p 5001`,
 then POST `{{"inputs": [samples...]{', "params": {...knobs}' if loaded.conditioned else ''}}}` to `/invocations`.
 """
+
+
+def _test_text(test: dict[str, Any], val: float) -> str:
+    """The test numbers the evaluation produced, each named; one it did not produce is left out
+    (a model with no unseen knob settings has no unseen-settings number), never shown as n/a."""
+    over = "knob settings no trial saw" if test.get("scored_on") == "unseen" else SEEN_ONLY
+    parts = [("geometric mean {} (floored at 1e-3)", test.get("esr_geomean_floored")),
+             ("mean {}", test.get("esr_mean_scored_settings")), ("worst setting {}", test.get("esr_worst_scored_setting")),
+             ("pooled {}", test.get("esr_pooled")),
+             ("on the trained settings' unseen audio {}", test.get("esr_geomean_seen_settings") if
+              test.get("scored_on") == "unseen" else None),
+             ("validation ESR {}", val)]
+    known = [text.format(_num(value)) for text, value in parts if _finite(value)]
+    head = f"{_num(test.get(PRIMARY))} tail-aware, over {over}" if _finite(test.get(PRIMARY)) else "not measured"
+    return head + (": " + ", ".join(known) if known else "")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _knobs(settings: list[dict[str, Any]]) -> str:

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import mlflow
 import numpy as np
@@ -96,9 +97,14 @@ def test_run_describes_itself_and_its_data_and_draws_curves_per_epoch(trained, s
     for name in ("val_esr_tail_aware", "train_loss", "learning_rate"):  # one point per epoch, step = epochs done
         assert [m.step for m in client.get_metric_history(trained.run_id, name)] == [1, 2], name
     assert trained.epochs == 2 and trained.steps == 8 and trained.stopped_by == "max_epochs"
-    assert run.data.metrics["steps"] == 8 and run.data.metrics["system/process_cpu_seconds"] > 0
+    assert not [k for k in run.data.metrics if k.startswith("system/")]  # a run of seconds: no system metrics
+    assert run.data.metrics["steps"] == 8 and run.data.metrics["training_cpu_seconds"] > 0
     [model] = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{trained.run_id}'")
-    assert model.name == "wavenet-4ch-5layers-film"  # registrable from the run's page
+    assert model.name == f"{run.info.run_name}-wavenet-4ch-5layers-film"  # registrable from the run's page
+    # The description names exactly the artifact folders the run has (issue 23: it listed an absent knobs/).
+    listed = re.findall(r"`(\w+)/`", note.split("artifacts: ")[1])
+    assert listed and sorted(listed) == sorted(a.path for a in client.list_artifacts(trained.run_id) if a.is_dir)
+    assert "part of their audio held out for validation" in note
 
 
 def test_saved_model_reloads_and_scripts(trained, store):

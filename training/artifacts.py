@@ -64,10 +64,13 @@ def comparison_figure(input_: np.ndarray, target: np.ndarray, pred: np.ndarray, 
 
 
 def log_examples(client: MlflowClient, run_id: str, net: WaveNetBase, datamodule, settings: list[int],
-                 seconds: float, split: str = "val") -> None:
-    """For each knob setting: input/target/prediction wavs under audio/, a figure under plots/."""
+                 seconds: float, split: str = "val") -> list[float]:
+    """For each knob setting: input/target/prediction wavs under audio/, a figure under plots/.
+    Returns each clip's length in seconds: up to `seconds`, less where the split's longest
+    contiguous stretch of that setting is shorter."""
     if seconds <= 0:
-        return
+        return []
+    lengths = []
     fs = datamodule.sample_rate
     context = net.receptive_field - 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,6 +78,7 @@ def log_examples(client: MlflowClient, run_id: str, net: WaveNetBase, datamodule
             x, target, controls = datamodule.example(split, setting, seconds)
             pred = render(net, x, controls)[context:]  # the one whole-signal inference path
             input_ = x[context:]
+            lengths.append(len(input_) / fs)
             seen = "unseen" if datamodule.groups[setting] != "train" else "seen"
             label = datamodule.settings[setting].label()
             folder = Path(tmp) / "audio" / f"setting_{setting}_{seen}_{label}"
@@ -89,6 +93,7 @@ def log_examples(client: MlflowClient, run_id: str, net: WaveNetBase, datamodule
             fig.savefig(plots / f"{split}_setting_{setting}.png", dpi=80)
         client.log_artifacts(run_id, str(Path(tmp) / "audio"), "audio")
         client.log_artifacts(run_id, str(Path(tmp) / "plots"), "plots")
+    return lengths
 
 
 def log_settings_table(client: MlflowClient, run_id: str, rows: list[dict], split: str) -> None:

@@ -60,7 +60,7 @@ def log_amp_model(run_id: str, model_dir: str | Path, *, name: str | None = None
         # Created here, in the run's experiment: Model.log alone would file it under the active
         # (default) experiment. Like MLflow's own, it carries the run's params.
         logged = client.create_logged_model(
-            run.info.experiment_id, name or model_name(loaded.run_config.model), source_run_id=run_id,
+            run.info.experiment_id, name or model_name(loaded.run_config.model, run.info.run_name), source_run_id=run_id,
             params=dict(run.data.params), model_type="wavenet")
         info = Model.log(
             artifact_path=None, name=logged.name, flavor=mlflow.pyfunc, run_id=run_id, model_id=logged.model_id,
@@ -87,11 +87,12 @@ def ship_ampmodel(into: Path, source: Path = Path(ampmodel.__file__).parent) -> 
     return package
 
 
-def model_name(cfg: WaveNetConfig) -> str:
-    """What the model is, for MLflow's model list: e.g. wavenet-16ch-18layers-film, nam-wavenet-16-8ch-20layers-film."""
+def model_name(cfg: WaveNetConfig, run_name: str = "") -> str:
+    """What the model is and which run made it, for MLflow's model list (two trials of one
+    architecture must not list as one name): e.g. knob-t012-wavenet-16ch-18layers-film."""
     family = "wavenet" if cfg.family == "paper" else f"{cfg.family}-wavenet"
     channels = "-".join(str(width) for width, _ in cfg.layer_arrays)
-    return f"{family}-{channels}ch-{cfg.layers}layers-{cfg.conditioning}"
+    return f"{run_name + '-' if run_name else ''}{family}-{channels}ch-{cfg.layers}layers-{cfg.conditioning}"
 
 
 def signature(loaded: LoadedModel, knobs: dict[str, list[float]]) -> Any:

@@ -9,8 +9,8 @@
 - `EpochMetrics`: the curves, one point per epoch (MLflow's step = epochs done): the mean
   training loss of the epoch, every validation number and the learning rate.
 - `system_metrics`: MLflow's system metrics monitor (CPU, memory, disk, network under
-  `system/`, sampled every SYSTEM_METRICS_SECONDS) while fitting, plus the process's CPU seconds
-  and peak memory, which exist even for a run shorter than one sample.
+  `system/`, one point a minute) while fitting, plus the process's CPU seconds and peak memory
+  (`training_cpu_seconds`, `training_peak_memory_megabytes`), which every run has.
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ import lightning.pytorch as pl
 from ampmodel.config import WaveNetConfig
 from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, PRIMARY
 
-SYSTEM_METRICS_SECONDS = 5.0  # one sample costs ~10 ms (psutil + one MLflow write)
+# MLflow's system metrics: sampled every SYSTEM_METRICS_SECONDS, logged as the mean of
+# SYSTEM_METRICS_SAMPLES samples, so a run shorter than a minute logs none (a handful of points of
+# network and disk traffic says nothing, and they led every short trial's page).
+SYSTEM_METRICS_SECONDS = 10.0
+SYSTEM_METRICS_SAMPLES = 6
 NOTE_TAG = "mlflow.note.content"
 
 
@@ -43,11 +47,24 @@ def architecture_text(cfg: WaveNetConfig, sample_rate: int) -> str:
 
 
 def dataset_summary(datamodule: Any) -> str:
-    """e.g. '3 knob settings (3 trained on, 0 for validation, 0 for test) at 16000 Hz, 30.0 s of audio'."""
+    """e.g. '3 knob settings (3 trained on, part of their audio held out for validation; 0 never trained
+    on, for validation; 0 for test) at 16000 Hz, 30.0 s of DI'."""
     groups = list(datamodule.groups)
     seconds = sum(len(x) for x in datamodule.data.inputs.values()) / datamodule.sample_rate
-    return (f"{len(groups)} knob settings ({groups.count('train')} trained on, {groups.count('val')} for "
-            f"validation, {groups.count('test')} for test) at {datamodule.sample_rate} Hz, {seconds:.1f} s of DI")
+    return (f"{len(groups)} knob settings ({groups.count('train')} trained on, part of their audio held out for "
+            f"validation; {groups.count('val')} never trained on, for validation; {groups.count('test')} for test) "
+            f"at {datamodule.sample_rate} Hz, {seconds:.1f} s of DI")
+
+
+# What each top-level artifact folder of a training run holds (artifacts_text lists those present).
+ARTIFACT_FOLDERS = {
+    "audio": "input, SPICE target and prediction{clips}: press play",
+    "plots": "the same clips as waveforms and spectra",
+    "settings": "ESR by knob setting, validation and test",
+    "knobs": "the model's response as each knob turns",
+    "model": "the model ampstudy loads",
+    "checkpoints": "the best Lightning checkpoint",
+}
 
 
 def run_tags(cfg: Any, datamodule: Any, parent_run_id: str | None = None) -> dict[str, str]:
@@ -60,8 +77,7 @@ def run_tags(cfg: Any, datamodule: Any, parent_run_id: str | None = None) -> dic
     note = (f"**{architecture_text(cfg.model, datamodule.sample_rate)}**; {knobs}.\n\n"
             f"Trained on the SPICE Bassman 5F6-A dataset `{datamodule.manifest.get('hash', '')}`: "
             f"{dataset_summary(datamodule)}.{study}\n\n"
-            "Artifacts: `audio/` (input, SPICE target and prediction: press play), `plots/`, `settings/` "
-            "(ESR by knob setting), `knobs/` (knob response), `model/`. `*_esr_tail_aware` ranks models: each knob "
+            "`*_esr_tail_aware` ranks models: each knob "
             "setting's ESR, floored at 1e-3 and averaged in dB, raised when the worst setting is over 10x that; "
             "`*_pooled*` metrics treat all settings as one signal.")
     return {**resolve_tags({}), NOTE_TAG: note, ESR_DEFINITION_TAG: ESR_DEFINITION}
@@ -90,6 +106,16 @@ def add_results_to_note(client: Any, run_id: str, lines: list[str]) -> None:
     client.set_tag(run_id, NOTE_TAG, note + "\n\n" + "\n".join(f"- {line}" for line in lines))
 
 
+def artifacts_text(client: Any, run_id: str, clip_seconds: list[float]) -> str:
+    """One line naming the run's artifact folders that exist, with the logged clips' length."""
+    present = [item.path for item in client.list_artifacts(run_id) if item.is_dir]
+    lengths = sorted({round(seconds, 1) for seconds in clip_seconds})
+    clips = f", {' / '.join(f'{s:g}' for s in lengths)} s per knob setting" if lengths else ""
+    described = [f"`{name}/` ({ARTIFACT_FOLDERS[name].format(clips=clips)})" for name in ARTIFACT_FOLDERS
+                 if name in present]
+    return "artifacts: " + (", ".join(described) if described else "none")
+
+
 def log_dataset(client: Any, run_id: str, datamodule: Any) -> None:
     """The dataset as an MLflow dataset input of the run (context 'training': it holds every split)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -113,7 +139,9 @@ def log_dataset(client: Any, run_id: str, datamodule: Any) -> None:
 
 
 class EpochMetrics(pl.Callback):
-    """Logs the learning curves with MLflow step = epochs done (1, 2, ...), so charts read in epochs."""
+    """Logs the learning curves with MLflow step = epochs done (1, 2, ...), so charts read in epochs.
+    The objective is also logged in dB (`val_esr_tail_aware_db`): on MLflow's linear axis an ESR
+    curve is flat after its first epochs, in dB its progress shows to the end."""
 
     def __init__(self, client: Any, run_id: str) -> None:
         self.client = client
@@ -128,8 +156,11 @@ class EpochMetrics(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self._log({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")},
-                  trainer.current_epoch + 1)
+        values = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+        primary = values.get(f"val_{PRIMARY}")
+        if primary is not None and float(primary) > 0:
+            values[f"val_{PRIMARY}_db"] = 10 * math.log10(float(primary))
+        self._log(values, trainer.current_epoch + 1)
 
     def _log(self, values: dict[str, Any], step: int) -> None:
         metrics = as_metrics(values, step)
@@ -146,7 +177,8 @@ def system_metrics(client: Any, run_id: str, tracking_uri: str) -> Iterator[None
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS, tracking_uri=tracking_uri)
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_SECONDS,
+                                       samples_before_logging=SYSTEM_METRICS_SAMPLES, tracking_uri=tracking_uri)
         monitor.start()
     except ImportError:  # psutil missing: our own two numbers still follow
         monitor = None
@@ -157,8 +189,10 @@ def system_metrics(client: Any, run_id: str, tracking_uri: str) -> Iterator[None
         if monitor is not None:
             monitor.finish()
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
-        client.log_batch(run_id, metrics=as_metrics({"system/process_cpu_seconds": time.process_time() - cpu,
-                                                     "system/process_peak_memory_megabytes": peak_kb / 1024}))
+        # Not under system/: MLflow lists that group first on a run's page, and these two are the
+        # training's cost, which every run has (MLflow's own system metrics only a long one).
+        client.log_batch(run_id, metrics=as_metrics({"training_cpu_seconds": time.process_time() - cpu,
+                                                     "training_peak_memory_megabytes": peak_kb / 1024}))
 
 
 def as_metrics(values: dict[str, Any], step: int = 0) -> list[Any]:

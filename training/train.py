@@ -212,7 +212,8 @@ def _log_results(client, run_id: str, module: AmpModule, datamodule: BassmanData
     if checkpoint.best_model_path:
         client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
     examples = example_settings(datamodule)
-    artifacts.log_examples(client, run_id, module.net, datamodule, examples, module.run_config.train.audio_seconds)
+    clips = artifacts.log_examples(client, run_id, module.net, datamodule, examples,
+                                   module.run_config.train.audio_seconds)
     log_knob_response(client, run_id, module.net, datamodule)
     artifacts.log_settings_table(client, run_id, val["settings_table"], "val")
     if test:
@@ -221,7 +222,8 @@ def _log_results(client, run_id: str, module: AmpModule, datamodule: BassmanData
         f"validation ESR {run_info.esr_text(val)}",
         *([f"test ESR {run_info.esr_text(test)}"] if test else []),
         f"{trainer.current_epoch} epochs ({trainer.global_step} steps, "
-        f"{samples_trained(trainer, module.run_config):,} training samples), stopped by {stop_reason(trainer)}"])
+        f"{samples_trained(trainer, module.run_config):,} training samples), stopped by {stop_reason(trainer)}",
+        run_info.artifacts_text(client, run_id, clips)])
 
 
 def example_settings(datamodule: BassmanDataModule) -> list[int]:
