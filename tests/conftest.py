@@ -112,8 +112,10 @@ def study_workdir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory, study_data_dir):
-    """A tiny study without pruning (so several trials complete), run once for the promotion and
-    registry tests; its mlruns/ (tracking store and registry) lies in `root`."""
+    """A tiny study without pruning on ESR (so several trials complete), run once for the promotion,
+    registry and UI tests; its mlruns/ (tracking store and registry) lies in `root`. A compute limit
+    prunes the seeded sampler's trial 1 (352 MACs/sample) before it trains, so the study also shows a
+    PRUNED trial (the UI tests look for it); trials 0 and 2 complete."""
     from optuna.trial import TrialState
 
     from studies.runner import run_study
@@ -125,11 +127,15 @@ def finished_study(tmp_path_factory, study_data_dir):
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         path = write_study_file(root / "s.toml", study_data_dir, name="promo", n_trials=3,
                                 replace={'[pruner]\nkind = "median"': '[pruner]\nkind = "none"',
-                                         "audio_seconds = 0\n": "audio_seconds = 0.5\n"})  # played in test_mlflow_ui
+                                         "audio_seconds = 0\n": "audio_seconds = 0.5\n",  # played in test_mlflow_ui
+                                         'metric = "val_esr_tail_aware"':
+                                             'metric = "val_esr_tail_aware"\nmax_macs_per_sample = 300'})
         study = run_study(load_study_spec(path), report=False)
     complete = [t.number for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    pruned = [t.number for t in study.get_trials(states=(TrialState.PRUNED,))]
     assert len(complete) >= 2, "need two complete trials to compare"
-    return {"root": root, "path": path, "complete": complete}
+    assert pruned, "need a pruned trial (the compute limit in the study file prunes none now: lower it)"
+    return {"root": root, "path": path, "complete": complete, "pruned": pruned}
 
 
 @pytest.fixture
