@@ -79,7 +79,9 @@ def run_tags(cfg: Any, datamodule: Any, parent_run_id: str | None = None) -> dic
             f"{dataset_summary(datamodule)}.{study}\n\n"
             "`*_esr_tail_aware` ranks models: each knob "
             "setting's ESR, floored at 1e-3 and averaged in dB, raised when the worst setting is over 10x that; "
-            "`*_pooled*` metrics treat all settings as one signal.")
+            "`*_pooled*` metrics treat all settings as one signal. Curves (Model metrics): one point per epoch "
+            "(MLflow's *Step* = epochs done); `val_esr_tail_aware_db` shows the late progress a linear ESR axis "
+            "flattens. One-value metrics (`best_val_*`, `test_*`, `cost_*`) are the run's results.")
     return {**resolve_tags({}), NOTE_TAG: note, ESR_DEFINITION_TAG: ESR_DEFINITION}
 
 
