@@ -129,21 +129,6 @@ class BassmanDataModule(pl.LightningDataModule):
     def settings_in(self, *groups: str) -> list[int]:
         return [i for i, g in enumerate(self.data.groups) if g in groups]
 
-    @property
-    def unseen_settings(self) -> list[int]:
-        """Settings never trained on: the val and test groups (their ESR is knob generalisation)."""
-        return self.settings_in("val", "test")
-
-    @property
-    def target_power(self) -> list[float]:
-        """Mean power of each training setting's training target (0 for settings never trained on)."""
-        power = []
-        for i, group in enumerate(self.data.groups):
-            spans = self.split_spans("train", i) if group == "train" else []
-            values = np.concatenate([self.data.targets[i][s:e] for s, e in spans]) if spans else np.zeros(0)
-            power.append(float(np.mean(values.astype(np.float64) ** 2)) if values.size else 0.0)
-        return power
-
     # ------------------------------------------------------------------ index plans
     def split_spans(self, split: str, setting: int) -> list[tuple[int, int]]:
         """Contiguous audio stretches of `split` for one setting (a non-training group: all of its audio)."""

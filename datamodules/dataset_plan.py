@@ -29,7 +29,7 @@ from datamodules.corpus import synth_corpus
 from datamodules.knob_design import (
     RESPONSE_INPUT,
     SHARED_INPUT,
-    STREAM_SPLIT,
+    RNG_SPLIT,
     PlannedSetting,
     plan_settings,
     seeded_rng,
@@ -159,7 +159,7 @@ def assign_splits(n_regions: int, split: tuple[float, float, float], seed: int,
     if sum(audible) < n_val + n_test:
         raise ConfigError(f"region_seconds: only {sum(audible)} of {n_regions} regions carry signal, need "
                           f"{n_val + n_test} for validation and test; add audio or change region_seconds")
-    order = seeded_rng(seed, STREAM_SPLIT).permutation(n_regions)
+    order = seeded_rng(seed, RNG_SPLIT).permutation(n_regions)
     assigned = ["train"] * n_regions
     wanted = ["test"] * n_test + ["val"] * n_val
     for region in order[::-1]:

@@ -33,15 +33,16 @@ from datamodules.config import DataConfig, PotSettings
 from foundation.errors import ConfigError
 from foundation.knobs import KNOB_NAMES
 
-# Independent random streams of the data seed (numpy SeedSequence spawn keys): changing how many
-# settings of one kind are drawn must not move anything drawn from another stream.
-STREAM_RANDOM_SETTINGS = 1
-STREAM_HELD_OUT = 2
-STREAM_SPLIT = 3
-STREAM_DESIGN = 4
-STREAM_GROUPS = 5
-STREAM_DESIGN_AUDIO = 6
-STREAM_RESPONSE_AUDIO = 7
+# Independent random-number generators derived from the data seed (numpy SeedSequence spawn keys;
+# named RNG_*, not STREAM_*: in this project a stream is audio): changing how many settings of one
+# kind are drawn must not move anything drawn by another.
+RNG_RANDOM_SETTINGS = 1
+RNG_HELD_OUT = 2
+RNG_SPLIT = 3
+RNG_DESIGN = 4
+RNG_GROUPS = 5
+RNG_DESIGN_AUDIO = 6
+RNG_RESPONSE_AUDIO = 7
 
 GROUPS = ("train", "val", "test", "response")
 SHARED_INPUT = "shared"  # the corpus (+ user wavs) that listed settings share
@@ -71,7 +72,7 @@ def derived_seed(seed: int, stream: int, index: int) -> int:
 def listed_settings(cfg: DataConfig) -> list[PotSettings]:
     """cfg.settings, then `random_settings` seeded random ones, then the `grid_points` grid."""
     found: list[PotSettings] = list(cfg.settings)
-    rng = seeded_rng(cfg.seed, STREAM_RANDOM_SETTINGS)
+    rng = seeded_rng(cfg.seed, RNG_RANDOM_SETTINGS)
     for _ in range(cfg.random_settings):
         found.append(PotSettings(*np.round(rng.uniform(0.0, 1.0, len(KNOB_NAMES)), DECIMALS).tolist()))
     if cfg.grid_points >= 2:
@@ -88,7 +89,7 @@ def held_out_indices(cfg: DataConfig, n_listed: int) -> list[int]:
         raise ConfigError(
             f"held_out_settings: {cfg.held_out_settings} would hold out all {n_listed} listed knob settings, "
             "leaving none to train on; lower it or add settings (random_settings, grid_points)")
-    rng = seeded_rng(cfg.seed, STREAM_HELD_OUT)
+    rng = seeded_rng(cfg.seed, RNG_HELD_OUT)
     return sorted(int(i) for i in rng.permutation(n_listed)[: cfg.held_out_settings])
 
 
@@ -103,7 +104,7 @@ def design_points(cfg: DataConfig) -> list[PotSettings]:
         return []
     from scipy.stats import qmc
 
-    sobol = qmc.Sobol(d=len(KNOB_NAMES), scramble=True, seed=seeded_rng(cfg.seed, STREAM_DESIGN))
+    sobol = qmc.Sobol(d=len(KNOB_NAMES), scramble=True, seed=seeded_rng(cfg.seed, RNG_DESIGN))
     with warnings.catch_warnings():  # balance properties want 2^m points; any prefix is still space-filling
         warnings.simplefilter("ignore", UserWarning)
         unit = sobol.random(cfg.design_settings)
@@ -113,7 +114,7 @@ def design_points(cfg: DataConfig) -> list[PotSettings]:
 
 def design_group(cfg: DataConfig, index: int) -> str:
     """train / val / test for design setting `index`: a function of (seed, index) only."""
-    offset = float(seeded_rng(cfg.seed, STREAM_GROUPS).random())
+    offset = float(seeded_rng(cfg.seed, RNG_GROUPS).random())
     u = (offset + index * GOLDEN) % 1.0
     train, val, _ = cfg.setting_split
     return "train" if u < train else "val" if u < train + val else "test"
@@ -156,16 +157,16 @@ def plan_settings(cfg: DataConfig) -> list[PlannedSetting]:
                for i, p in enumerate(listed)]
     for i, pots in enumerate(design_points(cfg)):
         planned.append(PlannedSetting(pots, design_group(cfg, i), f"own-design-{i}",
-                                      derived_seed(cfg.seed, STREAM_DESIGN_AUDIO, i), "design"))
+                                      derived_seed(cfg.seed, RNG_DESIGN_AUDIO, i), "design"))
     if cfg.design_settings and cfg.sweep_test_settings:
         for i, pots in enumerate(sweep_end_points(cfg)):
             # Their own audio stream, offset past any design size, so adding design settings changes nothing here.
             planned.append(PlannedSetting(pots, "test", f"own-sweep-{i}",
-                                          derived_seed(cfg.seed, STREAM_DESIGN_AUDIO, 1_000_000 + i), "sweep"))
+                                          derived_seed(cfg.seed, RNG_DESIGN_AUDIO, 1_000_000 + i), "sweep"))
     unique = _first_of_each(planned)
     # The response sweep has its own clip, so it may repeat a knob setting of another group.
     unique += _first_of_each([PlannedSetting(pots, "response", RESPONSE_INPUT,
-                                             derived_seed(cfg.seed, STREAM_RESPONSE_AUDIO, 0), "response")
+                                             derived_seed(cfg.seed, RNG_RESPONSE_AUDIO, 0), "response")
                               for pots in response_settings(cfg)])
     if not any(s.group == "train" for s in unique):
         raise ConfigError("settings: no knob setting is left for training; add settings or design_settings, "

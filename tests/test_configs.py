@@ -4,9 +4,9 @@ import pytest
 
 from ampmodel.config import PRESETS, parse_dilations
 from ampstudy.cli import main
-from foundation.configs import from_mapping, to_dict
+from foundation.configs import from_mapping, load_toml, to_dict
 from foundation.errors import ConfigError
-from training.run_config import RunConfig, TrainConfig, load_run_config, run_config_from_mapping
+from training.run_config import RunConfig, TrainConfig, run_config_from_mapping
 
 
 @pytest.mark.parametrize("table, message", [
@@ -57,11 +57,11 @@ def test_dilation_patterns():
 
 def test_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
-        load_run_config(tmp_path / "missing.toml")
+        load_toml(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[train\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_run_config(bad)
+        load_toml(bad)
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):

@@ -282,7 +282,7 @@ def test_a_design_gives_each_setting_its_own_audio_and_group(designed):
     # regions: the training settings' inputs, pooled, a split share of them held back for seen-setting val/test
     assert {r.input for r in dm.data.regions} == {dm.data.input_of[i] for i in dm.settings_in("train")}
     assert {r.split for r in dm.data.regions} == {"train", "val", "test"}
-    assert dm.unseen_settings == sorted([val_setting, test_setting])
+    assert dm.settings_in("val", "test") == sorted([val_setting, test_setting])  # no other unseen setting
 
 
 def test_example_returns_contiguous_audio_with_context(prepared):

@@ -18,12 +18,11 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from ampmodel.config import PRESETS, ModelConfigError, WaveNetConfig, parse_dilations
 from datamodules.config import DataConfig
-from foundation.configs import from_mapping, load_toml, require, to_dict
+from foundation.configs import from_mapping, require, to_dict
 from foundation.errors import ConfigError
 
 LOSSES = ("esr", "esr_dc", "esr_stft")
@@ -149,10 +148,3 @@ def run_config_from_mapping(data: Mapping[str, Any]) -> RunConfig:
     model = model_from_mapping(table.pop("model", None))
     cfg = from_mapping(RunConfig, table)
     return dataclasses.replace(cfg, model=model)
-
-
-def load_run_config(path: str | Path) -> RunConfig:
-    try:
-        return run_config_from_mapping(load_toml(path))
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
