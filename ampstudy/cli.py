@@ -204,6 +204,10 @@ def _add_render(commands) -> None:
     parser.add_argument("output_wav")
     for knob in KNOB_NAMES:
         parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
+    parser.add_argument("--allow-untrained-knobs", action="store_true",
+                        help="go on at a knob setting the model was not trained at (a model trained at a few listed "
+                             "settings knows only those: elsewhere its output is an extrapolation; without this "
+                             "flag such a setting is refused)")
     parser.add_argument("--block-seconds", type=number(low=0, above=True, high=60, unit="seconds"), default=0.1,
                         help="streaming block length (default 0.1)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
@@ -220,7 +224,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     knobs = {k: getattr(args, k) for k in KNOB_NAMES}
     seconds, wall = render_file(args.model, args.input_wav, args.output_wav, knobs, args.block_seconds, args.device,
-                                args.threads)
+                                args.threads, args.allow_untrained_knobs)
     print(f"wrote {args.output_wav}: {seconds:.2f} s of audio in {wall:.2f} s ({seconds / max(wall, 1e-9):.1f}x real time)")
     return 0
 
@@ -267,13 +271,18 @@ def _add_export(commands) -> None:
     for knob in KNOB_NAMES:
         parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
     parser.add_argument("--name", help="the model's name in NAM (default: the output file's name)")
+    parser.add_argument("--allow-untrained-knobs", action="store_true",
+                        help="go on at a knob setting the model was not trained at (a model trained at a few listed "
+                             "settings knows only those: elsewhere its output is an extrapolation; without this "
+                             "flag such a setting is refused)")
     parser.set_defaults(handler=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from training.nam_export import export_nam
 
-    done = export_nam(args.model, args.output, {k: getattr(args, k) for k in KNOB_NAMES}, name=args.name)
+    done = export_nam(args.model, args.output, {k: getattr(args, k) for k in KNOB_NAMES}, name=args.name,
+                      allow_untrained_knobs=args.allow_untrained_knobs)
     setting = ", ".join(f"{k} {v:g}" for k, v in done.knobs.items()) or "the knobs it was trained at"
     esr = f", test ESR {done.test_esr:.4g}" if done.test_esr is not None else ""
     print(f"wrote {done.path}: '{done.name}' at {setting} ({done.weights} weights{esr}); load it in NAM's plugin")

@@ -7,11 +7,13 @@ how to export, with its test ESR."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from ampmodel.streaming import render
@@ -31,7 +33,8 @@ SETTINGS = [{"volume": 0.2, "treble": 0.9, "bass": 0.1, "middle": 0.5},
             {"volume": 0.8, "treble": 0.6, "bass": 0.5, "middle": 0.5},
             {"volume": 1.0, "treble": 0.0, "bass": 1.0, "middle": 0.3}]
 DATA_INFO = {"sample_rate": 16000, "input_full_scale_volts": 1.0, "target_scale_volts": 20.0,
-             "settings": [{**SETTINGS[1], "group": "train"}]}
+             "settings": [{**SETTINGS[1], "group": "train"}]}  # a model at fixed knobs plays this one
+KNOB_DATA_INFO = {**DATA_INFO, "settings": [{**setting, "group": "train"} for setting in SETTINGS]}  # a knob model's
 
 
 def guitar(samples: int = 6000) -> np.ndarray:
@@ -51,7 +54,7 @@ def saved_model(directory: Path, model: dict, seed: int = 0) -> Path:
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
         net.heads[-1].weight.mul_(1 / net.head_scale)  # as training does: NAM's 0.02 output scale undone
-    return save_model(directory, net, cfg, DATA_INFO)
+    return save_model(directory, net, cfg, DATA_INFO if cfg.model.conditioning == "none" else KNOB_DATA_INFO)
 
 
 @pytest.fixture
@@ -259,3 +262,33 @@ def test_an_exportable_study_promotes_a_champion_that_exports_with_its_test_esr(
 
     registered = mlflow.pyfunc.load_model("models:/nam-amp@champion")
     np.testing.assert_allclose(registered.predict(audio, params=meta["knobs"]), ours, rtol=0, atol=1e-6)
+
+
+def test_a_setting_the_model_was_not_trained_at_is_refused_unless_allowed(tmp_path, capsys, caplog,
+                                                                          short_loudness_signal):
+    """Issue 21 #4: a model trained at listed settings knows only those; elsewhere render and export
+    refuse (exit 2, one line naming the nearest trained setting and the flag), the flag lets them go on
+    with a warning, and the .nam says what the model was trained on."""
+    model_dir = saved_model(tmp_path / "model", SMALL_FILM)
+    near = {**SETTINGS[1], "volume": SETTINGS[1]["volume"] + 0.04}  # within half a dial number: trained
+    far = {"volume": 0.5, "treble": 0.5, "bass": 0.5, "middle": 0.5}  # 0.3 from the nearest trained setting
+    def as_args(knobs: dict) -> list[str]:
+        return [arg for name, value in knobs.items() for arg in (f"--{name}", str(value))]
+
+    assert main(["export", str(model_dir), str(tmp_path / "near.nam"), *as_args(near)]) == 0
+    assert main(["export", str(model_dir), str(tmp_path / "far.nam"), *as_args(far)]) == 2
+    err = capsys.readouterr().err
+    assert "trained at 3 listed knob setting(s) only" in err and "--allow-untrained-knobs" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "far.nam").exists()
+    wav = tmp_path / "di.wav"
+    sf.write(wav, guitar(), 16000, subtype="FLOAT")
+    assert main(["render", str(model_dir), str(wav), str(tmp_path / "far.wav"), *as_args(far)]) == 2
+    assert "--allow-untrained-knobs" in capsys.readouterr().err and not (tmp_path / "far.wav").exists()
+    with caplog.at_level(logging.WARNING, logger="ampstudy"):
+        assert main(["render", str(model_dir), str(wav), str(tmp_path / "far.wav"), *as_args(far),
+                     "--allow-untrained-knobs"]) == 0
+        assert main(["export", str(model_dir), str(tmp_path / "far.nam"), *as_args(far),
+                     "--allow-untrained-knobs"]) == 0
+    assert sum("extrapolation nobody measured" in r.getMessage() for r in caplog.records) == 2
+    meta = json.loads((tmp_path / "far.nam").read_text())["metadata"]
+    assert meta["knobs_trained"].startswith("3 listed knob setting(s) only: volume 0.2, treble 0.9")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -122,6 +123,9 @@ def test_champion_describes_itself_in_the_registry(champion):
                      version.tags["data_hash"], f"ampstudy render models:/{MODEL}@champion di.wav amp.wav --volume",
                      "mlflow.pyfunc.load_model", "mlflow models serve"):
         assert expected in text, expected
+    # trained at the tiny study's 2 listed settings: the version says so, in its tags and in words
+    assert version.tags["knobs_trained"].startswith("2 listed knob setting(s) only: volume 0.5"), version.tags
+    assert "trained on 2 listed knob setting(s) only" in text and "--allow-untrained-knobs" in text
     info = mlflow.models.get_model_info(champion)
     assert [(p.name, p.default) for p in info.signature.params.params] == [(k, None) for k in KNOBS]
     assert info.signature.inputs.inputs[0].name == "audio"
@@ -159,6 +163,18 @@ def test_the_served_model_answers_concurrent_requests_each_with_its_own_stream(c
     for (status, reply), want in zip(replies, expected * 2):
         assert status == 200, reply
         np.testing.assert_allclose(np.asarray(reply["predictions"], np.float32), want, atol=1e-5, rtol=0)
+
+
+def test_the_registered_model_answers_at_an_untrained_setting_and_logs_why(champion, caplog):
+    amp = mlflow.pyfunc.load_model(champion)
+    with caplog.at_level(logging.WARNING, logger="ampstudy.registered_model"):
+        amp.predict(di_signal(800), params=KNOBS)  # a trained setting: nothing to say
+        assert not caplog.records
+        out = amp.predict(di_signal(800), params={**KNOBS, "volume": 0.2})
+    assert np.isfinite(out).all() and len(out) == 800
+    [record] = caplog.records
+    assert "trained at 2 listed knob setting(s) only" in record.getMessage()
+    assert "extrapolation nobody measured" in record.getMessage()
 
 
 def test_the_registered_model_limits_a_request_and_runs_on_one_thread(champion):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class AmpModel(PythonModel):
         if self.conditioned and len(self.knobs) != net.num_controls:
             raise _refuse(f"config.json: knobs lists {len(self.knobs)} knobs, the model takes {net.num_controls}")
         self.sample_rate = meta["data"].get("sample_rate")
+        self.trained_settings = self.rules.trained_settings(meta["run_config"], meta["data"])
         self.max_request_seconds = float(context.model_config.get("max_request_seconds",
                                                                   self.rules.MAX_REQUEST_SECONDS))
 
@@ -97,7 +99,11 @@ class AmpModel(PythonModel):
         if missing:
             ranges = ", ".join(f"{k} {lo:g}..{hi:g}" for k, (lo, hi) in self.knobs.items())
             raise _refuse(f"this model follows the amp's knobs: give params {missing} (positions: {ranges})")
-        return [self.rules.knob_position(name, given[name], lo, hi) for name, (lo, hi) in self.knobs.items()]
+        positions = {name: self.rules.knob_position(name, given[name], lo, hi) for name, (lo, hi) in self.knobs.items()}
+        untrained = self.rules.untrained_setting(positions, self.trained_settings)
+        if untrained:  # answered (a served model has no flag to pass), and said in the server's log
+            logging.getLogger("ampstudy.registered_model").warning(untrained)
+        return list(positions.values())
 
     def _audio(self, model_input: Any) -> np.ndarray:
         """The 1-D float32 signal: MLflow hands over {'audio': array} (the signature's named input)."""

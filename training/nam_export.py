@@ -40,13 +40,13 @@ import numpy as np
 
 from ampmodel.config import EXPORTABLE_FAMILIES
 from ampmodel.streaming import render
-from foundation import __version__
+from foundation import __version__, input_rules
 from foundation.errors import AmpStudyError
 from foundation.files import write_with
 from foundation.knobs import KNOB_NAMES
 from training.evaluate import PRIMARY
 from training.model_io import LoadedModel, resolve_model
-from training.render import control_vector
+from training.render import control_vector, trained_knob_settings
 
 NAM_FILE_VERSION = "0.5.4"  # the .nam schema neural-amp-modeler 0.12 writes; NAM plugins read it
 SUFFIX = ".nam"
@@ -72,8 +72,9 @@ class Exported:
 
 
 def export_nam(model_spec: str, out_path: str | Path, knobs: dict[str, float | None],
-               name: str | None = None) -> Exported:
-    """Write `model_spec` (model dir, runs:/..., models:/name@alias) at `knobs` to `out_path`."""
+               name: str | None = None, allow_untrained_knobs: bool = False) -> Exported:
+    """Write `model_spec` (model dir, runs:/..., models:/name@alias) at `knobs` to `out_path`; a knob
+    setting the model was not trained at is refused unless `allow_untrained_knobs`."""
     out = checked_output_path(out_path)
     loaded = resolve_model(model_spec)
     family = loaded.run_config.model.family
@@ -81,7 +82,7 @@ def export_nam(model_spec: str, out_path: str | Path, knobs: dict[str, float | N
         raise AmpStudyError(f"{model_spec}: a '{family}'-family WaveNet cannot be written as a .nam file; the "
                             f"families that export are: {', '.join(EXPORTABLE_FAMILIES)} (train with model.family "
                             "= \"nam\", e.g. preset = \"nam-standard\", or a study with exportable_only = true)")
-    controls = control_vector(loaded, knobs)  # the one knob check: missing, NaN, outside 0..1
+    controls = control_vector(loaded, knobs, allow_untrained_knobs)  # the one knob check
     net = loaded.net if controls is None else loaded.net.at_setting(controls)
     setting = {} if controls is None else {k: float(knobs[k]) for k in KNOB_NAMES}  # as given, not float32
     title = name or out.stem
@@ -128,6 +129,8 @@ def metadata(loaded: LoadedModel, name: str, knobs: dict[str, float], source: st
         "name": name, "modeled_by": "ampstudy", "gear_type": "preamp", "gear_make": "Fender",
         "gear_model": "Bassman 5F6-A preamp (ngspice simulation)",
         "knobs": knobs or first_training_setting(loaded), "knob_conditioning": cfg.conditioning,
+        "knobs_trained": (input_rules.coverage_text(trained_knob_settings(loaded)) if loaded.conditioned
+                          else "this setting only"),
         "ampstudy_version": __version__, "source": source,
     }
     for key, volts in (("input_level_dbu", loaded.data_info.get("input_full_scale_volts")),

@@ -11,6 +11,7 @@ render leaves no partial file)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -23,6 +24,8 @@ import torch
 
 from ampmodel.streaming import render_blocks
 from datamodules.audio_io import check_wav_format, check_wav_levels, wav_blocks, wav_writer
+from foundation import input_rules
+from foundation.configs import to_dict
 from foundation.errors import AmpStudyError, StopRequested
 from foundation.files import probe_writable
 from foundation.knobs import KNOB_NAMES, check_knob
@@ -30,8 +33,11 @@ from training.devices import resolve_accelerator
 from training.model_io import LoadedModel, resolve_model
 
 
-def control_vector(model: LoadedModel, knobs: dict[str, float | None]) -> np.ndarray | None:
-    """Knob positions for a conditioned model; errors name the missing/out-of-range knob."""
+def control_vector(model: LoadedModel, knobs: dict[str, float | None],
+                   allow_untrained: bool = False) -> np.ndarray | None:
+    """Knob positions for a conditioned model; errors name the missing/out-of-range knob. A setting
+    the model was not trained at (input_rules.untrained_setting) is refused, or with
+    `allow_untrained` warned about."""
     given = {k: v for k, v in knobs.items() if v is not None}
     if not model.conditioned:
         if given:
@@ -43,7 +49,18 @@ def control_vector(model: LoadedModel, knobs: dict[str, float | None]) -> np.nda
     missing = [k for k in KNOB_NAMES if k not in given]
     if missing:
         raise AmpStudyError(f"this model follows the amp's knobs: give --{' --'.join(missing)} (positions 0..1)")
-    return np.array([check_knob(k, given[k]) for k in KNOB_NAMES], dtype=np.float32)
+    positions = {k: check_knob(k, given[k]) for k in KNOB_NAMES}
+    untrained = input_rules.untrained_setting(positions, trained_knob_settings(model))
+    if untrained and not allow_untrained:
+        raise AmpStudyError(f"{untrained}; choose a trained setting, or pass --allow-untrained-knobs to go on")
+    if untrained:
+        logging.getLogger("ampstudy").warning(untrained)
+    return np.array([positions[k] for k in KNOB_NAMES], dtype=np.float32)
+
+
+def trained_knob_settings(model: LoadedModel) -> list[dict[str, float]] | None:
+    """The settings a conditioned model was trained at; None when it covers the knob space."""
+    return input_rules.trained_settings(to_dict(model.run_config), model.data_info)
 
 
 def check_output_path(input_wav: str | Path, output_wav: str | Path) -> None:
@@ -89,11 +106,13 @@ def stopped_by_signals() -> Iterator[None]:
 
 
 def render_file(model_spec: str, input_wav: str, output_wav: str, knobs: dict[str, float | None],
-                block_seconds: float = 0.1, device: str = "cpu", threads: int = 1) -> tuple[float, float]:
+                block_seconds: float = 0.1, device: str = "cpu", threads: int = 1,
+                allow_untrained_knobs: bool = False) -> tuple[float, float]:
     """Returns (seconds of audio, wall seconds spent rendering). `device` "cpu" (default: a stream of
     short blocks is latency-bound, where a CPU core wins), "cuda" or "auto" (cuda when present).
     `threads`: torch CPU threads (default 1, for the same reason; 0 = torch's choice). The output
-    appears complete or not at all, also when the render is stopped (Ctrl-C, SIGTERM)."""
+    appears complete or not at all, also when the render is stopped (Ctrl-C, SIGTERM). A knob
+    setting the model was not trained at is refused unless `allow_untrained_knobs` (control_vector)."""
     if not 0 < block_seconds <= 60:
         raise AmpStudyError(f"--block-seconds {block_seconds}: must be > 0 and <= 60")
     accelerator = resolve_accelerator(device, where="--device")
@@ -105,7 +124,7 @@ def render_file(model_spec: str, input_wav: str, output_wav: str, knobs: dict[st
     model.net.to(accelerator)  # render_blocks runs on the net's device
     # at the model's rate, or one line naming the resampling
     check_wav_format(input_wav, model.sample_rate, given_as=given_as, rate_name="the model's sample rate")
-    controls = control_vector(model, knobs)
+    controls = control_vector(model, knobs, allow_untrained_knobs)
     if threads > 0:
         torch.set_num_threads(threads)
     started = time.perf_counter()
