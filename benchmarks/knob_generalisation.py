@@ -1,13 +1,14 @@
 """Does a model follow the knobs at settings it never saw? The former 6-setting data vs knob designs.
 
-    python benchmarks/knob_generalisation.py --cpu-minutes 60 --threads 1 --only six     # run two at once,
-    python benchmarks/knob_generalisation.py --cpu-minutes 60 --threads 1 --only dense   # one core each
-    python benchmarks/knob_generalisation.py --prepare-only        # simulate the datasets (cached)
-    python benchmarks/knob_generalisation.py --cpu-minutes 5 --only design --set model.conditioning=film_out
+    .venv/bin/python benchmarks/knob_generalisation.py --cpu-minutes 60 --threads 1     # all three arms
+    .venv/bin/python benchmarks/knob_generalisation.py --prepare-only        # simulate the datasets (cached)
+    .venv/bin/python benchmarks/knob_generalisation.py --cpu-minutes 60 --threads 1 --only dense
+    .venv/bin/python benchmarks/knob_generalisation.py --cpu-minutes 5 --set model.conditioning=film_out
+    .venv/bin/python benchmarks/knob_generalisation.py --smoke --data-dir DIR   # the tiny study's data, seconds
 
 Trains the same model (the main study's base: FiLM WaveNet3 with knob gain, loss over each
-setting's power; `train()` as `ampstudy train` does) for the same
-CPU budget on three datasets with the same total SPICE audio (360 s at 44.1 kHz):
+setting's power; `train()` as `ampstudy train` does, tracked in the default MLflow store) for the
+same CPU budget on three datasets with the same total SPICE audio (360 s at 44.1 kHz):
 
 - six:    the main study's former data: 60 s of one corpus at 3 listed + 3 random settings,
           one of them held out (test-only);
@@ -19,8 +20,19 @@ CPU budget on three datasets with the same total SPICE audio (360 s at 44.1 kHz)
 Every model is tested (pre-emphasis 0.95) on unseen audio at its own training settings
 ("seen") and on the 52-setting design's test settings ("unseen": never trained on by any arm;
 the 6-setting model's own held-out setting is printed too), as the typical setting's ESR and
-pooled. The CPU budget counts process CPU seconds (all threads), so a busy machine slows the run
-but does not change what it learns.
+pooled, with the ratios unseen / seen and each knob design's unseen ESR / the six-setting
+model's, all from the one run. The CPU budget counts process CPU seconds (all threads) from the
+start of fitting, so a busy machine slows the run but does not change what it learns; each arm
+stops at the first training batch that ends past it, and the table gives the budget and the CPU
+seconds each arm used.
+
+A run of all three arms without `--set` writes its table to
+benchmarks/results/knob_generalisation.md (`--no-write`: print only); `--only` (one arm, no
+comparison) and `--set` (a variant) runs print only. `--smoke` trains a tiny model (the tiny
+study's base, with the knob gain and per-setting loss) for a second of CPU per arm on the tiny
+study's dataset (studies/tiny.toml's [base.data], in `--data-dir` when given) for every arm,
+untracked in temporary folders, simulates nothing and writes nothing: it checks the code path,
+not the claim (that dataset has no unseen settings, so its unseen columns are nan).
 """
 
 from __future__ import annotations
@@ -31,19 +43,25 @@ import json
 import math
 import resource
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without install
 
+from benchmarks.results_file import write_results  # noqa: E402
 from datamodules.config import DataConfig, PotSettings  # noqa: E402
 from datamodules.dataset import prepare_dataset  # noqa: E402
+from foundation.configs import to_dict  # noqa: E402
+from training.devices import placement  # noqa: E402
 from training.evaluate import evaluate_model  # noqa: E402
 from training.model_io import load_model  # noqa: E402
-from training.run_config import run_config_from_mapping  # noqa: E402
+from training.run_config import RunConfig, run_config_from_mapping  # noqa: E402
 from training.train import train  # noqa: E402
 
 SIX = DataConfig(corpus_seconds=60.0, settings=(PotSettings(0.5, 0.5, 0.5, 0.5), PotSettings(0.8, 0.6, 0.4, 0.5),
@@ -52,6 +70,7 @@ SIX = DataConfig(corpus_seconds=60.0, settings=(PotSettings(0.5, 0.5, 0.5, 0.5),
 DESIGN = DataConfig(settings=(), design_settings=52, design_seconds=6.0, region_seconds=1.0)
 DENSE = DataConfig(settings=(), design_settings=172, design_seconds=2.0, region_seconds=1.0)
 ARMS = {"six": SIX, "design": DESIGN, "dense": DENSE}
+SMOKE_CPU_SECONDS = 1.0  # per arm in --smoke
 
 
 def process_cpu_seconds() -> float:
@@ -60,25 +79,32 @@ def process_cpu_seconds() -> float:
 
 
 class CpuBudget(pl.Callback):
-    """Stops training once this process has used `minutes` of CPU time (all threads) since fit start."""
+    """Stops training once this process has used `seconds` of CPU time (all threads) since fit start;
+    `used` is what it had used at the last training batch end."""
 
-    def __init__(self, minutes: float) -> None:
-        self.limit = minutes * 60
-        self.start = 0.0
+    def __init__(self, seconds: float) -> None:
+        self.limit = seconds
+        self.start, self.used = 0.0, 0.0
 
     def on_fit_start(self, trainer, module) -> None:
         self.start = process_cpu_seconds()
 
     def on_train_batch_end(self, trainer, module, *args) -> None:
-        if process_cpu_seconds() - self.start > self.limit:
+        self.used = process_cpu_seconds() - self.start
+        if self.used > self.limit:
             trainer.should_stop = True
 
 
-def config(data: DataConfig, name: str, args: argparse.Namespace):
+def config(data: DataConfig, name: str, args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """The run of one arm: the main study's base model and loss (or, with `base`, that run's model and
+    batch shape with the same knob gain and loss), then `--set`."""
+    model = {"preset": args.preset} if base is None else to_dict(base.model)
     table = {"experiment": "benchmark-knob-generalisation", "run_name": f"{name}-{args.cpu_minutes:g}cpumin",
-             "data": {}, "model": {"preset": args.preset, "conditioning": "film", "knob_gain": True},
+             "data": {}, "model": {**model, "conditioning": "film", "knob_gain": True},
              "train": {"max_epochs": 100000, "early_stopping_patience": 1000, "threads": args.threads,
                        "audio_seconds": 3.0, "loss_reference": "setting"}}  # the main study's base
+    if base is not None:
+        table["train"].update(batch_size=base.train.batch_size, segment_samples=base.train.segment_samples)
     for item in args.set:
         key, _, raw = item.partition("=")
         section, _, leaf = key.partition(".")
@@ -90,48 +116,114 @@ def config(data: DataConfig, name: str, args: argparse.Namespace):
     return dataclasses.replace(cfg, data=data)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-minutes", type=float, default=60.0, help="CPU budget per model (all threads)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--preset", default="WaveNet3")
-    parser.add_argument("--only", choices=sorted(ARMS), help="train only one of the arms")
-    parser.add_argument("--set", action="append", default=[], help="override, e.g. train.loss_reference=dataset")
+    parser.add_argument("--only", choices=sorted(ARMS), help="train only one of the arms (prints only)")
+    parser.add_argument("--set", action="append", default=[],
+                        help="override, e.g. train.loss_reference=dataset (prints only)")
     parser.add_argument("--prepare-only", action="store_true")
-    args = parser.parse_args()
-    for data in ARMS.values():
+    parser.add_argument("--data-dir", help="dataset cache of every arm (default: data/, or the tiny study's "
+                                           "with --smoke)")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"the tiny study's model and dataset for every arm, {SMOKE_CPU_SECONDS:g} CPU s per "
+                             "arm, 1 thread, untracked; simulates and writes nothing")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
+    args = parser.parse_args(argv)
+    if not args.cpu_minutes > 0:
+        parser.error("--cpu-minutes must be a positive number")
+    threads = torch.get_num_threads()
+    try:
+        return compare(args)
+    finally:
+        torch.set_num_threads(threads)  # train() sets them; main() may run inside another process (the tests)
+
+
+def compare(args: argparse.Namespace) -> int:
+    base = None
+    if args.smoke:
+        from studies.spec import load_study_spec
+
+        base = load_study_spec(REPO / "studies" / "tiny.toml").base
+        tiny = base.data if not args.data_dir else dataclasses.replace(base.data, data_dir=args.data_dir)
+        arms, reference = {name: tiny for name in ARMS}, tiny
+        args.budget, args.threads = SMOKE_CPU_SECONDS, 1
+    else:
+        def located(data: DataConfig) -> DataConfig:
+            return dataclasses.replace(data, data_dir=args.data_dir) if args.data_dir else data
+
+        arms, reference = {name: located(data) for name, data in ARMS.items()}, located(DESIGN)
+        args.budget = 60 * args.cpu_minutes
+    for name, data in arms.items():
         started = time.perf_counter()
-        path = prepare_dataset(data)
+        path = prepare_dataset(data, progress=not args.smoke)
         manifest = json.loads((path / "manifest.json").read_text())
         audio = sum(manifest["inputs"][s["input"]]["seconds"] for s in manifest["settings"])
-        print(f"{path.name}: {len(manifest['settings'])} settings, {audio:.0f} s of SPICE audio, "
+        print(f"{name}: {path.name}, {len(manifest['settings'])} settings, {audio:.0f} s of SPICE audio, "
               f"ready in {time.perf_counter() - started:.0f} s")
     if args.prepare_only:
-        return
+        return 0
     rows = {}
-    for name, data in ARMS.items():
-        if args.only and name != args.only:
-            continue
-        result = train(config(data, name, args), evaluate_test=True, callbacks=[CpuBudget(args.cpu_minutes)])
-        own = result.test_metrics
-        unseen = evaluate_model(load_model(result.model_dir).net, DESIGN, "test", progress=False)
-        rows[name] = (result, own, unseen)
-    print(f"\n{args.preset} (FiLM, knob gain unless --set), {args.cpu_minutes:g} CPU minutes each ({args.threads} threads); "
-          "test ESR, pre-emphasis 0.95")
-    print(f"{'data':8} {'epochs':>7} {'val':>8} {'seen':>8} {'unseen':>8} {'ratio':>6} {'worst unseen':>13} "
-          f"{'pooled seen':>12} {'pooled unseen':>14} {'own held-out':>13}")
-    for name, (result, own, unseen) in rows.items():
+    with tempfile.TemporaryDirectory(prefix="ampstudy-knobs-") as work:
+        for name, data in arms.items():
+            if args.only and name != args.only:
+                continue
+            budget = CpuBudget(args.budget)
+            print(f"training: {name} for {args.budget:g} process-CPU seconds ...", flush=True)
+            cfg = config(data, name, args, base)
+            if args.smoke:  # untracked, in a temporary folder (the store named keeps train() from making mlruns/)
+                result = train(cfg, evaluate_test=True, callbacks=[budget], track=False, progress=False,
+                               work_dir=Path(work) / name, tracking_uri=f"sqlite:///{work}/mlflow.db")
+            else:
+                result = train(cfg, evaluate_test=True, callbacks=[budget])
+            unseen = evaluate_model(load_model(result.model_dir).net, reference, "test", progress=False)
+            rows[name] = (cfg, result, budget.used, result.test_metrics, unseen)
+    text = table(rows, args)
+    print("\n" + text)
+    if not (args.smoke or args.no_write or args.only or args.set):
+        print(f"written to {write_results('knob_generalisation', text)}")
+    return 0
+
+
+def table(rows: dict, args: argparse.Namespace) -> str:
+    """The Markdown table of the arms that ran and their ratios."""
+    cfg = next(iter(rows.values()))[0]
+    smoke = ("SMOKE RUN: every arm trains on the tiny study's dataset (2 settings, none unseen: the unseen columns "
+             "are nan); it checks the code path, not the claim. " if args.smoke else "")
+    model = f"Model: the tiny study's ({cfg.model.channels} channels)" if args.smoke else f"Model: {args.preset}"
+    variant = f", overrides: {', '.join(args.set)}" if args.set else ""
+    where = placement(cfg.train)  # the batch shape train() resolves "auto" to
+    lines = [f"{smoke}{model}, FiLM with knob gain, loss over each setting's power{variant}; batch "
+             f"{where.batch_size} x {where.segment_samples} samples on {where.accelerator}, {cfg.train.threads} "
+             "thread(s). Budget: "
+             f"{args.budget:g} process-CPU seconds of fitting per arm (CPU s = what each arm used: it stops at the "
+             "first training batch end past the budget). Test ESR, pre-emphasis 0.95.", "",
+             "| data | epochs | CPU s | val | seen | unseen | unseen / seen | worst unseen | pooled seen "
+             "| pooled unseen | own held-out |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, (_, result, used, own, unseen) in rows.items():
         seen, design_unseen = own["esr_geomean_seen_settings"], unseen["esr_geomean_unseen_settings"]
         held = own["esr_geomean_unseen_settings"] if name == "six" else math.nan
-        print(f"{name:8} {result.epochs:>7} {result.val_esr_tail_aware:>8.4f} {seen:>8.4f} {design_unseen:>8.4f} "
-              f"{design_unseen / seen:>6.2f} {unseen['esr_worst_unseen_setting']:>13.4f} "
-              f"{own['esr_pooled_seen_settings']:>12.4f} {unseen['esr_pooled_unseen_settings']:>14.4f} {held:>13.4f}")
-    print("seen / unseen: geometric means of the settings' ESRs (averaged in dB); val: tail-aware; pooled: all "
-          "settings' audio as one signal, i.e. mostly the loudest setting. val = each model's own validation "
-          "ESR (design arms: their validation settings; six: held-back audio); unseen = the 52-setting design's "
-          "test settings (16 incl. every knob's end points), never trained on by any arm; seen = held-back "
-          "audio at each model's own training settings.")
+        lines.append(f"| {name} | {result.epochs} | {used:.1f} | {result.val_esr_tail_aware:.4f} | {seen:.4f} | "
+                     f"{design_unseen:.4f} | {design_unseen / seen:.2f} | {unseen['esr_worst_unseen_setting']:.4f} | "
+                     f"{own['esr_pooled_seen_settings']:.4f} | {unseen['esr_pooled_unseen_settings']:.4f} | "
+                     f"{held:.4f} |")
+    lines.append("")
+    if "six" in rows:
+        six = rows["six"][4]["esr_geomean_unseen_settings"]
+        for name in ("design", "dense"):
+            if name in rows:
+                ratio = rows[name][4]["esr_geomean_unseen_settings"] / six
+                lines.append(f"- {name} / six, unseen ESR: {ratio:.2f}x")
+    lines += ["", "seen / unseen: geometric means of the settings' ESRs (averaged in dB); val: tail-aware; pooled: "
+              "all settings' audio as one signal, i.e. mostly the loudest setting. val = each model's own validation "
+              "ESR (design arms: their validation settings; six: held-back audio); unseen = the 52-setting design's "
+              "test settings (16 incl. every knob's end points), never trained on by any arm; seen = held-back "
+              "audio at each model's own training settings; own held-out = the six-setting data's held-out setting."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

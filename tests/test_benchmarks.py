@@ -32,3 +32,80 @@ def test_the_conditioning_cost_benchmark_runs(capsys):
     assert conditioning(["--smoke"]) == 0
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| nam-nano")]
     assert [r[1].strip() for r in rows] == ["none", "film"] and rows[0][5].strip() == "1.000"
+
+
+def test_the_esr_budget_benchmark_runs(study_data_dir, capsys):
+    from benchmarks.esr_budget import main as esr_budget
+
+    assert esr_budget(["--smoke", "--data-dir", str(study_data_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| WaveNet")]
+    assert [r[0].strip() for r in rows] == ["WaveNet1", "WaveNet2", "WaveNet3"], out
+    samples = {r[2].strip() for r in rows}
+    assert len(samples) == 1 and int(samples.pop().replace(",", "")) > 0, out  # equal compute per preset
+    for r in rows:
+        assert float(r[4]) > 0 and float(r[5]) > 0, r  # validation and test ESR
+    assert rows[0][6].strip() == "1.000" and rows[0][7].strip() == "1.000", rows[0]  # ratios to the first preset
+    assert "stopped before the sample budget" not in out, out
+
+
+def test_the_trial_speed_benchmark_runs(study_data_dir, capsys):
+    from benchmarks.trial_speed import main as trial_speed
+
+    assert trial_speed(["--smoke", "--data-dir", str(study_data_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| cpu")]
+    assert len(rows) == 1, out
+    device, batch, wall, samples, steps, epochs, per_epoch, rate, ratio, val_esr, stopped = (c.strip() for c in rows[0])
+    size, segment = (int(n) for n in batch.split("x"))
+    assert int(samples.replace(",", "")) == int(steps) * size * segment > 0, rows[0]  # samples the trial trained
+    assert int(epochs) == 1 and float(wall) > 0 and float(per_epoch) > 0 and float(rate.replace(",", "")) > 0, rows[0]
+    assert ratio == "1.00x" and float(val_esr) > 0 and stopped != "time limit", rows[0]
+
+
+def test_the_tracking_overhead_benchmark_runs(study_data_dir, capsys):
+    from benchmarks.tracking_overhead import main as tracking_overhead
+
+    assert tracking_overhead(["--smoke", "--data-dir", str(study_data_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = {r[0].strip(): r for r in (line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| "))}
+    for mode in ("no tracking", "MLflow, no audio/plots", "MLflow, full logging"):
+        assert float(rows[mode][1]) > 0 and float(rows[mode][2]) > 0, out
+    assert rows["no tracking"][2].strip() == "1.000", out
+    assert re.search(r"Tracking adds [+-]\d+\.\d+ s per trial", out), out
+    assert re.search(r"- 30 min trial: \d\.\d{3} \((OK|over) vs target 1\.05\)", out), out
+
+
+def test_the_nam_vs_ours_benchmark_runs(study_data_dir, capsys):
+    from benchmarks.nam_vs_ours import SMOKE_CPU_SECONDS
+    from benchmarks.nam_vs_ours import main as nam_vs_ours
+
+    assert nam_vs_ours(["--smoke", "--data-dir", str(study_data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"Budget: {SMOKE_CPU_SECONDS:g} process-CPU seconds of training per trainer" in out, out
+    for trainer in ("ampstudy train()", "NAM 0.12.3 trainer"):  # params, epochs, CPU s, val ESR, test ESR
+        row = re.search(rf"^\| {re.escape(trainer)} \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out,
+                        re.MULTILINE)
+        assert row, out
+        params, epochs, cpu, val, test = row.groups()
+        assert int(params) == 13801 and int(epochs) >= 1 and float(cpu) >= SMOKE_CPU_SECONDS - 0.05, row.group(0)
+        assert 0 < float(val) and 0 < float(test), row.group(0)
+    for split in ("test", "val"):
+        assert re.search(rf"^- {split} ESR, NAM's trainer / ours: \d+\.\d\dx$", out, re.MULTILINE), out
+
+
+def test_the_knob_generalisation_benchmark_runs(study_data_dir, capsys):
+    from benchmarks.knob_generalisation import SMOKE_CPU_SECONDS
+    from benchmarks.knob_generalisation import main as knob_generalisation
+
+    assert knob_generalisation(["--smoke", "--data-dir", str(study_data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "SMOKE RUN: every arm trains on the tiny study's dataset" in out, out
+    assert f"Budget: {SMOKE_CPU_SECONDS:g} process-CPU seconds of fitting per arm" in out, out
+    for arm in ("six", "design", "dense"):  # epochs, CPU s, val, seen; the tiny data has no unseen settings
+        row = re.search(rf"^\| {arm} \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| nan \|", out, re.MULTILINE)
+        assert row, out
+        epochs, cpu, val, seen = row.groups()
+        assert int(epochs) >= 1 and float(cpu) >= SMOKE_CPU_SECONDS - 0.05 and float(val) > 0 and float(seen) > 0
+    for arm in ("design", "dense"):
+        assert f"- {arm} / six, unseen ESR: " in out, out
