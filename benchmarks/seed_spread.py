@@ -8,7 +8,12 @@ benchmarks/results/seed_spread.md: per seed the tail-aware test ESR and its part
 spread: max/min - 1 of the tail-aware number, and the same for the pairs of seeds (median pair).
 
     .venv/bin/python benchmarks/seed_spread.py                      # studies/demo.toml, 5 seeds
-    .venv/bin/python benchmarks/seed_spread.py --smoke              # studies/tiny.toml, 2 seeds, seconds
+    .venv/bin/python benchmarks/seed_spread.py --smoke --data-dir DIR   # seconds, nothing written
+
+The dataset is the study's, cached under its data_dir (or `--data-dir`); the runs' model folders live
+in a temporary directory. `--smoke` trains studies/tiny.toml's [base] with 2 seeds for 20,000 samples
+each on its dataset (`--data-dir`: where it is cached): it checks that the script runs, measures
+nothing and writes nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", default=str(REPO / "studies" / "demo.toml"))
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="studies/tiny.toml, 2 seeds, a few thousand samples")
+    parser.add_argument("--smoke", action="store_true",
+                        help="studies/tiny.toml, 2 seeds, 20,000 samples each, nothing written")
     parser.add_argument("--data-dir", help="dataset cache (default: the study's)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
     args = parser.parse_args(argv)
@@ -67,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print("\n" + text)
     if not args.no_write and not args.smoke:
-        print(f"written to {write_results('seed_spread', text)}")
+        command = None if argv is None else [Path(sys.argv[0]).as_posix(), *argv]
+        print(f"written to {write_results('seed_spread', text, command)}")
     return 0
 
 

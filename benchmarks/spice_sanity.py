@@ -1,6 +1,6 @@
 """Is the simulated Bassman plausible? DC voltages, 1 kHz gain and THD from the real netlist.
 
-Prints:
+Prints (as Markdown tables) and writes to benchmarks/results/spice_sanity.md:
   1. rest (DC) voltages of each stage next to the values quoted for the 5F6-A drawing;
   2. small-signal gain at 1 kHz (input jack to tone-stack output) for volume 0.5 and 1.0;
   3. THD at 1 kHz for 0.1 / 1 / 3 V peak input at volume 0.5 and 1.0 (tone knobs at 0.5).
@@ -11,26 +11,39 @@ the 325 V preamp supply that R. Kuehnel's 5F6-A analysis on ampbooks.com uses). 
 itself could not be retrieved while writing this, so treat them as approximate; real amps
 measure within about +-20 % of the drawing anyway.
 
-    .venv/bin/python benchmarks/spice_sanity.py
+    .venv/bin/python benchmarks/spice_sanity.py            # writes benchmarks/results/spice_sanity.md
+    .venv/bin/python benchmarks/spice_sanity.py --smoke    # seconds, nothing written
+
+`--smoke` runs the same real ngspice simulations for volume 1.0 only and one THD level (1 V peak):
+it checks that the script runs and writes nothing.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
-from datamodules.config import PotSettings
-from datamodules.netlist import STAGE_NODES
-from datamodules.spice import ngspice_version, operating_point
-from datamodules.spice_pool import simulate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from benchmarks.results_file import write_results  # noqa: E402  (notes the commit the run starts on)
+from datamodules.config import PotSettings  # noqa: E402
+from datamodules.netlist import STAGE_NODES  # noqa: E402
+from datamodules.spice import ngspice_version, operating_point  # noqa: E402
+from datamodules.spice_pool import simulate  # noqa: E402
 
 FS = 44100
 F0 = 1000.0
 SETTLE_SECONDS = 0.5  # lets the 250 uF cathode bypass settle to the signal's new bias
 ANALYSIS_SECONDS = 0.1  # exactly 100 cycles of 1 kHz at 44.1 kHz: harmonics fall on FFT bins
 SCHEMATIC_DC = {"p1n": 160.0, "p2a": 180.0, "k2b": 185.0}
+SMALL_SIGNAL_VOLTS = 0.01
+VOLUMES = (0.5, 1.0)
+THD_VOLTS = (0.1, 1.0, 3.0)
 
 
 def tone_response(peak_volts: float, volume: float) -> np.ndarray:
@@ -48,38 +61,49 @@ def harmonics(y: np.ndarray, count: int = 10) -> np.ndarray:
     return np.array([spectrum[k * bin0] for k in range(1, count + 1)])
 
 
-def main() -> None:
-    print(f"{ngspice_version()}, fs {FS} Hz")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="volume 1.0 and 1 V peak only, nothing written")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
+    args = parser.parse_args(argv)
+    volumes, levels = ((1.0,), (1.0,)) if args.smoke else (VOLUMES, THD_VOLTS)
+
     op = operating_point(PotSettings())
-    print("\n1. DC operating point (zero input, knobs at 0.5; B+ = "
-          f"{op['bplus']:.0f} V)")
-    print(f"   {'stage':<11}{'plate V':>9}{'cathode V':>11}   vs 5F6-A drawing (approx.)")
+    lines = [f"{ngspice_version()}, fs {FS} Hz, tone knobs (treble/bass/middle) at 0.5.", "",
+             f"1. DC operating point (zero input, knobs at 0.5; B+ = {op['bplus']:.0f} V)", "",
+             "| stage | plate V | cathode V | vs 5F6-A drawing (approx.) |", "| --- | --- | --- | --- |"]
     for stage, (plate, cathode) in STAGE_NODES.items():
         ref = [f"{n} {op[n]:.0f} vs {SCHEMATIC_DC[n]:.0f} ({op[n] / SCHEMATIC_DC[n] - 1:+.0%})"
                for n in (plate, cathode) if n in SCHEMATIC_DC]
-        print(f"   {stage:<11}{op[plate]:>9.1f}{op[cathode]:>11.2f}   {'; '.join(ref)}")
+        lines.append(f"| {stage} | {op[plate]:.1f} | {op[cathode]:.2f} | {'; '.join(ref) or '-'} |")
 
-    jobs = [(0.01, v) for v in (0.5, 1.0)] + [(a, v) for v in (0.5, 1.0) for a in (0.1, 1.0, 3.0)]
+    jobs = [(SMALL_SIGNAL_VOLTS, v) for v in volumes] + [(a, v) for v in volumes for a in levels]
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = dict(zip(jobs, pool.map(lambda job: harmonics(tone_response(*job)), jobs)))
-    print(f"\n   ({len(jobs)} tone runs in {time.perf_counter() - start:.0f} s)")
+    print(f"({len(jobs)} tone runs of {SETTLE_SECONDS + ANALYSIS_SECONDS:g} s in {time.perf_counter() - start:.1f} s)")
 
-    print("\n2. small-signal gain at 1 kHz (10 mV peak in; treble/bass/middle 0.5)")
-    for volume in (0.5, 1.0):
-        gain = results[(0.01, volume)][0] / 0.01
-        print(f"   volume {volume:<4g} gain {20 * np.log10(gain):6.1f} dB  ({gain:.1f} x)")
+    lines += ["", f"2. small-signal gain at 1 kHz ({SMALL_SIGNAL_VOLTS * 1000:g} mV peak in)", "",
+              "| volume | gain dB | gain x |", "| --- | --- | --- |"]
+    for volume in volumes:
+        gain = results[(SMALL_SIGNAL_VOLTS, volume)][0] / SMALL_SIGNAL_VOLTS
+        lines.append(f"| {volume:g} | {20 * np.log10(gain):.1f} | {gain:.1f} |")
 
-    print("\n3. THD at 1 kHz (harmonics 2..10 re fundamental)")
-    print(f"   {'volume':<8}{'in V peak':<11}{'out V peak':<12}{'THD %':<9}H2 dB   H3 dB")
-    for volume in (0.5, 1.0):
-        for amp in (0.1, 1.0, 3.0):
+    lines += ["", "3. THD at 1 kHz (harmonics 2..10 re fundamental)", "",
+              "| volume | in V peak | out V peak | THD % | H2 dB | H3 dB |", "| --- | --- | --- | --- | --- | --- |"]
+    for volume in volumes:
+        for amp in levels:
             h = results[(amp, volume)]
             thd = np.sqrt(np.sum(h[1:] ** 2)) / h[0]
             rel = 20 * np.log10(h[1:3] / h[0])
-            print(f"   {volume:<8g}{amp:<11g}{h[0]:<12.2f}{100 * thd:<9.2f}"
-                  f"{rel[0]:<8.1f}{rel[1]:.1f}")
+            lines.append(f"| {volume:g} | {amp:g} | {h[0]:.2f} | {100 * thd:.2f} | {rel[0]:.1f} | {rel[1]:.1f} |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if not args.no_write and not args.smoke:
+        command = None if argv is None else [Path(sys.argv[0]).as_posix(), *argv]
+        print(f"written to {write_results('spice_sanity', text, command)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

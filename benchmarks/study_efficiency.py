@@ -11,15 +11,22 @@ train at most `--epochs` epochs (budget.trial_samples); an epoch is limit_train_
 
 Each arm runs with `--seeds` sampler seeds. Printed and written to benchmarks/results/
 study_efficiency.md: the median over seeds (and min..max) of the best tail-aware validation ESR
-reached after each quarter of the compute, and trials started / completed per arm.
+reached after each quarter of the compute, and trials started / completed per arm. The studies'
+Optuna storage, MLflow store and trial folders live in a temporary directory (removed afterwards)
+or `--workdir` (kept); the dataset is the study's, cached under its data_dir (or `--data-dir`).
 
     .venv/bin/python benchmarks/study_efficiency.py                     # studies/tiny.toml, 3 seeds
-    .venv/bin/python benchmarks/study_efficiency.py --smoke             # seconds: does it run
+    .venv/bin/python benchmarks/study_efficiency.py --smoke --data-dir DIR   # seconds, nothing written
+
+`--smoke` runs each arm once (sampler seed 0) on studies/tiny.toml's dataset (`--data-dir`: where it
+is cached) for the compute of one trial of 2 epochs: it checks that the script runs, measures nothing
+and writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -44,16 +51,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=9, help="most epochs a trial trains (default 9)")
     parser.add_argument("--full-trials", type=float, default=20,
                         help="each arm's compute, in trials of --epochs epochs (default 20)")
-    parser.add_argument("--smoke", action="store_true", help="1 seed, 3 epochs, 3 full trials of compute")
-    parser.add_argument("--workdir", help="where data and mlruns go (default: a temp dir)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="studies/tiny.toml, 1 seed, 2 epochs, 1 full trial of compute, nothing written")
+    parser.add_argument("--workdir", help="where the Optuna storage, mlruns and trial folders go (default: a temp "
+                                          "dir, removed afterwards)")
+    parser.add_argument("--data-dir", help="dataset cache (default: the study's data_dir)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.seeds, args.epochs, args.full_trials = 1, 3, 3
+        args.study, args.seeds, args.epochs, args.full_trials = str(REPO / "studies" / "tiny.toml"), 1, 2, 1
     return args
 
 
-def arm_spec(base_spec, name: str, sampler: str, pruner: str, seed: int, epochs: int, total: int, data_dir: Path):
+def arm_spec(base_spec, name: str, sampler: str, pruner: str, seed: int, epochs: int, total: int, data_dir: str):
     from studies.spec import PrunerSpec
 
     train = base_spec.base.train
@@ -61,7 +71,7 @@ def arm_spec(base_spec, name: str, sampler: str, pruner: str, seed: int, epochs:
     base = dataclasses.replace(
         base_spec.base, train=dataclasses.replace(train, max_epochs=100 * epochs, max_samples=epochs * per_epoch,
                                                   early_stopping_patience=0, audio_seconds=0),
-        data=dataclasses.replace(base_spec.base.data, data_dir=str(data_dir)))
+        data=dataclasses.replace(base_spec.base.data, data_dir=data_dir))
     pruners = {"hyperband": PrunerSpec(kind="hyperband", min_samples=per_epoch, reduction_factor=3),
                "median": PrunerSpec(kind="median", startup_trials=3, warmup_samples=per_epoch),
                "none": PrunerSpec(kind="none")}
@@ -94,29 +104,45 @@ def best_at(curve: list[tuple[int, float]], samples: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    root = Path(args.workdir or tempfile.mkdtemp(prefix="ampstudy-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
-    study_path = Path(args.study).resolve()
-    os.chdir(root)  # the default mlruns/ stores land here
+    with contextlib.ExitStack() as stack:
+        if args.workdir:
+            root = Path(args.workdir).resolve()
+            root.mkdir(parents=True, exist_ok=True)
+        else:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ampstudy-bench-")))
+        return measure(args, argv, root)
+
+
+def measure(args: argparse.Namespace, argv: list[str] | None, root: Path) -> int:
     from studies.runner import run_study
     from studies.spec import load_study_spec
 
+    study_path = Path(args.study).resolve()
     base_spec = load_study_spec(study_path)
+    data_dir = str(Path(args.data_dir or base_spec.base.data.data_dir).resolve())  # before the chdir below
     train = base_spec.base.train
     per_epoch = train.limit_train_batches * int(train.batch_size) * int(train.segment_samples)
     if per_epoch <= 0:
         raise SystemExit(f"{study_path}: base.train needs limit_train_batches and numeric batch/segment sizes")
     total = int(args.full_trials * args.epochs * per_epoch)
+    storage = f"sqlite:///{root / 'mlruns' / 'optuna.db'}"
+    tracking_uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"  # not MLFLOW_TRACKING_URI's store
+    (root / "mlruns").mkdir(parents=True, exist_ok=True)
     results: dict[str, list[tuple[list[tuple[int, float]], int, int]]] = {arm: [] for arm in ARMS}
-    for seed in range(args.seeds):
-        for arm, (sampler, pruner) in ARMS.items():
-            spec = arm_spec(base_spec, f"eff-{arm}-{seed}".replace("+", "-"), sampler, pruner, seed, args.epochs,
-                            total, root / "data")
-            print(f"--- {arm}, seed {seed}: {total:,} training samples", flush=True)
-            study = run_study(spec, report=False)
-            trials = study.get_trials()
-            results[arm].append((best_by_samples(study), len(trials),
-                                 sum(t.state.name == "COMPLETE" for t in trials)))
+    cwd = os.getcwd()
+    os.chdir(root)  # the trials' folders (mlruns/work/) land here
+    try:
+        for seed in range(args.seeds):
+            for arm, (sampler, pruner) in ARMS.items():
+                spec = arm_spec(base_spec, f"eff-{arm}-{seed}".replace("+", "-"), sampler, pruner, seed, args.epochs,
+                                total, data_dir)
+                print(f"--- {arm}, seed {seed}: {total:,} training samples", flush=True)
+                study = run_study(spec, storage_url=storage, tracking_uri=tracking_uri, report=False)
+                trials = study.get_trials()
+                results[arm].append((best_by_samples(study), len(trials),
+                                     sum(t.state.name == "COMPLETE" for t in trials)))
+    finally:
+        os.chdir(cwd)
     lines = [f"{base_spec.name} ({study_path.name}): each arm may spend {total:,} training samples "
              f"({args.full_trials:g} trials of {args.epochs} epochs x {per_epoch:,} samples); {args.seeds} sampler "
              "seed(s) per arm; best tail-aware validation ESR reached, median over seeds (min..max).", "",
@@ -132,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print("\n" + text)
     if not args.no_write and not args.smoke:
-        print(f"written to {write_results('study_efficiency', text, [sys.argv[0], *(argv or sys.argv[1:])])}")
+        command = [Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]
+        print(f"written to {write_results('study_efficiency', text, command)}")
     return 0
 
 

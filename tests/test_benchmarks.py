@@ -3,6 +3,7 @@ benchmarks/results/; these write nothing)."""
 
 from __future__ import annotations
 
+import os
 import re
 
 
@@ -109,3 +110,91 @@ def test_the_knob_generalisation_benchmark_runs(study_data_dir, capsys):
         assert int(epochs) >= 1 and float(cpu) >= SMOKE_CPU_SECONDS - 0.05 and float(val) > 0 and float(seen) > 0
     for arm in ("design", "dense"):
         assert f"- {arm} / six, unseen ESR: " in out, out
+
+
+def test_the_spice_sanity_benchmark_runs(capsys):
+    from benchmarks.spice_sanity import main as spice_sanity
+
+    assert spice_sanity(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("V1_normal", "V1_bright", "V2A", "V2B"):  # rest voltages: plate, cathode
+        row = re.search(rf"^\| {stage} \| ([\d.]+) \| ([\d.]+) \| .+ \|$", out, re.MULTILINE)
+        assert row, out
+        plate, cathode = (float(v) for v in row.groups())
+        assert 100 < plate < 400 and 0.5 < cathode < plate, row.group(0)
+    deviations = [int(d) for d in re.findall(r"\d+ vs \d+ \(([+-]\d+)%\)", out)]
+    assert len(deviations) == 3 and all(abs(d) <= 20 for d in deviations), out  # within +-20 % of the drawing
+    gain = re.search(r"^\| 1 \| ([\d.]+) \| ([\d.]+) \|$", out, re.MULTILINE)  # volume 1: dB, times
+    assert gain, out
+    db, times = (float(v) for v in gain.groups())
+    assert 20 < db < 60 and abs(times / 10 ** (db / 20) - 1) < 0.02, gain.group(0)
+    thd = re.search(r"^\| 1 \| 1 \| ([\d.]+) \| ([\d.]+) \| (-[\d.]+) \| (-[\d.]+) \|$", out, re.MULTILINE)
+    assert thd, out  # volume 1, 1 V peak in: out V peak, THD %, H2 dB, H3 dB
+    peak, percent, h2, h3 = (float(v) for v in thd.groups())
+    assert 1 < peak < 100 and 1 < percent < 100 and h2 < 0 and h3 < 0, thd.group(0)
+
+
+def test_the_spice_speed_benchmark_runs(capsys):
+    from benchmarks.spice_speed import SECTIONS
+    from benchmarks.spice_speed import main as spice_speed
+
+    assert spice_speed(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "SMOKE RUN: measures nothing" in out, out
+    assert all(f"\n{section}:\n" in out for section in SECTIONS), out
+    number = r"(-?[\d.]+)"
+    for run in (r"serial \(1 run\)", r"parallel \([\d.]+ s chunks\)"):  # rtf: wall s, audio s per wall s, CPU
+        row = re.search(rf"^\| {run} \| {number} \| {number} \| {number} \|$", out, re.MULTILINE)
+        assert row and all(float(v) > 0 for v in row.groups()), out
+    chunked = re.search(rf"^- chunked vs serial: max error {number} dB re peak, error energy {number} dB$", out,
+                        re.MULTILINE)
+    assert chunked and all(float(v) < -10 for v in chunked.groups()), out
+    for fraction in ("0.25", "0.5"):  # step: audio s per wall s, errors re the 1/16 run
+        row = re.search(rf"^\| {fraction} \| {number} \| {number} \| {number} \|$", out, re.MULTILINE)
+        assert row, out
+        rate, peak, energy = (float(v) for v in row.groups())
+        assert rate > 0 and peak < -40 and energy < -40, row.group(0)
+    warmup = re.search(rf"^\| 0.02 \| {number} \({number}\) \|$", out, re.MULTILINE)
+    assert warmup and all(float(v) < -10 for v in warmup.groups()), out
+    alias = {k: (float(a), di) for k, a, di in re.findall(
+        rf"^\| v1.00\S+ \| (\d+) \| 0.25 \| {number} \| -?[\d.]+ \| (\(reference\)|-[\d.]+) \|", out, re.MULTILINE)}
+    assert set(alias) == {"1", "2"} and alias["2"][1] == "(reference)" and float(alias["1"][1]) < -10, out
+    assert all(a <= 0 for a, _ in alias.values()), out
+    for run in ("serial, 1 run/setting, K 1", r"pool, warm-up 0.02 s, K 1"):  # dataset: wall s, audio s/wall s
+        row = re.search(rf"^\| {run} \| {number} \| {number} \| [\d.]+ \| [\d.]+ \| ([\d.]+)x \|", out, re.MULTILINE)
+        assert row and all(float(v) > 0 for v in row.groups()), out
+
+
+def test_the_seed_spread_benchmark_runs(study_data_dir, capsys):
+    from benchmarks.seed_spread import main as seed_spread
+
+    assert seed_spread(["--smoke", "--data-dir", str(study_data_dir)]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| (\d+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.MULTILINE)
+    assert [r[0] for r in rows] == ["0", "1"], out
+    assert len({r[1] for r in rows}) == 1 and int(rows[0][1].replace(",", "")) >= 20_000, out  # equal compute
+    for _, _, tail, geomean, worst in rows:
+        assert 0 < float(geomean) <= float(worst) < 10 and 0 < float(tail) < 10, rows
+    spread = re.search(r"max/min - 1 = \*\*([\d.]+)%\*\*", out)
+    values = [float(r[2]) for r in rows]
+    assert spread and abs(float(spread.group(1)) - 100 * (max(values) / min(values) - 1)) < 0.2, out
+
+
+def test_the_study_efficiency_benchmark_runs(study_data_dir, capsys):
+    from benchmarks.study_efficiency import ARMS
+    from benchmarks.study_efficiency import main as study_efficiency
+
+    cwd = os.getcwd()
+    assert study_efficiency(["--smoke", "--data-dir", str(study_data_dir)]) == 0
+    assert os.getcwd() == cwd  # it works in a temporary directory and comes back
+    out = capsys.readouterr().out
+    budget = re.search(r"each arm may spend ([\d,]+) training samples \(1 trials of 2 epochs x ([\d,]+) samples\)", out)
+    assert budget, out
+    total, per_epoch = (int(v.replace(",", "")) for v in budget.groups())
+    assert total == 2 * per_epoch > 0, out
+    for arm in ARMS:  # best validation ESR after 25/50/75/100 % of the samples, then trials (complete)
+        row = re.search(rf"^\| {re.escape(arm)} \|(.*)\| (\d+) \((\d+)\) \|$", out, re.MULTILINE)
+        assert row, out
+        cells, trials, complete = row.group(1).split("|"), int(row.group(2)), int(row.group(3))
+        assert len(cells) == 4 and 1 <= complete <= trials, row.group(0)
+        assert 0 < float(cells[-1].split()[0]) < 10, row.group(0)  # the first trial has completed by 100 %
