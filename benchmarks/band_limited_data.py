@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
-from benchmarks.results_file import write_results  # noqa: E402
+from benchmarks.results_file import publish  # noqa: E402
 
 
 def scored_on(net, data_cfg, volts_per_unit: float) -> dict:
@@ -96,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"- {name}: median tail-aware test ESR {statistics.median(values):.4g} "
                      f"(range {min(values):.4g} .. {max(values):.4g})")
     text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write and not args.smoke:
-        print(f"written to {write_results('band_limited_data', text)}")
+    publish("band_limited_data", text, write=not args.no_write and not args.smoke, argv=argv)
     return 0
 
 

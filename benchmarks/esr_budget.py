@@ -85,11 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Damskägg et al. 2019 trained for hours on a GPU on their Bassman SPICE data; compare shape, "
               "not absolute values: their ESR is on their own corpus and pre-emphasis filter."]
     text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write and not args.smoke:
-        from benchmarks.results_file import write_results
+    from benchmarks.results_file import publish
 
-        print(f"written to {write_results('esr_budget', text)}")
+    publish("esr_budget", text, write=not args.no_write and not args.smoke, argv=argv)
     return 0
 
 

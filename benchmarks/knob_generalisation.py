@@ -54,7 +54,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
-from benchmarks.results_file import write_results  # noqa: E402
+from benchmarks.results_file import publish  # noqa: E402
 from datamodules.config import DataConfig, PotSettings  # noqa: E402
 from datamodules.dataset import prepare_dataset  # noqa: E402
 from foundation.configs import to_dict  # noqa: E402
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                              "arm, 1 thread, untracked; simulates and writes nothing")
     parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
     args = parser.parse_args(argv)
+    args.argv = argv  # for the results file's header
     if not args.cpu_minutes > 0:
         parser.error("--cpu-minutes must be a positive number")
     threads = torch.get_num_threads()
@@ -181,9 +182,7 @@ def compare(args: argparse.Namespace) -> int:
             unseen = evaluate_model(load_model(result.model_dir).net, reference, "test", progress=False)
             rows[name] = (cfg, result, budget.used, result.test_metrics, unseen)
     text = table(rows, args)
-    print("\n" + text)
-    if not (args.smoke or args.no_write or args.only or args.set):
-        print(f"written to {write_results('knob_generalisation', text)}")
+    publish("knob_generalisation", text, write=not (args.smoke or args.no_write or args.only or args.set), argv=args.argv)
     return 0
 
 

@@ -44,7 +44,7 @@ from training.evaluate import predict_span  # noqa: E402
 from training.run_config import run_config_from_mapping  # noqa: E402
 from training.train import train  # noqa: E402
 
-from benchmarks.results_file import write_results  # noqa: E402
+from benchmarks.results_file import publish  # noqa: E402
 
 BATCH, SEGMENT = 16, 8192  # both trainers' batch shape
 SMOKE_CPU_SECONDS = 1.5  # per trainer in --smoke
@@ -176,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         text = compare(args)
     finally:
         torch.set_num_threads(threads)  # main() may run inside another process (the tests)
-    print("\n" + text)
-    if not args.smoke and not args.no_write:
-        print(f"written to {write_results('nam_vs_ours', text)}")
+    publish("nam_vs_ours", text, write=not args.smoke and not args.no_write, argv=argv)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Where a benchmark's table goes: `benchmarks/results/<name>.md`, headed by when, on which commit,
 on which machine and by which command it was measured, so docs can cite the file instead of
-copying numbers. `write_results(name, body)` (re)writes the file and returns its path.
+copying numbers. `write_results(name, body)` (re)writes the file and returns its path; `publish`
+prints a benchmark's table and writes it unless told not to (a smoke run, --no-write).
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def commit() -> str:
 STARTED_ON = commit()  # taken when the benchmark imports this module: commits made while it runs don't count
 
 
-def write_results(name: str, body: str, command: list[str] | None = None) -> Path:
+def write_results(name: str, body: str, argv: list[str] | None = None) -> Path:
     """Write `body` (Markdown) under a header of date, commit (the one the benchmark started on),
-    machine and command; returns the path."""
+    machine and command; returns the path. `argv`: the arguments main(argv) was given, when they
+    are not the command line's (a call in-process)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    argv = command if command is not None else [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]
+    argv = [Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]
     header = (f"# {name}\n\n"
               f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
               f"- commit: {STARTED_ON}\n"
@@ -71,3 +73,10 @@ def write_results(name: str, body: str, command: list[str] | None = None) -> Pat
     path = RESULTS / f"{name}.md"
     path.write_text(header + body.rstrip() + "\n")
     return path
+
+
+def publish(name: str, text: str, write: bool, argv: list[str] | None = None) -> None:
+    """Print a benchmark's table; when `write`, also write it to results/<name>.md and say where."""
+    print("\n" + text)
+    if write:
+        print(f"written to {write_results(name, text, argv)}")

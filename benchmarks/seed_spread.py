@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
-from benchmarks.results_file import write_results  # noqa: E402
+from benchmarks.results_file import publish  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
              f"spread of the tail-aware test ESR over {seeds} seeds: max/min - 1 = **{max(values) / min(values) - 1:.1%}**; "
              f"between two seeds: median {statistics.median(pairs):.1%}, largest {max(pairs):.1%}."]
     text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write and not args.smoke:
-        command = None if argv is None else [Path(sys.argv[0]).as_posix(), *argv]
-        print(f"written to {write_results('seed_spread', text, command)}")
+    publish("seed_spread", text, write=not args.no_write and not args.smoke, argv=argv)
     return 0
 
 

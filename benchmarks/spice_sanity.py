@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from benchmarks.results_file import write_results  # noqa: E402  (notes the commit the run starts on)
+from benchmarks.results_file import publish  # noqa: E402  (notes the commit the run starts on)
 from datamodules.config import PotSettings  # noqa: E402
 from datamodules.netlist import STAGE_NODES  # noqa: E402
 from datamodules.spice import ngspice_version, operating_point  # noqa: E402
@@ -98,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             rel = 20 * np.log10(h[1:3] / h[0])
             lines.append(f"| {volume:g} | {amp:g} | {h[0]:.2f} | {100 * thd:.2f} | {rel[0]:.1f} | {rel[1]:.1f} |")
     text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write and not args.smoke:
-        command = None if argv is None else [Path(sys.argv[0]).as_posix(), *argv]
-        print(f"written to {write_results('spice_sanity', text, command)}")
+    publish("spice_sanity", text, write=not args.no_write and not args.smoke, argv=argv)
     return 0
 
 

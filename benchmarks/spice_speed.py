@@ -353,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{section}:", flush=True)
         lines = globals()[f"{section}_section"](args)
         if not args.no_write and not args.smoke:
-            command = None if argv is None else [Path(sys.argv[0]).as_posix(), *argv]
-            path = write_results(RESULTS_NAMES[section], "\n".join([context + ".", ""] + lines), command)
+            path = write_results(RESULTS_NAMES[section], "\n".join([context + ".", ""] + lines), argv)
             print(f"written to {path}")
     return 0
 

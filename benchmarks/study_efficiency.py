@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
-from benchmarks.results_file import write_results  # noqa: E402
+from benchmarks.results_file import publish  # noqa: E402
 
 ARMS = {"tpe+hyperband": ("tpe", "hyperband"), "tpe+median": ("tpe", "median"), "random": ("random", "none")}
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -156,10 +156,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None, root: Path) -> int
         counts = ", ".join(f"{n} ({c})" for _, n, c in runs)
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {counts} |")
     text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write and not args.smoke:
-        command = [Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)]
-        print(f"written to {write_results('study_efficiency', text, command)}")
+    publish("study_efficiency", text, write=not args.no_write and not args.smoke, argv=argv)
     return 0
 
 

@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="studies/tiny.toml, 1 epoch x 2 batches, 1 run per mode, no warm-up, nothing written")
     parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
     args = parser.parse_args(argv)
+    args.argv = argv  # for the results file's header
     if args.smoke:
         args.study, args.epochs, args.batches, args.repeats = str(REPO / "studies" / "tiny.toml"), 1, 2, 1
     return args
@@ -118,11 +119,9 @@ def measure(args: argparse.Namespace, root: Path) -> int:
         ratio = (minutes * 60 + extra) / (minutes * 60)
         lines.append(f"- {minutes:g} min trial: {ratio:.3f} ({'OK' if ratio < 1.05 else 'over'} vs target 1.05)")
     text = "\n".join(lines)
-    print("\n" + text)
-    if not args.no_write and not args.smoke:
-        from benchmarks.results_file import write_results
+    from benchmarks.results_file import publish
 
-        print(f"written to {write_results('tracking_overhead', text)}")
+    publish("tracking_overhead", text, write=not args.no_write and not args.smoke, argv=args.argv)
     return 0
 
 

@@ -123,11 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                        auto_batch=args.auto_batch,
                        train_overrides=SMOKE_TRAIN if args.smoke else None)
     text = markdown(rows)
-    print("\n" + text)
-    if not args.no_write and not args.smoke:
-        from benchmarks.results_file import write_results
+    from benchmarks.results_file import publish
 
-        print(f"written to {write_results('trial_speed', text)}")
+    publish("trial_speed", text, write=not args.no_write and not args.smoke, argv=argv)
     return 0
 
 

@@ -165,21 +165,6 @@ def test_the_spice_speed_benchmark_runs(capsys):
         assert row and all(float(v) > 0 for v in row.groups()), out
 
 
-def test_the_seed_spread_benchmark_runs(study_data_dir, capsys):
-    from benchmarks.seed_spread import main as seed_spread
-
-    assert seed_spread(["--smoke", "--data-dir", str(study_data_dir)]) == 0
-    out = capsys.readouterr().out
-    rows = re.findall(r"^\| (\d+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.MULTILINE)
-    assert [r[0] for r in rows] == ["0", "1"], out
-    assert len({r[1] for r in rows}) == 1 and int(rows[0][1].replace(",", "")) >= 20_000, out  # equal compute
-    for _, _, tail, geomean, worst in rows:
-        assert 0 < float(geomean) <= float(worst) < 10 and 0 < float(tail) < 10, rows
-    spread = re.search(r"max/min - 1 = \*\*([\d.]+)%\*\*", out)
-    values = [float(r[2]) for r in rows]
-    assert spread and abs(float(spread.group(1)) - 100 * (max(values) / min(values) - 1)) < 0.2, out
-
-
 def test_the_study_efficiency_benchmark_runs(study_data_dir, capsys):
     from benchmarks.study_efficiency import ARMS
     from benchmarks.study_efficiency import main as study_efficiency

@@ -128,7 +128,7 @@ def test_two_machines_share_a_study_through_postgres_and_a_tracking_server(track
 
     di = 0.3 * np.sin(2 * np.pi * 110 * np.arange(3200) / 16000).astype(np.float32)
     sf.write(tmp_path / "di.wav", di, 16000, subtype="FLOAT")
-    knobs = ["--volume", "0.7", "--treble", "0.5", "--bass", "0.5", "--middle", "0.5"]
+    knobs = ["--volume", "0.5", "--treble", "0.5", "--bass", "0.5", "--middle", "0.5"]  # a trained setting
     assert main(["render", f"models:/{MODEL}@champion", str(tmp_path / "di.wav"), str(tmp_path / "amp.wav"),
                  *knobs]) == 0
     out, rate = sf.read(tmp_path / "amp.wav", dtype="float32")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -214,4 +215,11 @@ def test_the_seed_spread_benchmark_runs(study_data_dir, capsys):
 
     assert seed_spread(["--smoke", "--data-dir", str(study_data_dir)]) == 0
     out = capsys.readouterr().out
-    assert "seed 0:" in out and "seed 1:" in out and "spread of the tail-aware test ESR over 2 seeds" in out
+    rows = re.findall(r"^\| (\d+) \| ([\d,]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.MULTILINE)
+    assert [r[0] for r in rows] == ["0", "1"], out
+    assert len({r[1] for r in rows}) == 1 and int(rows[0][1].replace(",", "")) >= 20_000, out  # equal compute
+    for _, _, tail, geomean, worst in rows:
+        assert 0 < float(geomean) <= float(worst) < 10 and 0 < float(tail) < 10, rows
+    spread = re.search(r"max/min - 1 = \*\*([\d.]+)%\*\*", out)
+    values = [float(r[2]) for r in rows]
+    assert spread and abs(float(spread.group(1)) - 100 * (max(values) / min(values) - 1)) < 0.2, out
