@@ -11,7 +11,7 @@ from foundation import input_rules
 from foundation.knobs import KNOB_NAMES
 from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, PRIMARY, finite_numbers
 from training.model_io import LoadedModel
-from training.nam_export import export_command
+from training.nam_export import export_command, first_training_setting
 from training.render import trained_knob_settings
 from training.run_info import architecture_text
 
@@ -40,8 +40,12 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
     fs = loaded.sample_rate
     settings = loaded.data_info.get("settings") or []
     groups = [s.get("group", "train") for s in settings]
-    knobs = " ".join(f"--{k} 0.5" for k in KNOB_NAMES) if loaded.conditioned else ""
-    params = f", params={{{', '.join(repr(k) + ': 0.5' for k in KNOB_NAMES)}}}" if loaded.conditioned else ""
+    # The examples play a setting the model was trained at (elsewhere render refuses a listed-settings model).
+    example = (first_training_setting(loaded) or {}) if trained_knob_settings(loaded) else {}
+    position = {k: float(example.get(k, 0.5)) for k in KNOB_NAMES}
+    knobs = " ".join(f"--{k} {position[k]:g}" for k in KNOB_NAMES) if loaded.conditioned else ""
+    params = (f", params={{{', '.join(f'{k!r}: {position[k]:g}' for k in KNOB_NAMES)}}}" if loaded.conditioned
+              else "")
     conditioning = (f"follows the knobs ({', '.join(KNOB_NAMES)}: positions 0..1, {cfg.conditioning} conditioning), "
                     f"trained on {input_rules.coverage_text(trained_knob_settings(loaded))}" +
                     ("" if trained_knob_settings(loaded) is None else " (elsewhere `ampstudy render`/`export` refuse "
