@@ -202,12 +202,7 @@ def _add_render(commands) -> None:
     parser.add_argument("model")
     parser.add_argument("input_wav")
     parser.add_argument("output_wav")
-    for knob in KNOB_NAMES:
-        parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
-    parser.add_argument("--allow-untrained-knobs", action="store_true",
-                        help="go on at a knob setting the model was not trained at (a model trained at a few listed "
-                             "settings knows only those: elsewhere its output is an extrapolation; without this "
-                             "flag such a setting is refused)")
+    _add_knob_options(parser)
     parser.add_argument("--block-seconds", type=number(low=0, above=True, high=60, unit="seconds"), default=0.1,
                         help="streaming block length (default 0.1)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
@@ -217,6 +212,16 @@ def _add_render(commands) -> None:
                         help="torch CPU threads (default 1: streaming is latency-bound, and on a busy machine "
                              "more threads ran many times slower; 0 = torch's choice)")
     parser.set_defaults(handler=_cmd_render)
+
+
+def _add_knob_options(parser: argparse.ArgumentParser) -> None:
+    """--volume/--treble/--bass/--middle and --allow-untrained-knobs, as render and export take them."""
+    for knob in KNOB_NAMES:
+        parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
+    parser.add_argument("--allow-untrained-knobs", action="store_true",
+                        help="go on at a knob setting the model was not trained at (a model trained at a few listed "
+                             "settings knows only those: elsewhere its output is an extrapolation; without this "
+                             "flag such a setting is refused)")
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -268,13 +273,8 @@ def _add_export(commands) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
     parser.add_argument("output", help="the .nam file to write")
-    for knob in KNOB_NAMES:
-        parser.add_argument(f"--{knob}", type=float, help=f"{knob} knob position 0..1")
+    _add_knob_options(parser)
     parser.add_argument("--name", help="the model's name in NAM (default: the output file's name)")
-    parser.add_argument("--allow-untrained-knobs", action="store_true",
-                        help="go on at a knob setting the model was not trained at (a model trained at a few listed "
-                             "settings knows only those: elsewhere its output is an extrapolation; without this "
-                             "flag such a setting is refused)")
     parser.set_defaults(handler=_cmd_export)
 
 

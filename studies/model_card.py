@@ -7,12 +7,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from foundation import input_rules
 from foundation.knobs import KNOB_NAMES
 from training.evaluate import ESR_DEFINITION, ESR_DEFINITION_TAG, PRIMARY, finite_numbers
 from training.model_io import LoadedModel
-from training.nam_export import export_command, first_training_setting
-from training.render import trained_knob_settings
+from training.nam_export import export_command
+from training.render import knobs_trained, trained_knob_settings
 from training.run_info import architecture_text
 
 
@@ -29,8 +28,7 @@ def version_tags(study: str, trial: Any, run_id: str, test: dict[str, Any], load
             "data_hash": str(loaded.data_info.get("dataset_hash", "")), "mlflow_run_id": run_id,
             "family": loaded.run_config.model.family, ESR_DEFINITION_TAG: ESR_DEFINITION,
             "test_scored_on": str(test.get("scored_on", "")),
-            "knobs_trained": (input_rules.coverage_text(trained_knob_settings(loaded)) if loaded.conditioned
-                              else "fixed knobs"),
+            "knobs_trained": knobs_trained(loaded),
             **{f"test_{k}": repr(v) for k, v in finite_numbers(test).items()}}
 
 
@@ -40,15 +38,15 @@ def version_description(name: str, version: str, tags: dict[str, str], test: dic
     fs = loaded.sample_rate
     settings = loaded.data_info.get("settings") or []
     groups = [s.get("group", "train") for s in settings]
+    trained = trained_knob_settings(loaded)
     # The examples play a setting the model was trained at (elsewhere render refuses a listed-settings model).
-    example = (first_training_setting(loaded) or {}) if trained_knob_settings(loaded) else {}
-    position = {k: float(example.get(k, 0.5)) for k in KNOB_NAMES}
+    position = {k: float((trained[0] if trained else {}).get(k, 0.5)) for k in KNOB_NAMES}
     knobs = " ".join(f"--{k} {position[k]:g}" for k in KNOB_NAMES) if loaded.conditioned else ""
     params = (f", params={{{', '.join(f'{k!r}: {position[k]:g}' for k in KNOB_NAMES)}}}" if loaded.conditioned
               else "")
     conditioning = (f"follows the knobs ({', '.join(KNOB_NAMES)}: positions 0..1, {cfg.conditioning} conditioning), "
-                    f"trained on {input_rules.coverage_text(trained_knob_settings(loaded))}" +
-                    ("" if trained_knob_settings(loaded) is None else " (elsewhere `ampstudy render`/`export` refuse "
+                    f"trained on {knobs_trained(loaded)}" +
+                    ("" if trained is None else " (elsewhere `ampstudy render`/`export` refuse "
                      "without --allow-untrained-knobs; the served model answers and logs a warning)")
                     if loaded.conditioned else "trained at fixed knobs " + _knobs(settings[:1]))
     rows = [

@@ -240,9 +240,14 @@ def report_study(study: Any, spec: Any, tracking_uri: str, parent_run_id: str | 
     return text
 
 
+def ranked_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The complete trials that have an MLflow run, best objective first."""
+    return sorted((r for r in complete_rows(rows) if r.get(mlflow_runs.RUN_ID_ATTR)), key=lambda r: r[OBJECTIVE])
+
+
 def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    done = [r for r in complete_rows(rows) if r.get(mlflow_runs.RUN_ID_ATTR)]
-    return min(done, key=lambda r: r[OBJECTIVE]) if done else None
+    ranked = ranked_rows(rows)
+    return ranked[0] if ranked else None
 
 
 def _write_page(client: Any, tracking_uri: str, study: Any, parent_run_id: str, rows: list[dict[str, Any]],
@@ -280,7 +285,7 @@ def describe_parent(client: Any, tracking_uri: str, parent_run_id: str, spec: An
              f"{len(rows)} trials ({counts}), one MLflow run each: [browse them, best first]"
              f"({runs_view.trials_route(experiment, spec.name)}). Study settings: this run's parameters. "
              f"Report with the best trial's audio: [study/report.html]({report}).", ""]
-    ranked = sorted((r for r in complete_rows(rows) if r.get(mlflow_runs.RUN_ID_ATTR)), key=lambda r: r[OBJECTIVE])
+    ranked = ranked_rows(rows)
     if ranked:
         best = ranked[0]
         client.set_tag(parent_run_id, "best_trial", str(best["number"]))

@@ -40,13 +40,13 @@ import numpy as np
 
 from ampmodel.config import EXPORTABLE_FAMILIES
 from ampmodel.streaming import render
-from foundation import __version__, input_rules
+from foundation import __version__
 from foundation.errors import AmpStudyError
 from foundation.files import write_with
 from foundation.knobs import KNOB_NAMES
 from training.evaluate import PRIMARY
 from training.model_io import LoadedModel, resolve_model
-from training.render import control_vector, trained_knob_settings
+from training.render import control_vector, knobs_trained
 
 NAM_FILE_VERSION = "0.5.4"  # the .nam schema neural-amp-modeler 0.12 writes; NAM plugins read it
 SUFFIX = ".nam"
@@ -129,8 +129,7 @@ def metadata(loaded: LoadedModel, name: str, knobs: dict[str, float], source: st
         "name": name, "modeled_by": "ampstudy", "gear_type": "preamp", "gear_make": "Fender",
         "gear_model": "Bassman 5F6-A preamp (ngspice simulation)",
         "knobs": knobs or first_training_setting(loaded), "knob_conditioning": cfg.conditioning,
-        "knobs_trained": (input_rules.coverage_text(trained_knob_settings(loaded)) if loaded.conditioned
-                          else "this setting only"),
+        "knobs_trained": knobs_trained(loaded),
         "ampstudy_version": __version__, "source": source,
     }
     for key, volts in (("input_level_dbu", loaded.data_info.get("input_full_scale_volts")),

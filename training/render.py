@@ -63,6 +63,13 @@ def trained_knob_settings(model: LoadedModel) -> list[dict[str, float]] | None:
     return input_rules.trained_settings(to_dict(model.run_config), model.data_info)
 
 
+def knobs_trained(model: LoadedModel) -> str:
+    """What a model's knob training covers, in words (`knobs_trained` of a .nam and of a registered version)."""
+    if not model.conditioned:
+        return "fixed knobs: only the setting it was trained at"
+    return input_rules.coverage_text(trained_knob_settings(model))
+
+
 def check_output_path(input_wav: str | Path, output_wav: str | Path) -> None:
     """The output must be a new or replaceable file, in an existing folder where this process can
     create files, that is not the input (also via a link or another spelling of the same path)."""
