@@ -32,3 +32,13 @@ def test_the_ui_hint_never_prints_a_password():
     hint = ui_command("postgresql+psycopg2://optuna:s3cret@db.example:5432/mlflow")
     assert "s3cret" not in hint and "postgresql+psycopg2://optuna:***@db.example:5432/mlflow" in hint
     assert ui_command("http://tracking:5000") == ""  # a tracking server serves its own UI
+
+
+def test_ui_links_to_a_tracking_server_never_carry_its_password():
+    """A tracking URI with user:password in it: the links we print and write into reports drop them."""
+    from training.tracking import run_link, ui_base
+
+    uri = "http://admin:s3cret@tracking-host:5000/"
+    assert ui_base(uri) == "http://tracking-host:5000" and ui_base("https://h.example/mlflow/") == "https://h.example/mlflow"
+    link = run_link("1", "abc", uri, "artifacts/study/report.html")
+    assert "s3cret" not in link and "admin" not in link and link.startswith("http://tracking-host:5000/#/experiments/1/")

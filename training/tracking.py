@@ -100,9 +100,16 @@ ML_VIEW = "workflowType=machine_learning"
 
 
 def ui_base(tracking_uri: str | None = None) -> str:
-    """The UI's address: the tracking server itself, else `mlflow ui` on its default loopback port."""
+    """The UI's address: the tracking server itself (without any user:password the URI carries: the
+    address is printed, and written into reports), else `mlflow ui` on its default loopback port."""
+    from urllib.parse import urlsplit, urlunsplit
+
     uri = tracking_uri or default_tracking_uri()
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+    if not uri.startswith(("http://", "https://")):
+        return f"http://127.0.0.1:{UI_PORT}"
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
 
 
 def ui_command(tracking_uri: str | None = None) -> str:
