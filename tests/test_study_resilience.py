@@ -320,12 +320,12 @@ def test_deleting_the_experiment_mid_study_burns_no_budget(in_shared_dir, study_
     url = f"sqlite:///{in_shared_dir / 'mlruns' / 'optuna.db'}"
     caught = wait_for(lambda: training_trial("gone", url, worker), timeout=240, interval=0.1,
                       what="a trial in training").number
+    # Thawed at once: frozen, the worker may hold the tracking store's SQLite lock, and then even a read
+    # fails (CI: "database is locked" in get_run). 40 epochs keep the caught trial in training long after.
+    os.kill(worker.pid, signal.SIGCONT)
     study = optuna.load_study(study_name="gone", storage=open_storage(url))
     client = tracking.client(tracking.default_tracking_uri())
     experiment_id = client.get_run(study.user_attrs[PARENT_RUN_ATTR]).info.experiment_id
-    # Thawed first: frozen, the worker may hold SQLite's write lock (CI: "database is locked"); 40 epochs
-    # keep the caught trial in training long after this delete.
-    os.kill(worker.pid, signal.SIGCONT)
     client.delete_experiment(experiment_id)  # as from the UI
     log_path = path.with_suffix(".log")
     assert worker.wait(120) == 2, log_path.read_text()[-3000:]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from studies.budget import EXCESS_ATTR, counted_trials
@@ -109,10 +110,13 @@ def training_trial(study_name: str, url: str, process, *, after_done: int = 0):
             or not runs_by_trial(study).get(running[0].number):
         return None
     freeze(process.pid)
-    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
-    if study.get_trials(deepcopy=False)[running[0].number].state == TrialState.RUNNING:
-        return running[0]  # a FrozenTrial, true even for trial 0
-    os.kill(process.pid, signal.SIGCONT)  # it finished between the two looks: try the next one
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+        if study.get_trials(deepcopy=False)[running[0].number].state == TrialState.RUNNING:
+            return running[0]  # a FrozenTrial, true even for trial 0
+    except sqlalchemy.exc.OperationalError:  # frozen inside a write to SQLite: even reads wait on its lock
+        pass
+    os.kill(process.pid, signal.SIGCONT)  # it finished between the two looks (or held a lock): try again
     return None
 
 
