@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # private, but stabl
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import WaveNetConfig
-from .layer_stack import WaveNetBase
+from .wavenet import WaveNetBase
 from .streaming import StreamingWaveNet
 
 

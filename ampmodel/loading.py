@@ -1,6 +1,7 @@
-"""Building a WaveNet from saved files that may come from someone else (a model registry).
+"""Building a WaveNet: from a config (the family it names), a preset, or saved files that may come
+from someone else (a model registry).
 
-Two rules, shared by ampstudy's own loader (training/model_io.py) and by the copy of this package
+For saved files, two rules, shared by ampstudy's own loader (training/model_io.py) and by the copy of this package
 that travels with every registered model (training/amp_pyfunc_model.py):
 - the architecture is checked before anything is allocated: unknown keys and wrong types are
   refused here, sizes against the limits in `WaveNetConfig.__post_init__`;
@@ -18,9 +19,21 @@ from typing import Any
 
 import torch
 
-from .config import ModelConfigError, WaveNetConfig
-from .layer_stack import WaveNetBase
-from .wavenet import build_wavenet
+from .config import PRESETS, ModelConfigError, WaveNetConfig
+from .nam_wavenet import NamWaveNet
+from .wavenet import WaveNet, WaveNetBase
+
+
+def build_wavenet(cfg: WaveNetConfig) -> WaveNetBase:
+    """The network of the family `cfg.family` names: WaveNet (paper) or NamWaveNet (nam)."""
+    return NamWaveNet(cfg) if cfg.family == "nam" else WaveNet(cfg)
+
+
+def from_preset(name: str, **overrides) -> WaveNetBase:
+    """A preset ('WaveNet1'/'WaveNet2'/'WaveNet3', 'nam-standard'/...), optionally with fields overridden."""
+    if name not in PRESETS:
+        raise ModelConfigError(f"unknown WaveNet preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return build_wavenet(dataclasses.replace(PRESETS[name], **overrides))
 
 
 class ModelFileError(ValueError):

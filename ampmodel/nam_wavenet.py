@@ -11,7 +11,7 @@ signal coming from the previous array and go through the array's head 1x1 (C_a -
 
 So the output is a sum over layers of linear maps of their skips: layer l of array a contributes
 head_scale * H_last ... H_a @ skip_l. `mix_weights` gives exactly those products, and the layer
-protocol of layer_stack.WaveNetBase (streaming, cost, folding) runs this family unchanged. The
+loop of wavenet.WaveNetBase (streaming, cost, folding) runs this family unchanged. The
 rechannel into array a >= 2 sits in the array's first layer, so its state is that layer's input.
 
 Knob conditioning: FiLM of each layer's pre-activation (conv + input mixer), which folds into
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .conditioning import FiLM
 from .config import WaveNetConfig
-from .layer_stack import WaveNetBase, activate, fold_film_into_conv, modulate, residual_and_share
+from .wavenet import WaveNetBase, activate, fold_film_into_conv, modulate, residual_and_share
 
 NAM_HEAD_SCALE = 0.02  # NAM's fixed output scale of every trainer architecture (standard ... nano)
 
@@ -88,7 +88,7 @@ class NamWaveNet(WaveNetBase):
         # One FiLM output row for all layers (their widths differ between arrays): layer_film slices it.
         self.film = FiLM(cfg.num_controls, cfg.film_hidden, 1, sum(sizes)) if cfg.conditioning == "film" else None
 
-    # --- the layer protocol (layer_stack.WaveNetBase) ---
+    # --- the layer loop's hooks (wavenet.WaveNetBase) ---
 
     @torch.jit.export
     def embed_input(self, x: Tensor, controls: Optional[Tensor]) -> Tensor:

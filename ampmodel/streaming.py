@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .layer_stack import WaveNetBase
+from .wavenet import WaveNetBase
 
 
 class StreamingWaveNet(nn.Module):

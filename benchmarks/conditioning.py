@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from ampmodel.config import CONDITIONINGS, NAM_CONDITIONINGS, PRESETS  # noqa: E402
 from ampmodel.cost import compute_cost  # noqa: E402
-from ampmodel.wavenet import build_wavenet  # noqa: E402
+from ampmodel.loading import build_wavenet  # noqa: E402
 
 FS = 44100
 

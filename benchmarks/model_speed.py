@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from ampmodel.config import PRESETS, WaveNetConfig  # noqa: E402
 from ampmodel.cost import macs_per_sample  # noqa: E402
 from ampmodel.streaming import StreamingWaveNet  # noqa: E402
-from ampmodel.wavenet import from_preset  # noqa: E402
+from ampmodel.loading import from_preset  # noqa: E402
 
 FS = 44100
 BATCH, SEGMENT = 16, 8192

@@ -12,7 +12,8 @@ from ampmodel.cost import (
     op_counts_per_sample,
     realtime_factor,
 )
-from ampmodel.wavenet import WaveNet, from_preset
+from ampmodel.loading import from_preset
+from ampmodel.wavenet import WaveNet
 
 SMALL = dict(channels=4, dilations=(1, 2, 4, 8, 16))
 

@@ -47,7 +47,7 @@ def saved_model(directory: Path, model: dict, seed: int = 0) -> Path:
     """A NAM-family model directory with weights moved off their init and outputs of order 1."""
     cfg = run_config_from_mapping({"model": model})
     torch.manual_seed(seed)
-    from ampmodel.wavenet import build_wavenet
+    from ampmodel.loading import build_wavenet
 
     net = build_wavenet(cfg.model)
     with torch.no_grad():
@@ -166,7 +166,7 @@ def models(tmp_path_factory):
     """A FiLM NAM-family model and a paper-family one, saved once for the refusal tests."""
     root = tmp_path_factory.mktemp("export-models")
     paper = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..4"}})
-    from ampmodel.wavenet import build_wavenet
+    from ampmodel.loading import build_wavenet
 
     return {"nam": saved_model(root / "nam", {"preset": "nam-nano", "conditioning": "film"}),
             "paper": save_model(root / "paper", build_wavenet(paper.model), paper, DATA_INFO)}

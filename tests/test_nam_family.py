@@ -13,7 +13,8 @@ from ampmodel.cost import analytic_macs_per_sample, count_parameters, macs_per_s
 from ampmodel.loading import config_from_dict
 from ampmodel.nam_wavenet import NamWaveNet
 from ampmodel.streaming import KnobStream, StreamingWaveNet
-from ampmodel.wavenet import WaveNet, build_wavenet, from_preset
+from ampmodel.loading import build_wavenet, from_preset
+from ampmodel.wavenet import WaveNet
 from foundation.configs import to_dict
 from foundation.errors import ConfigError
 from tests.test_wavenet import assert_valid_causal_convolution, stream_in_random_blocks
@@ -59,6 +60,29 @@ def test_presets_are_nams_trainer_architectures():
         assert len(ours.nam_weights()) == len(reference._export_weights())  # weights + head_scale
         assert ours.receptive_field == reference.receptive_field
     assert len(from_preset("nam-standard").nam_weights()) == 13_802  # NAM's count: 13,801 weights + head_scale
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_fast_path_computes_nams_own_wavenet(overrides):
+    """The literal reference of this family is NAM's own code: neural-amp-modeler's WaveNet, given our
+    config and weights (a conditioned net folded at a knob setting first), computes what ours does,
+    in float64 to a relative 1e-9; so the per-layer head products in mix_weights, the fused matmul
+    and the CPU tanh rewrite change nothing but speed."""
+    nam_wavenet = pytest.importorskip("nam.models.wavenet", reason="`make test` installs neural-amp-modeler")
+    net = make(**overrides)
+    if net.conditioned:
+        net = net.at_setting(controls_for(net, 1)[0])
+    config = net.nam_config()
+    reference = nam_wavenet.WaveNet(layers_configs=config["layers"], head_config=config["head"],
+                                    head_scale=config["head_scale"])
+    reference.import_weights(net.nam_weights())  # NAM reads them as float32, as our weights are
+    x = torch.randn(2, 1, 150, dtype=torch.float64)
+    with torch.no_grad():
+        expected = reference.double()._net(x)
+        got = net.double()(x)
+    assert got.shape == expected.shape == (2, 1, 150 - net.receptive_field + 1)
+    assert expected.abs().min() > 1e-6  # a relative check needs outputs away from zero
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=0)
 
 
 @pytest.mark.parametrize("overrides", VARIANTS)
@@ -143,7 +167,7 @@ def test_bad_nam_configs_name_the_field(overrides, message):
 
 def test_each_family_builds_its_own_class_and_configs_round_trip():
     cfg = WaveNetConfig(**SMALL)
-    with pytest.raises(ModelConfigError, match="use ampmodel.wavenet.build_wavenet"):
+    with pytest.raises(ModelConfigError, match="use ampmodel.loading.build_wavenet"):
         WaveNet(cfg)
     assert isinstance(build_wavenet(PRESETS["WaveNet2"]), WaveNet)
     assert config_from_dict(to_dict(cfg)) == cfg  # a model file's JSON lists come back as the config

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from ampmodel.config import ModelConfigError, WaveNetConfig
 from ampmodel.cost import count_parameters
 from ampmodel.streaming import KnobStream, StreamingWaveNet, render
-from ampmodel.wavenet import WaveNet, from_preset
+from ampmodel.loading import from_preset
+from ampmodel.wavenet import WaveNet
 
 SMALL = dict(channels=4, dilations=(1, 2, 4, 8), kernel_size=3)  # rf = 31
 VARIANTS = [
@@ -92,6 +93,63 @@ def test_torchscript_matches_eager(overrides):
     x = torch.randn(3, 1, 100)
     c = controls_for(net, 3)
     torch.testing.assert_close(scripted(x, c), net(x, c), rtol=0, atol=1e-6)
+
+
+def papers_wavenet(net: WaveNet, x: torch.Tensor, controls) -> torch.Tensor:
+    """The paper's network computed literally from `net`'s weights, for holding the fast path to it:
+    input 1x1 conv (knobs as extra input channels with concat); per layer a dilated causal conv,
+    FiLM of its output, the gate tanh(a) * sigmoid(b) (or tanh, softsign(a) * sigmoid(b)), FiLM of
+    the gated output (film_out), a 1x1 residual conv added to the layer's input; every gated output
+    is a skip; all skips, concatenated, go through one linear 1x1 mixer, then the tanh head and the
+    knob gain where the net has them. No fused matmul, no tanh rewrite."""
+    cfg = net.cfg
+    if cfg.conditioning == "concat":
+        x = torch.cat([x, controls[:, :, None].expand(-1, -1, x.size(2))], dim=1)
+    h = F.conv1d(x, net.input_conv.weight, net.input_conv.bias)
+    film = net.film(controls) if net.film is not None else None  # (B, layers, 2, features)
+    p = cfg.pre_activation_channels
+    skips = []
+    for i, layer in enumerate(net.layers):
+        z = F.conv1d(h, layer.dilated.weight, layer.dilated.bias, dilation=layer.dilated.dilation[0])
+        if film is not None:
+            z = film[:, i, 0, :p, None] * z + film[:, i, 1, :p, None]
+        if cfg.activation == "tanh":
+            g = torch.tanh(z)
+        else:
+            a, b = z.chunk(2, dim=1)
+            g = (F.softsign(a) if cfg.activation == "softsign_gated" else torch.tanh(a)) * torch.sigmoid(b)
+        if film is not None and film.size(3) > p:
+            g = film[:, i, 0, p:, None] * g + film[:, i, 1, p:, None]
+        skips.append(g)
+        h = h[:, :, h.size(2) - g.size(2):] + F.conv1d(g, layer.residual.weight, layer.residual.bias)
+    length = skips[-1].size(2)
+    y = F.conv1d(torch.cat([s[:, :, s.size(2) - length:] for s in skips], dim=1), net.mixer.weight, net.mixer.bias)
+    if net.head is not None:
+        y = F.conv1d(torch.tanh(y), net.head[1].weight, net.head[1].bias)
+    if net.gain is not None:
+        y = y * net.gain(controls)
+    return y
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_fast_path_computes_the_papers_wavenet(overrides):
+    """The fused residual+mixer matmul and the CPU tanh rewrite change nothing but speed: held to the
+    literal network in float64 by relative error (every weight off its init, so every term counts)."""
+    net = make(**overrides)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        x = torch.randn(2, 1, 200, dtype=torch.float64)
+        c = controls_for(net, 2)
+        c = None if c is None else c.double()
+        net = net.double()
+        expected = papers_wavenet(net, x, c)
+        got = net(x, c)
+    assert got.shape == expected.shape == (2, 1, 200 - net.receptive_field + 1)
+    assert expected.abs().min() > 1e-6  # a relative check needs outputs away from zero
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=0)
+    torch.testing.assert_close(net.float()(x.float(), None if c is None else c.float()), expected.float(),
+                               rtol=1e-4, atol=1e-6)  # and in float32, where training runs
 
 
 def test_gate_matches_reference_tanh_sigmoid():

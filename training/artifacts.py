@@ -15,7 +15,7 @@ import torch
 from matplotlib.figure import Figure  # Figure without pyplot: no global backend state
 from mlflow.tracking import MlflowClient
 
-from ampmodel.layer_stack import WaveNetBase
+from ampmodel.wavenet import WaveNetBase
 from ampmodel.losses import REPORTED_PRE_EMPHASIS, esr
 from ampmodel.streaming import render
 

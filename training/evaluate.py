@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ampmodel.layer_stack import WaveNetBase
+from ampmodel.wavenet import WaveNetBase
 from ampmodel.losses import REPORTED_PRE_EMPHASIS
 from ampmodel.metrics import AUDIBILITY_FLOOR_ESR, TAIL_RATIO, ESRAccumulator
 from ampmodel.streaming import render

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from ampmodel.layer_stack import WaveNetBase
+from ampmodel.wavenet import WaveNetBase
 from ampmodel.streaming import render
 from datamodules.bassman import BassmanDataModule
 from foundation.knobs import KNOB_NAMES

@@ -26,7 +26,7 @@ import torch
 
 from ampmodel.losses import MultiResolutionSTFTLoss, dc_loss, esr, esr_parts
 from ampmodel.metrics import ESRAccumulator
-from ampmodel.wavenet import build_wavenet
+from ampmodel.loading import build_wavenet
 from datamodules.bassman import BassmanDataModule
 from foundation.configs import to_dict
 from foundation.errors import TrainingDiverged

@@ -28,9 +28,8 @@ from typing import Any
 
 import torch
 
-from ampmodel.layer_stack import WaveNetBase
-from ampmodel.loading import ModelFileError, load_weights
-from ampmodel.wavenet import build_wavenet
+from ampmodel.loading import ModelFileError, build_wavenet, load_weights
+from ampmodel.wavenet import WaveNetBase
 from foundation import __version__
 from foundation.configs import to_dict
 from foundation.errors import AmpStudyError
