@@ -34,7 +34,7 @@ from benchmarks.results_file import publish  # noqa: E402  (notes the commit the
 from datamodules.config import PotSettings  # noqa: E402
 from datamodules.netlist import STAGE_NODES  # noqa: E402
 from datamodules.spice import ngspice_version, operating_point  # noqa: E402
-from datamodules.spice_pool import simulate  # noqa: E402
+from datamodules.spice import simulate  # noqa: E402
 
 FS = 44100
 F0 = 1000.0

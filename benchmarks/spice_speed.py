@@ -46,9 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from benchmarks.results_file import write_results  # noqa: E402  (notes the commit the run starts on)
 from datamodules.config import DataConfig, PotSettings  # noqa: E402
-from datamodules.spice import available_cores, ngspice_version  # noqa: E402
-from datamodules.spice_pool import SpiceJob  # noqa: E402
-from datamodules.spice_pool import simulate, simulate_many  # noqa: E402
+from datamodules.spice import SpiceJob, available_cores, ngspice_version, simulate, simulate_many  # noqa: E402
 
 RESULTS_NAMES = {"rtf": "spice_speed_rtf", "step": "spice_speed_step", "warmup": "spice_speed_warmup",
                  "aliasing": "spice_aliasing", "dataset": "spice_speed_dataset"}  # benchmarks/results/<name>.md

@@ -43,7 +43,7 @@ import numpy as np
 from scipy import signal
 from tqdm import tqdm
 
-from datamodules import resampling, spice, spice_pool
+from datamodules import resampling, spice
 from datamodules.audio_io import read_float_wav, save_wav
 from datamodules.config import DataConfig, PotSettings
 from datamodules.dataset_plan import (
@@ -215,9 +215,9 @@ def config_of_dataset(path: str | Path) -> DataConfig:
     return cfg
 
 
-def spice_jobs(plan: DatasetPlan, audio: Any) -> list[spice_pool.SpiceJob]:
+def spice_jobs(plan: DatasetPlan, audio: Any) -> list[spice.SpiceJob]:
     """One ngspice job per knob setting: the input it plays, in volts at the amp's input jack."""
-    return [spice_pool.SpiceJob(audio.inputs[s.input].astype(np.float64) * plan.cfg.input_full_scale_volts, s.pots)
+    return [spice.SpiceJob(audio.inputs[s.input].astype(np.float64) * plan.cfg.input_full_scale_volts, s.pots)
             for s in plan.settings]
 
 
@@ -228,12 +228,12 @@ def _build(plan: DatasetPlan, progress: bool) -> None:
     jobs = spice_jobs(plan, audio)
     with tqdm(total=round(sum(len(j.x_volts) for j in jobs) / fs, 1), unit="s", unit_scale=False,
               disable=not progress, desc="SPICE (audio s)") as bar:
-        def report(p: spice_pool.SpiceProgress) -> None:
+        def report(p: spice.SpiceProgress) -> None:
             bar.n = round(p.done_seconds, 1)
             bar.set_postfix_str(f"settings {p.jobs_done}/{p.jobs_total}")
             bar.refresh()
 
-        volts = spice_pool.simulate_many(jobs, fs, oversampling=cfg.oversampling,
+        volts = spice.simulate_many(jobs, fs, oversampling=cfg.oversampling,
                                     max_step_fraction=cfg.max_step_fraction,
                                     chunk_seconds=cfg.chunk_seconds, warmup_seconds=cfg.warmup_seconds,
                                     workers=cfg.workers, progress=report, cache_dir=Path(cfg.data_dir) / "chunks")

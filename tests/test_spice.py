@@ -7,8 +7,7 @@ import pytest
 
 from datamodules.config import PotSettings
 from datamodules.netlist import MIN_POT_OHMS, TEMPLATE_PATH, netlist_hash, pot_values, render_netlist, taper
-from datamodules.spice import SpiceError, ngspice_version, operating_point
-from datamodules.spice_pool import simulate
+from datamodules.spice import SpiceError, ngspice_version, operating_point, simulate
 from foundation.errors import AmpStudyError
 
 FS = 16000  # low rate keeps ngspice runs short; the circuit does not care
@@ -156,7 +155,7 @@ def test_nan_input_is_rejected() -> None:
 def test_many_jobs_run_through_one_pool_and_equal_single_runs() -> None:
     import dataclasses
 
-    from datamodules.spice_pool import SpiceJob, plan_chunks, simulate_many
+    from datamodules.spice import SpiceJob, plan_chunks, simulate_many
 
     x = plucks(0.5, 0.5)
     jobs = [SpiceJob(x, PotSettings()), SpiceJob(x[:3000], PotSettings(treble=1.0))]
