@@ -16,11 +16,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_STUDY = REPO / "studies" / "tiny.toml"
 POSTGRES_PASSWORD = "pg-Test-pw5"  # of the test server's superuser (postgres_url)
+# Optuna's log handler keeps the stderr it was created with. Created here, before any test captures
+# output; created inside a capsys test (a test file run on its own), every later Optuna message
+# went to that test's closed stream, as a "Logging error" traceback in the next test's stderr.
+optuna.logging.get_logger("optuna")
 
 
 def _postgres_bindir() -> Path | None:
