@@ -126,7 +126,7 @@ def test_saved_wav_and_model_folder_follow_the_umask(tmp_path):
 
 def test_train_minutes_is_a_budget_and_set_reaches_top_level_keys():
     from ampstudy.cli import build_parser
-    from ampstudy.run_options import UNLIMITED_EPOCHS, run_config_from_args
+    from ampstudy.cli import UNLIMITED_EPOCHS, run_config_from_args
 
     def config(*argv):
         return run_config_from_args(build_parser().parse_args(["train", *argv]))

@@ -80,7 +80,7 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
 
 def test_cli_design_options_make_a_knob_design(tmp_path, capsys):
     from ampstudy.cli import build_parser
-    from ampstudy.run_options import run_config_from_args
+    from ampstudy.cli import run_config_from_args
 
     args = build_parser().parse_args(["data", "--design", "32", "--design-seconds", "4", "--data-dir", str(tmp_path)])
     data = run_config_from_args(args).data
