@@ -78,9 +78,9 @@ class FiLM(nn.Module):
 class KnobGain(nn.Module):
     """knob positions (B, num_controls) -> output gain (B, 1, 1) = exp(small MLP), 1 at init.
 
-    The amp's level follows the knobs over ~50 dB (audio-taper volume, tone stack): in the log
+    The amp's level follows the knobs over tens of dB (audio-taper volume, tone stack): in the log
     domain that is a range of a few units, easy for a tiny MLP, while scaling every layer's
-    activations by 1/300 is not. Folds into the output layer at one knob setting.
+    activations by that much is not. Folds into the output layer at one knob setting.
     """
 
     def __init__(self, num_controls: int, hidden: int = 8) -> None:

@@ -80,7 +80,7 @@ class WaveNetConfig:
     num_controls: int = 4  # volume, treble, bass, middle
     film_hidden: int = 16  # width of the control MLP that produces FiLM parameters
     # A learned output gain exp(g(knobs)) from a small MLP: the volume and tone knobs move the
-    # amp's output level over ~50 dB, which a multiplicative gain spans at no per-sample cost.
+    # amp's output level over tens of dB, which a multiplicative gain spans at no per-sample cost.
     knob_gain: bool = False
     family: str = "paper"  # paper or nam (see FAMILIES); nam exports to .nam files
     # nam only: `channels` is the first layer array's width, array_channels the widths of the

@@ -6,9 +6,9 @@ target energy over every span first, as the papers report it. The ESR itself (pr
 convention included) is `losses.esr_parts`.
 
 Across knob settings, pooling is not enough: the knobs (and each design setting's own stretch of
-DI) spread the settings' levels over 50-100 dB, so the pooled ESR of many settings is the ESR of
-the loudest one or two. Each setting's own whole-signal ESR is the unit instead, and three numbers
-summarise them:
+DI) spread the settings' levels over many tens of dB, so the pooled ESR of many settings is the
+ESR of the loudest one or two. Each setting's own whole-signal ESR is the unit instead, and three
+numbers summarise them:
 
 - `geometric_mean`: per-setting ESRs averaged in dB, every setting counting the same whatever its
   loudness. With `floor`, each setting's ESR is first raised to at least the floor.

@@ -64,8 +64,9 @@ class DataConfig:
     oversampling: int = 16
     max_step_fraction: float = 0.25  # ngspice max time step as a fraction of one sample at sample_rate
     chunk_seconds: float = 2.0  # audio per ngspice process
-    # Overlap simulated before each chunk and thrown away: 0.2 s keeps chunk joins at ngspice's noise
-    # floor at every knob setting measured (datamodules/spice.py); 0.5 s until issue 14.
+    # Overlap simulated before each chunk and thrown away: it lets the slow capacitors settle, so
+    # chunk joins sit at ngspice's noise floor (datamodules/spice.py says why; benchmarks/
+    # spice_speed.py --sections warmup measures it); 0.5 s until issue 14.
     warmup_seconds: float = 0.2
     workers: int = 0  # parallel ngspice processes; 0 = one per CPU core
 

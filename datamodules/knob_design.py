@@ -7,13 +7,13 @@ Two kinds of settings, freely combined in one DataConfig:
 - The knob design (`design_settings` > 0) covers the four-dimensional knob space: a seeded
   scrambled Sobol sequence, each setting with its OWN stretch of synthetic DI (its own corpus
   seed), so the SPICE cost is design_settings x design_seconds however the knobs are spread.
-  Volume is drawn over `volume_range` only: the pot is audio taper, and below about 0.1 the amp's
-  output is more than 40 dB under full volume (measured: 0.1 -> -41 dB, 0.05 -> -48 dB,
-  0 -> -118 dB re volume 1, benchmarks/spice_sanity.py), where no player sets it and where an
-  ESR would measure the noise floor. Each design setting falls in one of three disjoint groups:
-  train (audio split into train/val/test regions like listed settings), val (never trained on;
-  the study objective) and test (never trained on, never used by any trial). The group of setting
-  k depends only on (seed, k), so adding settings never moves an existing one to another group.
+  Volume is drawn over `volume_range` only: the pot is audio taper (datamodules/netlist.py), so
+  at the bottom of its travel the amp's output is tens of dB under full volume, where no player
+  sets it and where an ESR would measure the noise floor. Each design setting falls in one of
+  three disjoint groups: train (audio split into train/val/test regions like listed settings),
+  val (never trained on; the study objective) and test (never trained on, never used by any
+  trial). The group of setting k depends only on (seed, k), so adding settings never moves an
+  existing one to another group.
   With the design, the test group also gets each knob's two end points (the others at 0.5), so
   the extremes of every knob are always checked.
 - A knob-response sweep (`response_points` per knob, interior positions, the others at 0.5), all

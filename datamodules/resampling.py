@@ -24,9 +24,10 @@ Choosing K (DataConfig.oversampling; measured in benchmarks/results/spice_aliasi
 costs about the same at any K, because its step is set by max_step_fraction of a sample at fs or,
 when the tubes clip, by its own accuracy control; what grows with K is the text ngspice writes and
 this module's filtering (the parent's CPU) and the chunk cache on disk. Aliasing of full-level pure
-tones falls by about 13 dB per doubling of K at volume 1; on the datasets' own DI the error against
-the reference stops improving past K = 8 to 16, where the solver's step error takes over. The default
-is the largest K whose total CPU stays well inside 1.5x of the point-sampled chain's.
+tones falls steadily with K at volume 1 (worst tone -18.6 dB at K = 1, -74.9 dB at K = 16); on the
+datasets' own DI the error against the reference stops improving past K = 8 to 16, where the
+solver's step error takes over. The default is the largest K whose total CPU stays well inside 1.5x
+of the point-sampled chain's.
 """
 
 from __future__ import annotations

@@ -4,11 +4,11 @@ or time.
 After each validation a trial reports its best tail-aware validation ESR so far, what it would
 return if stopped there (its best checkpoint), at step = the training samples it has consumed so far
 (optimiser steps x batch_size x segment_samples). The best so far, not the latest: the tail-aware
-number of one epoch jumps with the worst knob setting (measured in the main study: 0.92, 4.10, 7.56,
-1.91 in four consecutive epochs of one trial), and a pruner comparing single epochs would prune by
-that noise. Steps in samples make the pruner's thresholds
-(`pruner.warmup_samples`, Hyperband's and successive halving's rungs from `pruner.min_samples` up
-to `budget.trial_samples`) mean the same compute on a GPU, an idle CPU and a loaded one.
+number of one epoch jumps with the worst knob setting (one setting can move it several-fold from
+one epoch to the next), and a pruner comparing single epochs would prune by that noise. Steps in
+samples make the pruner's thresholds (`pruner.warmup_samples`, Hyperband's and successive
+halving's rungs from `pruner.min_samples` up to `budget.trial_samples`) mean the same compute on a
+GPU, an idle CPU and a loaded one.
 `studies/sampling.py` `make_pruner(spec)` builds the Optuna pruner a study file names.
 """
 

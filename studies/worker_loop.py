@@ -173,8 +173,9 @@ def _requeue_stopped_trial(plan: RunPlan, study: Any, number: int | None) -> boo
 
 
 def _collect_garbage_after_training(study: Any, trial: Any) -> None:
-    """Optuna's gc_after_trial, but only after a trial that trained: a full collection takes ~0.5 s
-    with torch loaded, and duplicate proposals or surplus trials allocate nothing."""
+    """Optuna's gc_after_trial, but only after a trial that trained: a full collection walks every
+    Python object, and with torch and Lightning loaded there are many; duplicate proposals or
+    surplus trials allocate nothing."""
     if not never_trained(trial):
         gc.collect()
 

@@ -23,7 +23,8 @@ Loading checks config.json before allocating and reads the weights with weights_
 package's loading.py); every refusal is one line naming the field or file (HTTP 400 when served).
 
 Torch threads: loading sets torch to model_config "threads" (default 1: one block after another is
-latency-bound, and on a busy machine more threads made streaming many times slower); 0 leaves
+latency-bound, and on a busy machine more threads made streaming many times slower:
+benchmarks/results/inference_threads.md); 0 leaves
 torch's setting alone: mlflow.pyfunc.load_model(uri, model_config={"threads": 0}).
 """
 

@@ -5,11 +5,11 @@
 below: a GPU is weak at the small convolutions of an amp WaveNet (8-24 channels), so per step it
 needs many more samples than a CPU to keep busy, while a CPU gains nothing from larger steps.
 The CPU profile is what the project always trained with (16 x 8192). The CUDA profile quadruples
-the samples per step. Measured on an H100 (`benchmarks/model_speed.py --devices cuda --batch-sweep`,
-WaveNet3, float32, 2026-11-26): 7.5M training samples/s at batch 16, 11.6M at 32, 16.1M at 64,
-19.4M at 128, 21.5M at 256 (the CPU here: 0.35M at 2 threads). 64 takes most of the gain while
-keeping steps small enough for the learning rates the studies search; a number in the config
-always wins over the profile. bf16 autocast was slower than float32 at batch 16 (6.7M).
+the samples per step: a GPU's training samples/s keep rising with the batch well past 16 with
+diminishing returns, and 64 takes most of the gain while keeping steps small enough for the
+learning rates the studies search; a number in the config always wins over the profile.
+`benchmarks/model_speed.py --devices cuda --batch-sweep` measures samples/s by batch size; its
+`--bf16` by-device table times bf16 autocast at batch 16 (slower than float32 when last run).
 
 Precision ("32", "bf16-mixed", "16-mixed") applies to training only: validation and test ESR are
 computed with autocast and TF32 off (training/evaluate.py), so they are float32 numbers whatever

@@ -47,7 +47,8 @@ def client(tracking_uri: str | None = None) -> MlflowClient:
     mlflow.set_registry_uri(uri)
     db = sqlite_path(uri)
     if is_postgres(uri) and uri not in _ready_stores:
-        # MLflow would retry a refused login for ~50 s and end in two tracebacks.
+        # MLflow would retry a refused login with exponential back-off (mlflow.store.db.utils) and
+        # end in two tracebacks.
         probe_postgres(uri, "the MLflow tracking store", "or set another: tracking_uri in the study file, "
                        "MLFLOW_TRACKING_URI, or train --tracking-uri")
         _ready_stores.add(uri)
