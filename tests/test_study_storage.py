@@ -77,6 +77,37 @@ def test_stops_are_requeued_without_counting_against_max_retries(study):
     assert len({t.params["x"] for t in study.get_trials() if t.system_attrs.get("failed_trial") == 0}) == 1
 
 
+def test_what_optuna_5_does_not_do_that_ours_does(tmp_path):
+    """studies/README.md, *What Optuna does*: why recovery.py and workers.py exist beside Optuna's own
+    heartbeat and retry. When this test fails, Optuna does the job: use its mechanism instead."""
+    from optuna.storages import JournalStorage, RetryFailedTrialCallback
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    journal = open_storage(f"journal:{tmp_path / 'j.log'}")
+    assert isinstance(journal, JournalStorage) and not isinstance(journal, BaseHeartbeat)  # no heartbeat
+    sql = open_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    assert isinstance(sql, BaseHeartbeat) and sql.get_heartbeat_interval() == 30  # used where it exists
+
+    # RetryFailedTrialCallback counts every failure: a trial stopped twice by the operator (Ctrl-C,
+    # a scheduler's SIGTERM) is dropped at max_retry=1, and its parameters never run.
+    study = optuna.create_study(storage=sql, study_name="retries")
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    retry = RetryFailedTrialCallback(max_retry=1)
+    trial = study.ask(distributions)
+    for _ in range(2):
+        study.tell(trial, state=TrialState.FAIL)
+        retry(study, study.get_trials()[trial.number])
+        trial = study.ask(distributions)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL, TrialState.RUNNING]
+    assert "failed_trial" not in study.get_trials()[2].system_attrs  # a fresh sample: the stopped one is lost
+    # ours re-queues a stopped trial without counting it (test_stops_are_requeued_without_counting_...)
+    # and keeps Optuna's attribute names, so RetryFailedTrialCallback's helpers read our retries
+    assert requeue_trial(study, study.get_trials()[1], max_retries=1, stopped=True)
+    queued = study.get_trials()[-1]
+    assert RetryFailedTrialCallback.retried_trial_number(queued) == 0
+    assert RetryFailedTrialCallback.retry_history(queued) == [0, 1]
+
+
 def test_budget_counts_every_trial_except_requeued_crashes(study):
     for _ in range(2):
         _finish(study)
