@@ -6,7 +6,7 @@ cores stay busy until the end, and finished chunks are kept in a resumable, sha2
 
 How a run works (why it is done this way):
 - The input goes in through the XSPICE `filesource` model reading a (time, value) text file;
-  an inline PWL source with one point per sample makes ngspice O(N^2) (34 s per audio second).
+  an inline PWL source with one point per sample makes ngspice O(N^2) in the audio's length.
 - `.tran 1/fs T 0 tmax` with tmax = max_step_fraction/fs (fs: the simulated rate, K x the dataset's
   rate when oversampled: datamodules/resampling.py) keeps the solver's steps well inside a
   sample; in `.control`, `linearize` resamples the output exactly onto the grid n/fs and `wrdata`
@@ -16,16 +16,11 @@ How a run works (why it is done this way):
   `warmup_seconds` of the preceding audio simulated first and thrown away. Each chunk starts
   from the circuit's DC operating point at zero input (the warm-up is faded in from silence), so
   the warm-up only has to let the slow parts of the state (the 250 uF cathode bypass, coupling
-  and tone-stack capacitors) catch up with the signal history. Measured at 44.1 kHz
-  (benchmarks/spice_speed.py --sections warmup, 1 s chunks of 4 s of plucked strings), max error
-  of chunked vs one run re output peak: -6 dB with no warm-up; with 0.05 / 0.1 / 0.15 / 0.2 s,
-  -74 / -82 / -77 / -77 dB with V2A clipping hard (volume 0.8), -61 / -78 / -82 / -82 dB with
-  bass and middle up and treble down (the slowest to settle), -77 / -91 / -91 / -91 dB at volume
-  0.15; longer warm-ups (up to 1 s) stay at those solver noise floors (-77..-79, -82, -91 dB)
-  and only push the error energy further down (already -101 dB or lower at 0.2 s). So the
-  default, 0.2 s, is at the floor everywhere with 0.05 s of margin; it costs 7 % of extra
-  simulation on 2 s chunks where 0.5 s cost 17 % (6 s settings). The first chunk, like a single
-  run, starts from the operating point at input x[0].
+  and tone-stack capacitors) catch up with the signal history. Without a warm-up the joins are
+  audible; with 0.2 s (the default) chunked and one-run output agree to ngspice's own noise floor
+  at a hard-clipping, a slow-settling (bass and middle up) and a quiet setting, and longer
+  warm-ups only add simulation: benchmarks/results/spice_speed_warmup.md. The first chunk, like a
+  single run, starts from the operating point at input x[0].
 """
 
 from __future__ import annotations
@@ -54,7 +49,7 @@ from foundation.files import write_atomically
 
 INSTALL_HINT = "install it: sudo apt-get install ngspice"
 FADE_IN_SECONDS = 0.01  # raised-cosine fade at the start of each chunk's warm-up
-# ngspice's last time step is not reliable (measured: -40 dB error on the final sample), so every
+# ngspice's last time step is not reliable (the final sample can be far off), so every
 # run goes this many samples past what is kept; past the end of the audio the input is held.
 TAIL_SAMPLES = 32
 LOG_TAIL_LINES = 12
@@ -62,8 +57,8 @@ LOG_TAIL_LINES = 12
 # cut off (plate near B+) or saturated (plate near the cathode), i.e. the netlist is wrong.
 PLATE_BAND = (0.25, 0.85)
 B_PLUS_NODE = "bplus"
-# reltol 1e-4 (ngspice default 1e-3): chunked vs one-run agreement improves from about -59 dB to
-# -67 dB (relative to the output peak, at hard clipping) for ~25 % more run time.
+# reltol 1e-4 (ngspice default 1e-3): chunks and one run agree more closely (the solver's error is
+# what the warm-up cannot remove), for a little more run time.
 SOLVER_OPTIONS = ".options reltol=1e-4"
 CHUNK_CACHE_VERSION = 1  # bump when a chunk's simulation changes meaning
 
