@@ -43,14 +43,19 @@ test: system venv nam
 ui: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --port 5000
 
-# neural-amp-modeler, whose loader the .nam export tests run and whose trainer the benchmarks run.
-# Pinned: 0.12.x writes and reads the .nam format (version 0.5.x) that every NAM plugin loads, and
-# names the standard/lite/feather/nano architectures our presets copy. --no-deps keeps our torch and
-# lightning; of its requirements only wavio is imported on the paths we use (`pip check` lists the
-# others, librosa, sounddevice, tensorboard, transformers and a pytorch_lightning pin, as unmet).
-NAM_STAMP := $(VENV)/.nam-0.12.3
+# neural-amp-modeler, whose loaders the .nam export tests run and whose trainer the benchmarks run.
+# 0.13.0 in the venv: it writes and reads the .nam format 0.7 (what `ampstudy export` writes by
+# default; NeuralAmpModelerCore >= 0.4.1 plays it) and trains A2. 0.12.3 beside it, in its own folder
+# (.venv/nam-0.12.3, put on sys.path only where asked: tests/nam_0_12.py): it reads the format 0.5
+# that older plugins play (`export --nam-format 0.5`) and its trainer names the A1 architectures
+# (standard/lite/feather/nano) our presets copy and benchmarks/nam_vs_ours.py trains. --no-deps
+# keeps our torch and lightning; of 0.13's requirements only librosa (with lazy_loader) is imported
+# on the paths we use, wavio for 0.12.3 (`pip check` lists sounddevice, tensorboard, transformers and
+# a pytorch_lightning pin as unmet).
+NAM_STAMP := $(VENV)/.nam-0.13.0
 $(NAM_STAMP): $(STAMP)
-	$(PY) -m pip install -q --no-deps neural-amp-modeler==0.12.3 wavio==0.0.9
+	$(PY) -m pip install -q --no-deps neural-amp-modeler==0.13.0 librosa==0.11.0 lazy_loader==0.6 wavio==0.0.9
+	rm -rf $(VENV)/nam-0.12.3 && $(PY) -m pip install -q --no-deps --target $(VENV)/nam-0.12.3 neural-amp-modeler==0.12.3
 	touch $(NAM_STAMP)
 
 nam: $(NAM_STAMP)

@@ -1,6 +1,7 @@
 """Neural Amp Modeler's WaveNet (family "nam"): the network NAM's plugin plays, trained our way.
 
-Structure (neural-amp-modeler 0.12, .nam file format 0.5): layer arrays, one after the other.
+Structure (NAM's A1 WaveNet: neural-amp-modeler 0.12's trainer architectures; .nam formats 0.5
+and 0.7): layer arrays, one after the other.
 Array a has `channels` C_a; a bias-free 1x1 "rechannel" takes its input (the audio for the first
 array, the previous array's residual output after that) to C_a channels; each of its layers is a
 dilated conv C_a -> P plus a bias-free 1x1 "input mixer" of the network's input audio 1 -> P,
@@ -30,7 +31,13 @@ from .conditioning import FiLM
 from .config import WaveNetConfig
 from .wavenet import WaveNetBase, activate, fold_film_into_conv, modulate, residual_and_share
 
-NAM_HEAD_SCALE = 0.02  # NAM's fixed output scale of every trainer architecture (standard ... nano)
+NAM_HEAD_SCALE = 0.02  # NAM's fixed output scale of every A1 trainer architecture (standard ... nano)
+# .nam file formats this family writes: "version" field by format. 0.7 is what neural-amp-modeler 0.13
+# writes (NeuralAmpModelerCore >= 0.4.1 reads it), 0.5 what 0.12 wrote (every core reads it).
+NAM_FILE_FORMATS = {"0.7": "0.7.0", "0.5": "0.5.4"}
+# 0.7's FiLM switches of a layer array: all off in an A1 net (our knobs are folded into the weights).
+NAM_FILM_KEYS = ("conv_pre_film", "conv_post_film", "input_mixin_pre_film", "input_mixin_post_film",
+                 "activation_pre_film", "activation_post_film", "layer1x1_post_film", "head1x1_post_film")
 
 
 class NamLayer(nn.Module):
@@ -138,13 +145,33 @@ class NamWaveNet(WaveNetBase):
 
     # --- the .nam file's "config" and "weights" (NAM's layout; the net must be unconditioned) ---
 
-    def nam_config(self) -> Dict[str, Any]:
-        arrays = self.cfg.layer_arrays
-        layers = [{"input_size": arrays[a - 1][0] if a else 1, "condition_size": 1,
-                   "head_size": arrays[a + 1][0] if a + 1 < len(arrays) else 1, "channels": width,
-                   "kernel_size": self.cfg.kernel_size, "dilations": list(dilations), "activation": "Tanh",
-                   "gated": self.cfg.activation == "gated", "head_bias": a + 1 == len(arrays)}
-                  for a, (width, dilations) in enumerate(arrays)]
+    def nam_config(self, file_format: str = "0.7") -> Dict[str, Any]:
+        """The .nam "config" in `file_format` (NAM_FILE_FORMATS): "0.7", as neural-amp-modeler 0.13
+        writes an A1 WaveNet (a head object per array, per-layer lists, every option it adds off),
+        or "0.5", as 0.12 writes it. The weights are the same in both (`nam_weights`)."""
+        if file_format not in NAM_FILE_FORMATS:
+            raise ValueError(f"file_format: '{file_format}' is not one of {', '.join(NAM_FILE_FORMATS)}")
+        arrays, gated = self.cfg.layer_arrays, self.cfg.activation == "gated"
+        layers: List[Dict[str, Any]] = []
+        for a, (width, dilations) in enumerate(arrays):
+            last = a + 1 == len(arrays)
+            common = {"input_size": arrays[a - 1][0] if a else 1, "condition_size": 1, "channels": width,
+                      "dilations": list(dilations)}
+            head_size = 1 if last else arrays[a + 1][0]
+            if file_format == "0.5":
+                layers.append({**common, "head_size": head_size, "kernel_size": self.cfg.kernel_size,
+                               "activation": "Tanh", "gated": gated, "head_bias": last})
+                continue
+            n = len(dilations)
+            off = {"active": False, "shift": True, "groups": 1}
+            layers.append({
+                **common, "head": {"out_channels": head_size, "kernel_size": 1, "bias": last},
+                "kernel_sizes": [self.cfg.kernel_size] * n, "activation": [{"type": "Tanh"}] * n,
+                "gating_mode": ["gated" if gated else "none"] * n,
+                "secondary_activation": [{"type": "Sigmoid"} if gated else None] * n, "bottleneck": width,
+                "head1x1": {"active": False, "out_channels": 1, "groups": 1},
+                "layer1x1": {"active": True, "groups": 1}, "groups_input": 1, "groups_input_mixin": 1,
+                **{key: dict(off) for key in NAM_FILM_KEYS}, "slimmable": None})
         return {"layers": layers, "head": None, "head_scale": self.head_scale}
 
     def nam_weights(self) -> List[float]:

@@ -365,6 +365,10 @@ def _add_export(commands) -> None:
     parser.add_argument("output", help="the .nam file to write")
     _add_knob_options(parser)
     parser.add_argument("--name", help="the model's name in NAM (default: the output file's name)")
+    parser.add_argument("--nam-format", choices=("0.7", "0.5"), default="0.7",
+                        help="the .nam file format: 0.7 (default) is what neural-amp-modeler 0.13 writes, played by "
+                             "NAM plugins built on NeuralAmpModelerCore 0.4.1 or later; 0.5 plays in older plugins "
+                             "too (the same model and weights, an older layout)")
     parser.set_defaults(handler=_cmd_export)
 
 
@@ -372,10 +376,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from training.nam_export import export_nam
 
     done = export_nam(args.model, args.output, {k: getattr(args, k) for k in KNOB_NAMES}, name=args.name,
-                      allow_untrained_knobs=args.allow_untrained_knobs)
+                      allow_untrained_knobs=args.allow_untrained_knobs, nam_format=args.nam_format)
     setting = ", ".join(f"{k} {v:g}" for k, v in done.knobs.items()) or "the knobs it was trained at"
     esr = f", test ESR {done.test_esr:.4g}" if done.test_esr is not None else ""
-    print(f"wrote {done.path}: '{done.name}' at {setting} ({done.weights} weights{esr}); load it in NAM's plugin")
+    print(f"wrote {done.path}: '{done.name}' at {setting} ({done.weights} weights{esr}, .nam format "
+          f"{args.nam_format}); load it in NAM's plugin")
     return 0
 
 

@@ -52,6 +52,9 @@ from ampmodel.config import PRESETS, WaveNetConfig  # noqa: E402
 from ampmodel.cost import macs_per_sample  # noqa: E402
 from ampmodel.streaming import StreamingWaveNet  # noqa: E402
 from ampmodel.loading import from_preset  # noqa: E402
+from benchmarks.nam_0_12 import prefer_nam_0_12  # noqa: E402
+
+prefer_nam_0_12()  # NAM's A1 trainer and WaveNet constructor are 0.12.3's (0.13 trains A2)
 
 FS = 44100
 BATCH, SEGMENT = 16, 8192

@@ -45,6 +45,9 @@ from training.run_config import run_config_from_mapping  # noqa: E402
 from training.train import train  # noqa: E402
 
 from benchmarks.results_file import publish  # noqa: E402
+from benchmarks.nam_0_12 import prefer_nam_0_12  # noqa: E402
+
+prefer_nam_0_12()  # NAM's A1 trainer and WaveNet constructor are 0.12.3's (0.13 trains A2)
 
 BATCH, SEGMENT = 16, 8192  # both trainers' batch shape
 SMOKE_CPU_SECONDS = 1.5  # per trainer in --smoke

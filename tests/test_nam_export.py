@@ -21,6 +21,7 @@ from ampstudy.cli import main
 from foundation.errors import ConfigError
 from studies.spec import load_study_spec, study_spec_from_mapping
 from tests.conftest import TINY_STUDY, write_study_file
+from tests.nam_0_12 import run_under_nam_0_12
 from training import nam_export
 from training.model_io import resolve_model, save_model
 from training.nam_export import export_nam, known_test_esrs
@@ -97,7 +98,7 @@ def test_every_nam_preset_plays_in_nam_as_in_our_render(preset, tmp_path, short_
     assert np.abs(ours).max() > 0.2  # a real signal, so 1e-5 is a strict match
     np.testing.assert_allclose(played_by_nam(done.path, audio), ours, rtol=0, atol=1e-5)
     document = json.loads(done.path.read_text())
-    assert document["version"] == "0.5.4" and document["architecture"] == "WaveNet"
+    assert document["version"] == "0.7.0" and document["architecture"] == "WaveNet"
     assert document["sample_rate"] == 16000 and document["config"]["head_scale"] == 0.02
     meta = document["metadata"]
     assert meta["name"] == "amp" and meta["modeled_by"] == "ampstudy" and meta["gear_type"] == "preamp"
@@ -105,6 +106,35 @@ def test_every_nam_preset_plays_in_nam_as_in_our_render(preset, tmp_path, short_
     assert meta["input_level_dbu"] == pytest.approx(20 * math.log10(1 / math.sqrt(2) / 0.7746), abs=0.01)
     assert not [k for k in meta if k.startswith("test_esr")]  # a model directory alone does not know them; no nulls
     assert_nams_loudness(meta, done.path, gain=preset == "nam-nano")  # NAM's gain: 11 runs; one preset shows it
+
+
+def test_the_format_for_older_plugins_plays_in_nam_0_12_as_in_our_render(tmp_path, capsys):
+    """`--nam-format 0.5` (what neural-amp-modeler 0.12 wrote; plugins older than NeuralAmpModelerCore
+    0.4.1 read only that) loads in 0.12.3's loader and plays what ours does; 0.13's loader refuses it."""
+    model_dir = saved_model(tmp_path / "model", {"preset": "nam-feather", "activation": "gated", "conditioning": "film",
+                                                 "film_hidden": 8})
+    knobs = SETTINGS[2]
+    args = [arg for name, value in knobs.items() for arg in (f"--{name}", str(value))]
+    assert main(["export", str(model_dir), str(tmp_path / "old.nam"), *args, "--nam-format", "0.5"]) == 0
+    assert ".nam format 0.5" in capsys.readouterr().out
+    document = json.loads((tmp_path / "old.nam").read_text())
+    assert document["version"] == "0.5.4" and document["config"]["layers"][0]["gated"] is True
+    audio = guitar(3000)
+    np.save(tmp_path / "audio.npy", audio)
+    played = run_under_nam_0_12("""
+import json, sys, numpy as np, torch
+import nam
+from nam.models import init_from_nam
+model = init_from_nam(json.loads(open(sys.argv[1]).read())).eval()
+with torch.no_grad():
+    y = model(torch.from_numpy(np.load(sys.argv[2]))[None], pad_start=True)[0].numpy()
+print(json.dumps({"version": nam.__version__, "y": y.tolist()}))
+""", str(tmp_path / "old.nam"), str(tmp_path / "audio.npy"))
+    assert played["version"] == "0.12.3"
+    ours = render(resolve_model(str(model_dir)).net, audio, list(knobs.values()))
+    np.testing.assert_allclose(np.array(played["y"], dtype=np.float32), ours, rtol=0, atol=1e-5)
+    with pytest.raises(KeyError, match="head"):  # 0.13 reads 0.7 only: the reason 0.7 is the default
+        init_from_nam(document)
 
 
 def test_a_film_model_plays_in_nam_at_each_knob_setting(tmp_path, capsys, short_loudness_signal):

@@ -17,6 +17,7 @@ from ampmodel.loading import build_wavenet, from_preset
 from ampmodel.wavenet import WaveNet
 from foundation.configs import to_dict
 from foundation.errors import ConfigError
+from tests.nam_0_12 import run_under_nam_0_12
 from tests.test_wavenet import assert_valid_causal_convolution, stream_in_random_blocks
 from training.run_config import model_from_mapping
 
@@ -48,37 +49,45 @@ def controls_for(net, batch: int = 1, seed: int = 1):
 
 
 def test_presets_are_nams_trainer_architectures():
-    core = pytest.importorskip("nam.train.core", reason="`make test` installs neural-amp-modeler")
-    from nam.models.wavenet import WaveNet as NamReference
-
-    for name in ("standard", "lite", "feather", "nano"):
-        reference_cfg = core.get_wavenet_config(core.Architecture(name))
-        ours, reference = from_preset(f"nam-{name}"), NamReference(**reference_cfg)
-        assert ours.nam_config()["layers"] == reference_cfg["layers_configs"]
-        assert ours.nam_config()["head_scale"] == reference_cfg["head_scale"]
-        assert count_parameters(ours) == sum(p.numel() for p in reference.parameters())
-        assert len(ours.nam_weights()) == len(reference._export_weights())  # weights + head_scale
-        assert ours.receptive_field == reference.receptive_field
+    """NAM's A1 architectures are neural-amp-modeler 0.12.3's trainer's (0.13 trains A2 only)."""
+    found = run_under_nam_0_12("""
+import json
+from nam.train import core
+from nam.models.wavenet import WaveNet
+out = {}
+for name in ("standard", "lite", "feather", "nano"):
+    cfg = core.get_wavenet_config(core.Architecture(name))
+    net = WaveNet(**cfg)
+    out[name] = {"layers": cfg["layers_configs"], "head_scale": cfg["head_scale"], "rf": net.receptive_field,
+                 "params": sum(p.numel() for p in net.parameters()), "weights": len(net._export_weights())}
+print(json.dumps(out))
+""")
+    for name, reference in found.items():
+        ours = from_preset(f"nam-{name}")
+        assert ours.nam_config("0.5")["layers"] == reference["layers"]
+        assert ours.nam_config("0.5")["head_scale"] == reference["head_scale"]
+        assert count_parameters(ours) == reference["params"]
+        assert len(ours.nam_weights()) == reference["weights"]  # weights + head_scale
+        assert ours.receptive_field == reference["rf"]
     assert len(from_preset("nam-standard").nam_weights()) == 13_802  # NAM's count: 13,801 weights + head_scale
 
 
 @pytest.mark.parametrize("overrides", VARIANTS)
 def test_fast_path_computes_nams_own_wavenet(overrides):
-    """The literal reference of this family is NAM's own code: neural-amp-modeler's WaveNet, given our
-    config and weights (a conditioned net folded at a knob setting first), computes what ours does,
+    """The literal reference of this family is NAM's own code: neural-amp-modeler 0.13's WaveNet, loaded
+    from our .nam config and weights (a conditioned net folded at a knob setting first), computes what ours does,
     in float64 to a relative 1e-9; so the per-layer head products in mix_weights, the fused matmul
     and the CPU tanh rewrite change nothing but speed."""
-    nam_wavenet = pytest.importorskip("nam.models.wavenet", reason="`make test` installs neural-amp-modeler")
+    nam_models = pytest.importorskip("nam.models", reason="`make test` installs neural-amp-modeler")
     net = make(**overrides)
     if net.conditioned:
         net = net.at_setting(controls_for(net, 1)[0])
-    config = net.nam_config()
-    reference = nam_wavenet.WaveNet(layers_configs=config["layers"], head_config=config["head"],
-                                    head_scale=config["head_scale"])
-    reference.import_weights(net.nam_weights())  # NAM reads them as float32, as our weights are
+    reference = nam_models.init_from_nam({"version": "0.7.0", "architecture": "WaveNet", "sample_rate": 48000,
+                                          "config": net.nam_config(), "weights": net.nam_weights()})
+    assert reference._export_config() == net.nam_config()  # NAM 0.13 writes back exactly our 0.7 config
     x = torch.randn(2, 1, 150, dtype=torch.float64)
     with torch.no_grad():
-        expected = reference.double()._net(x)
+        expected = reference.double()(x[:, 0], pad_start=False)[:, None]
         got = net.double()(x)
     assert got.shape == expected.shape == (2, 1, 150 - net.receptive_field + 1)
     assert expected.abs().min() > 1e-6  # a relative check needs outputs away from zero

@@ -1,16 +1,18 @@
 """`ampstudy export`: a trained NAM-family model at one knob setting, as a .nam file for NAM's plugin.
 
-The knobs are folded into fixed weights (`at_setting`), so the file holds a plain NAM WaveNet in
-the .nam format 0.5 (`version`, `architecture`, `config`, `weights`, `sample_rate`, `metadata`),
-which every NAM plugin and neural-amp-modeler's own loader read (tests/test_nam_export.py loads
-it with the latter and compares with our render).
+The knobs are folded into fixed weights (`at_setting`), so the file holds a plain NAM WaveNet
+(`version`, `architecture`, `config`, `weights`, `sample_rate`, `metadata`) in the .nam format
+`nam_format` names: "0.7" (the default), what neural-amp-modeler 0.13 writes and NAM plugins on
+NeuralAmpModelerCore >= 0.4.1 read, or "0.5", what 0.12 wrote and every plugin reads (the weights
+are the same; only the config's layout differs). tests/test_nam_export.py loads each with the
+neural-amp-modeler that writes it (0.13.0; 0.12.3) and compares what it plays with our render.
 
 Metadata. NAM's own fields: `date`, `name`, `modeled_by` "ampstudy", the gear, `input_level_dbu` /
 `output_level_dbu` when the model's data records its volts per full scale, and `loudness` / `gain`,
 which NAM's exporter computes for every model and NAM's plugin needs for its normalised output
 (without `loudness` it turns normalisation off, so exports at two knob settings play at their raw,
-very different levels). Both are computed here as neural-amp-modeler computes them (0.12.3 and its
-current source, nam/models/base.py `_metadata_loudness` / `_metadata_gain`), on NAM's standard test
+very different levels). Both are computed here as neural-amp-modeler computes them (0.12.3 and
+0.13.0, nam/models/base.py `_metadata_loudness` / `_metadata_gain`), on NAM's standard test
 signal and through our render at the exported knob setting (`loudness_and_gain`). NAM writes the
 fields it does not define (its trainer's `training`) as further keys of the same `metadata` object
 (`Exportable.export(other_metadata=...)`); plugins read only the keys they know. Ours, there:
@@ -39,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ampmodel.config import EXPORTABLE_FAMILIES
+from ampmodel.nam_wavenet import NAM_FILE_FORMATS
 from ampmodel.streaming import render
 from foundation import __version__
 from foundation.errors import AmpStudyError
@@ -48,7 +51,6 @@ from training.evaluate import PRIMARY
 from training.model_io import LoadedModel, resolve_model
 from training.render import control_vector, knobs_trained
 
-NAM_FILE_VERSION = "0.5.4"  # the .nam schema neural-amp-modeler 0.12 writes; NAM plugins read it
 SUFFIX = ".nam"
 DBU_VOLTS = 0.7746  # 0 dBu, RMS volts
 # NAM's standard loudness input, a file in the neural-amp-modeler package (1 s of noise, 48 kHz, 24-bit
@@ -72,9 +74,12 @@ class Exported:
 
 
 def export_nam(model_spec: str, out_path: str | Path, knobs: dict[str, float | None],
-               name: str | None = None, allow_untrained_knobs: bool = False) -> Exported:
-    """Write `model_spec` (model dir, runs:/..., models:/name@alias) at `knobs` to `out_path`; a knob
-    setting the model was not trained at is refused unless `allow_untrained_knobs`."""
+               name: str | None = None, allow_untrained_knobs: bool = False, nam_format: str = "0.7") -> Exported:
+    """Write `model_spec` (model dir, runs:/..., models:/name@alias) at `knobs` to `out_path` in .nam
+    format `nam_format` ("0.7" or "0.5"); a knob setting the model was not trained at is refused
+    unless `allow_untrained_knobs`."""
+    if nam_format not in NAM_FILE_FORMATS:
+        raise AmpStudyError(f"--nam-format {nam_format}: choose one of {', '.join(NAM_FILE_FORMATS)}")
     out = checked_output_path(out_path)
     loaded = resolve_model(model_spec)
     family = loaded.run_config.model.family
@@ -98,7 +103,7 @@ def export_nam(model_spec: str, out_path: str | Path, knobs: dict[str, float | N
     else:
         loudness, gain = loudness_and_gain(net, signal)
         meta.update(finite_fields(loudness=loudness, gain=gain))
-    document = {"version": NAM_FILE_VERSION, "architecture": "WaveNet", "config": net.nam_config(),
+    document = {"version": NAM_FILE_FORMATS[nam_format], "architecture": "WaveNet", "config": net.nam_config(nam_format),
                 "weights": net.nam_weights(), "sample_rate": loaded.sample_rate, "metadata": meta}
     write_with(out, lambda tmp: tmp.write_text(json.dumps(document)))
     return Exported(out, title, setting, overall, len(document["weights"]), at_knobs,
