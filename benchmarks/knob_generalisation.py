@@ -1,14 +1,15 @@
 """Does a model follow the knobs at settings it never saw? The former 6-setting data vs knob designs.
 
-    .venv/bin/python benchmarks/knob_generalisation.py --cpu-minutes 60 --threads 1     # all three arms
+    .venv/bin/python benchmarks/knob_generalisation.py --samples 80e6        # all three arms
     .venv/bin/python benchmarks/knob_generalisation.py --prepare-only        # simulate the datasets (cached)
-    .venv/bin/python benchmarks/knob_generalisation.py --cpu-minutes 60 --threads 1 --only dense
-    .venv/bin/python benchmarks/knob_generalisation.py --cpu-minutes 5 --set model.conditioning=film_out
+    .venv/bin/python benchmarks/knob_generalisation.py --samples 80e6 --only dense
+    .venv/bin/python benchmarks/knob_generalisation.py --samples 10e6 --set model.conditioning=film_out
     .venv/bin/python benchmarks/knob_generalisation.py --smoke --data-dir DIR   # the tiny study's data, seconds
 
 Trains the same model (the main study's base: FiLM WaveNet3 with knob gain, loss over each
 setting's power; `train()` as `ampstudy train` does, tracked in the default MLflow store) for the
-same CPU budget on three datasets with the same total SPICE audio (360 s at 44.1 kHz):
+same number of training samples (`train.max_samples`: steps x batch x segment, the same compute
+on any machine) on three datasets with the same total SPICE audio (360 s at 44.1 kHz):
 
 - six:    the main study's former data: 60 s of one corpus at 3 listed + 3 random settings,
           one of them held out (test-only);
@@ -21,15 +22,13 @@ Every model is tested (pre-emphasis 0.95) on unseen audio at its own training se
 ("seen") and on the 52-setting design's test settings ("unseen": never trained on by any arm;
 the 6-setting model's own held-out setting is printed too), as the typical setting's ESR and
 pooled, with the ratios unseen / seen and each knob design's unseen ESR / the six-setting
-model's, all from the one run. The CPU budget counts process CPU seconds (all threads) from the
-start of fitting, so a busy machine slows the run but does not change what it learns; each arm
-stops at the first training batch that ends past it, and the table gives the budget and the CPU
-seconds each arm used.
+model's, all from the one run. A busy machine slows the run but does not change what it learns;
+the table gives each arm's training samples and, for information, its wall seconds.
 
 A run of all three arms without `--set` writes its table to
 benchmarks/results/knob_generalisation.md (`--no-write`: print only); `--only` (one arm, no
 comparison) and `--set` (a variant) runs print only. `--smoke` trains a tiny model (the tiny
-study's base, with the knob gain and per-setting loss) for a second of CPU per arm on the tiny
+study's base, with the knob gain and per-setting loss) for a few steps per arm on the tiny
 study's dataset (studies/tiny.toml's [base.data], in `--data-dir` when given) for every arm,
 untracked in temporary folders, simulates nothing and writes nothing: it checks the code path,
 not the claim (that dataset has no unseen settings, so its unseen columns are nan).
@@ -41,14 +40,12 @@ import argparse
 import dataclasses
 import json
 import math
-import resource
 import sys
 import tempfile
 import time
 import tomllib
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,38 +67,17 @@ SIX = DataConfig(corpus_seconds=60.0, settings=(PotSettings(0.5, 0.5, 0.5, 0.5),
 DESIGN = DataConfig(settings=(), design_settings=52, design_seconds=6.0, region_seconds=1.0)
 DENSE = DataConfig(settings=(), design_settings=172, design_seconds=2.0, region_seconds=1.0)
 ARMS = {"six": SIX, "design": DESIGN, "dense": DENSE}
-SMOKE_CPU_SECONDS = 1.0  # per arm in --smoke
-
-
-def process_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class CpuBudget(pl.Callback):
-    """Stops training once this process has used `seconds` of CPU time (all threads) since fit start;
-    `used` is what it had used at the last training batch end."""
-
-    def __init__(self, seconds: float) -> None:
-        self.limit = seconds
-        self.start, self.used = 0.0, 0.0
-
-    def on_fit_start(self, trainer, module) -> None:
-        self.start = process_cpu_seconds()
-
-    def on_train_batch_end(self, trainer, module, *args) -> None:
-        self.used = process_cpu_seconds() - self.start
-        if self.used > self.limit:
-            trainer.should_stop = True
+SMOKE_SAMPLES = 100_000  # per arm in --smoke: a few steps of the tiny study's batches
 
 
 def config(data: DataConfig, name: str, args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     """The run of one arm: the main study's base model and loss (or, with `base`, that run's model and
     batch shape with the same knob gain and loss), then `--set`."""
     model = {"preset": args.preset} if base is None else to_dict(base.model)
-    table = {"experiment": "benchmark-knob-generalisation", "run_name": f"{name}-{args.cpu_minutes:g}cpumin",
+    table = {"experiment": "benchmark-knob-generalisation", "run_name": f"{name}-{args.budget:.3g}samples",
              "data": {}, "model": {**model, "conditioning": "film", "knob_gain": True},
              "train": {"max_epochs": 100000, "early_stopping_patience": 1000, "threads": args.threads,
+                       "max_samples": args.budget, "max_minutes": 0.0,
                        "audio_seconds": 3.0, "loss_reference": "setting"}}  # the main study's base
     if base is not None:
         table["train"].update(batch_size=base.train.batch_size, segment_samples=base.train.segment_samples)
@@ -118,7 +94,7 @@ def config(data: DataConfig, name: str, args: argparse.Namespace, base: RunConfi
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu-minutes", type=float, default=60.0, help="CPU budget per model (all threads)")
+    parser.add_argument("--samples", type=float, default=80e6, help="training samples per model (default 80e6)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--preset", default="WaveNet3")
     parser.add_argument("--only", choices=sorted(ARMS), help="train only one of the arms (prints only)")
@@ -128,13 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="dataset cache of every arm (default: data/, or the tiny study's "
                                            "with --smoke)")
     parser.add_argument("--smoke", action="store_true",
-                        help=f"the tiny study's model and dataset for every arm, {SMOKE_CPU_SECONDS:g} CPU s per "
+                        help=f"the tiny study's model and dataset for every arm, {SMOKE_SAMPLES:,} samples per "
                              "arm, 1 thread, untracked; simulates and writes nothing")
     parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
     args = parser.parse_args(argv)
     args.argv = argv  # for the results file's header
-    if not args.cpu_minutes > 0:
-        parser.error("--cpu-minutes must be a positive number")
+    if not args.samples >= 1:
+        parser.error("--samples must be a positive number of training samples")
     threads = torch.get_num_threads()
     try:
         return compare(args)
@@ -150,13 +126,13 @@ def compare(args: argparse.Namespace) -> int:
         base = load_study_spec(REPO / "studies" / "tiny.toml").base
         tiny = base.data if not args.data_dir else dataclasses.replace(base.data, data_dir=args.data_dir)
         arms, reference = {name: tiny for name in ARMS}, tiny
-        args.budget, args.threads = SMOKE_CPU_SECONDS, 1
+        args.budget, args.threads = SMOKE_SAMPLES, 1
     else:
         def located(data: DataConfig) -> DataConfig:
             return dataclasses.replace(data, data_dir=args.data_dir) if args.data_dir else data
 
         arms, reference = {name: located(data) for name, data in ARMS.items()}, located(DESIGN)
-        args.budget = 60 * args.cpu_minutes
+        args.budget = int(args.samples)
     for name, data in arms.items():
         started = time.perf_counter()
         path = prepare_dataset(data, progress=not args.smoke)
@@ -171,16 +147,15 @@ def compare(args: argparse.Namespace) -> int:
         for name, data in arms.items():
             if args.only and name != args.only:
                 continue
-            budget = CpuBudget(args.budget)
-            print(f"training: {name} for {args.budget:g} process-CPU seconds ...", flush=True)
+            print(f"training: {name} for {args.budget:,} training samples ...", flush=True)
             cfg = config(data, name, args, base)
             if args.smoke:  # untracked, in a temporary folder (the store named keeps train() from making mlruns/)
-                result = train(cfg, evaluate_test=True, callbacks=[budget], track=False, progress=False,
+                result = train(cfg, evaluate_test=True, track=False, progress=False,
                                work_dir=Path(work) / name, tracking_uri=f"sqlite:///{work}/mlflow.db")
             else:
-                result = train(cfg, evaluate_test=True, callbacks=[budget])
+                result = train(cfg, evaluate_test=True)
             unseen = evaluate_model(load_model(result.model_dir).net, reference, "test", progress=False)
-            rows[name] = (cfg, result, budget.used, result.test_metrics, unseen)
+            rows[name] = (cfg, result, result.test_metrics, unseen)
     text = table(rows, args)
     publish("knob_generalisation", text, write=not (args.smoke or args.no_write or args.only or args.set), argv=args.argv)
     return 0
@@ -197,24 +172,24 @@ def table(rows: dict, args: argparse.Namespace) -> str:
     lines = [f"{smoke}{model}, FiLM with knob gain, loss over each setting's power{variant}; batch "
              f"{where.batch_size} x {where.segment_samples} samples on {where.accelerator}, {cfg.train.threads} "
              "thread(s). Budget: "
-             f"{args.budget:g} process-CPU seconds of fitting per arm (CPU s = what each arm used: it stops at the "
-             "first training batch end past the budget). Test ESR, pre-emphasis 0.95.", "",
-             "| data | epochs | CPU s | val | seen | unseen | unseen / seen | worst unseen | pooled seen "
+             f"{args.budget:,} training samples per arm (wall s: for information only). Test ESR, pre-emphasis 0.95.",
+             "", "| data | epochs | samples | wall s | val | seen | unseen | unseen / seen | worst unseen | pooled seen "
              "| pooled unseen | own held-out |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, (_, result, used, own, unseen) in rows.items():
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, (_, result, own, unseen) in rows.items():
         seen, design_unseen = own["esr_geomean_seen_settings"], unseen["esr_geomean_unseen_settings"]
         held = own["esr_geomean_unseen_settings"] if name == "six" else math.nan
-        lines.append(f"| {name} | {result.epochs} | {used:.1f} | {result.val_esr_tail_aware:.4f} | {seen:.4f} | "
+        lines.append(f"| {name} | {result.epochs} | {result.samples:,} | {result.wall_seconds:.0f} | "
+                     f"{result.val_esr_tail_aware:.4f} | {seen:.4f} | "
                      f"{design_unseen:.4f} | {design_unseen / seen:.2f} | {unseen['esr_worst_unseen_setting']:.4f} | "
                      f"{own['esr_pooled_seen_settings']:.4f} | {unseen['esr_pooled_unseen_settings']:.4f} | "
                      f"{held:.4f} |")
     lines.append("")
     if "six" in rows:
-        six = rows["six"][4]["esr_geomean_unseen_settings"]
+        six = rows["six"][3]["esr_geomean_unseen_settings"]
         for name in ("design", "dense"):
             if name in rows:
-                ratio = rows[name][4]["esr_geomean_unseen_settings"] / six
+                ratio = rows[name][3]["esr_geomean_unseen_settings"] / six
                 lines.append(f"- {name} / six, unseen ESR: {ratio:.2f}x")
     lines += ["", "seen / unseen: geometric means of the settings' ESRs (averaged in dB); val: tail-aware; pooled: "
               "all settings' audio as one signal, i.e. mostly the loudest setting. val = each model's own validation "

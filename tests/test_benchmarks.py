@@ -104,18 +104,21 @@ def test_the_nam_vs_ours_benchmark_runs(study_data_dir):
 
 
 def test_the_knob_generalisation_benchmark_runs(study_data_dir, capsys):
-    from benchmarks.knob_generalisation import SMOKE_CPU_SECONDS
+    from benchmarks.knob_generalisation import SMOKE_SAMPLES
     from benchmarks.knob_generalisation import main as knob_generalisation
 
     assert knob_generalisation(["--smoke", "--data-dir", str(study_data_dir)]) == 0
     out = capsys.readouterr().out
     assert "SMOKE RUN: every arm trains on the tiny study's dataset" in out, out
-    assert f"Budget: {SMOKE_CPU_SECONDS:g} process-CPU seconds of fitting per arm" in out, out
-    for arm in ("six", "design", "dense"):  # epochs, CPU s, val, seen; the tiny data has no unseen settings
-        row = re.search(rf"^\| {arm} \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| nan \|", out, re.MULTILINE)
+    assert f"Budget: {SMOKE_SAMPLES:,} training samples per arm" in out, out
+    trained = set()
+    for arm in ("six", "design", "dense"):  # epochs, samples, wall s, val, seen; the tiny data has no unseen settings
+        row = re.search(rf"^\| {arm} \| (\d+) \| ([\d,]+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| nan \|", out, re.MULTILINE)
         assert row, out
-        epochs, cpu, val, seen = row.groups()
-        assert int(epochs) >= 1 and float(cpu) >= SMOKE_CPU_SECONDS - 0.05 and float(val) > 0 and float(seen) > 0
+        epochs, samples, _, val, seen = row.groups()
+        assert int(epochs) >= 1 and float(val) > 0 and float(seen) > 0
+        trained.add(int(samples.replace(",", "")))
+    assert len(trained) == 1 and SMOKE_SAMPLES <= trained.pop() < 2 * SMOKE_SAMPLES, out  # equal compute per arm
     for arm in ("design", "dense"):
         assert f"- {arm} / six, unseen ESR: " in out, out
 
