@@ -32,6 +32,12 @@ def masked(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def without_credentials(uri: str) -> str:
+    """`uri` with any user:password dropped, for addresses a user is given to open (UI links)."""
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, parts.fragment))
+
+
 def is_postgres(url: str) -> bool:
     return urlparse(url).scheme in POSTGRES_SCHEMES
 

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from foundation.files import file_lock
-from foundation.uris import is_postgres, masked, probe_postgres, sqlalchemy_url, sqlite_path
+from foundation.uris import is_postgres, masked, probe_postgres, sqlalchemy_url, sqlite_path, without_credentials
 
 TRACKING_DIR = "mlruns"
 
@@ -103,14 +103,10 @@ ML_VIEW = "workflowType=machine_learning"
 def ui_base(tracking_uri: str | None = None) -> str:
     """The UI's address: the tracking server itself (without any user:password the URI carries: the
     address is printed, and written into reports), else `mlflow ui` on its default loopback port."""
-    from urllib.parse import urlsplit, urlunsplit
-
     uri = tracking_uri or default_tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return f"http://127.0.0.1:{UI_PORT}"
-    parts = urlsplit(uri)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+    return without_credentials(uri.split("?", 1)[0].split("#", 1)[0]).rstrip("/")
 
 
 def ui_command(tracking_uri: str | None = None) -> str:
