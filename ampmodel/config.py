@@ -22,6 +22,10 @@ FILM_CONDITIONINGS = ("film", "film_out")
 # 1x1 per array), which NAM's plugin plays. Exportable families can be written as .nam files.
 FAMILIES = ("paper", "nam")
 EXPORTABLE_FAMILIES = ("nam",)
+# .nam file formats the exportable families write: the file's "version" by format. 0.7 is what
+# neural-amp-modeler 0.13 writes (NeuralAmpModelerCore >= 0.4.1 reads it), 0.5 what 0.12 wrote
+# (every core reads it); the first is the default.
+NAM_FILE_FORMATS = {"0.7": "0.7.0", "0.5": "0.5.4"}
 NAM_ACTIVATIONS = ("tanh", "gated")  # NAM's Tanh, and its gated Tanh * Sigmoid
 NAM_CONDITIONINGS = ("none", "film")  # those that fold into a net NAM's plugin runs (see _check_nam)
 

@@ -28,13 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from .conditioning import FiLM
-from .config import WaveNetConfig
+from .config import NAM_FILE_FORMATS, WaveNetConfig
 from .wavenet import WaveNetBase, activate, fold_film_into_conv, modulate, residual_and_share
 
 NAM_HEAD_SCALE = 0.02  # NAM's fixed output scale of every A1 trainer architecture (standard ... nano)
-# .nam file formats this family writes: "version" field by format. 0.7 is what neural-amp-modeler 0.13
-# writes (NeuralAmpModelerCore >= 0.4.1 reads it), 0.5 what 0.12 wrote (every core reads it).
-NAM_FILE_FORMATS = {"0.7": "0.7.0", "0.5": "0.5.4"}
 # 0.7's FiLM switches of a layer array: all off in an A1 net (our knobs are folded into the weights).
 NAM_FILM_KEYS = ("conv_pre_film", "conv_post_film", "input_mixin_pre_film", "input_mixin_post_film",
                  "activation_pre_film", "activation_post_film", "layer1x1_post_film", "head1x1_post_film")

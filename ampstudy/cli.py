@@ -14,6 +14,7 @@ import sys
 import time
 import warnings
 
+from ampmodel.config import NAM_FILE_FORMATS
 from ampstudy.options import OneLineParser, number
 from foundation.errors import AmpStudyError, ConfigError, StopRequested
 from foundation.knobs import KNOB_NAMES
@@ -365,7 +366,7 @@ def _add_export(commands) -> None:
     parser.add_argument("output", help="the .nam file to write")
     _add_knob_options(parser)
     parser.add_argument("--name", help="the model's name in NAM (default: the output file's name)")
-    parser.add_argument("--nam-format", choices=("0.7", "0.5"), default="0.7",
+    parser.add_argument("--nam-format", choices=tuple(NAM_FILE_FORMATS), default=next(iter(NAM_FILE_FORMATS)),
                         help="the .nam file format: 0.7 (default) is what neural-amp-modeler 0.13 writes, played by "
                              "NAM plugins built on NeuralAmpModelerCore 0.4.1 or later; 0.5 plays in older plugins "
                              "too (the same model and weights, an older layout)")

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from benchmarks.nam_0_12 import NAM_0_12
 
@@ -19,7 +18,7 @@ def run_under_nam_0_12(code: str, *args: str) -> object:
     """Run `code` (its argv: `args`) with neural-amp-modeler 0.12.3 importable as `nam`; its stdout's
     last line, parsed as JSON."""
     assert (NAM_0_12 / "nam").is_dir(), f"{NAM_0_12} is missing: `make nam` installs neural-amp-modeler 0.12.3 there"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(NAM_0_12), str(Path(__file__).resolve().parents[1])])}
+    env = {**os.environ, "PYTHONPATH": str(NAM_0_12)}
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

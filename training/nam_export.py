@@ -40,8 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ampmodel.config import EXPORTABLE_FAMILIES
-from ampmodel.nam_wavenet import NAM_FILE_FORMATS
+from ampmodel.config import EXPORTABLE_FAMILIES, NAM_FILE_FORMATS
 from ampmodel.streaming import render
 from foundation import __version__
 from foundation.errors import AmpStudyError
