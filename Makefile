@@ -48,7 +48,7 @@ ui: venv
 # default; NeuralAmpModelerCore >= 0.4.1 plays it) and trains A2. 0.12.3 beside it, in its own folder
 # (.venv/nam-0.12.3, put on sys.path only where asked: tests/nam_0_12.py): it reads the format 0.5
 # that older plugins play (`export --nam-format 0.5`) and its trainer names the A1 architectures
-# (standard/lite/feather/nano) our presets copy and benchmarks/nam_vs_ours.py trains. --no-deps
+# (standard/lite/feather/nano) our presets copy and benchmarks/peer_race.py trains. --no-deps
 # keeps our torch and lightning; of 0.13's requirements only librosa (with lazy_loader) is imported
 # on the paths we use, wavio for 0.12.3 (`pip check` lists sounddevice, tensorboard, transformers and
 # a pytorch_lightning pin as unmet).
@@ -60,4 +60,4 @@ $(NAM_STAMP): $(STAMP)
 
 nam: $(NAM_STAMP)
 
-bench-deps: nam  ## neural-amp-modeler for benchmarks/model_speed.py and benchmarks/nam_vs_ours.py
+bench-deps: nam  ## neural-amp-modeler for benchmarks/model_speed.py and benchmarks/peer_race.py

@@ -88,19 +88,23 @@ def test_the_tracking_overhead_benchmark_runs(study_data_dir, capsys):
     assert re.search(r"- 30 min trial: \d\.\d{3} \((OK|over) vs target 1\.05\)", out), out
 
 
-def test_the_nam_vs_ours_benchmark_runs(study_data_dir):
-    out = in_own_process("nam_vs_ours.py", "--smoke", "--data-dir", str(study_data_dir))
-    SMOKE_CPU_SECONDS = float(re.search(r"Budget: ([\d.]+) process-CPU seconds", out).group(1))
-    assert f"Budget: {SMOKE_CPU_SECONDS:g} process-CPU seconds of training per trainer" in out, out
-    for trainer in ("ampstudy train()", "NAM 0.12.3 trainer"):  # params, epochs, CPU s, val ESR, test ESR
-        row = re.search(rf"^\| {re.escape(trainer)} \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out,
-                        re.MULTILINE)
-        assert row, out
-        params, epochs, cpu, val, test = row.groups()
-        assert int(params) == 13801 and int(epochs) >= 1 and float(cpu) >= SMOKE_CPU_SECONDS - 0.05, row.group(0)
-        assert 0 < float(val) and 0 < float(test), row.group(0)
-    for split in ("test", "val"):
-        assert re.search(rf"^- {split} ESR, NAM's trainer / ours: \d+\.\d\dx$", out, re.MULTILINE), out
+def test_the_peer_race_runs(study_data_dir):
+    out = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir))
+    budget = float(re.search(r"budget ([\d.]+) process-CPU seconds of training per arm", out).group(1))
+    number = r"(\d[\d.e+-]*) \[(\d[\d.e+-]*), (\d[\d.e+-]*)\]"
+    for size, params in (("nano", 841), ("standard", 13801)):  # NAM's own counts: both arms train NAM's net
+        for trainer in ("NAM 0.12.3", "ours"):  # size, params, trainer, epochs, CPU s, three scores
+            row = re.search(rf"^\| {size} \| (\d+) \| {re.escape(trainer)} \| (\d+) \| (\d+) \| "
+                            rf"{number} \| {number} \| {number} \|$", out, re.MULTILINE)
+            assert row, out
+            assert int(row.group(1)) == params and int(row.group(2)) >= 1, row.group(0)
+            assert int(row.group(3)) >= round(budget) - 1, row.group(0)
+            scores = [float(v) for v in row.groups()[3:]]
+            assert all(0 < v < 100 for v in scores), row.group(0)
+        ratio = re.search(rf"^\| {size} \| (\d+\.\d\d)x \| (\d+\.\d\d)x \| (\d+\.\d\d)x \| (yes|no) \|$", out,
+                          re.MULTILINE)
+        assert ratio, out
+        assert (ratio.group(4) == "yes") == (float(ratio.group(1)) >= 3.0), ratio.group(0)
 
 
 def test_the_knob_generalisation_benchmark_runs(study_data_dir, capsys):
