@@ -151,17 +151,18 @@ def run_config_from_args(args: argparse.Namespace):
             node = node.setdefault(section, {})
         node[leaf] = value
     data = table.setdefault("data", {})
+    knobs, audio = data.setdefault("knobs", {}), data.setdefault("audio", {})
     if args.seconds is not None:
-        data["corpus_seconds"] = args.seconds
+        audio["corpus_seconds"] = args.seconds
     if args.pots:
-        data["settings"] = [parse_pots(text) for text in args.pots]
+        knobs["settings"] = [parse_pots(text) for text in args.pots]
     if args.random_settings is not None:
-        data["random_settings"] = args.random_settings
+        knobs["random_settings"] = args.random_settings
     if args.design is not None:
-        data["design_settings"] = args.design
-        data.setdefault("settings", [])  # the design replaces the default listed setting unless --pots gives some
+        knobs["design_settings"] = args.design
+        knobs.setdefault("settings", [])  # the design replaces the default listed setting unless --pots gives some
     if args.design_seconds is not None:
-        data["design_seconds"] = args.design_seconds
+        knobs["design_seconds"] = args.design_seconds
     if args.data_dir:
         data["data_dir"] = args.data_dir
     if args.workers is not None:
@@ -270,7 +271,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{result.wall_seconds:.0f} s on {result.device}, stopped by {result.stopped_by}")
     print(f"validation ESR: {run_info.esr_text(result.val_metrics)}")
     has_test = result.test_esr_tail_aware is not None and math.isfinite(result.test_esr_tail_aware)
-    print(f"test ESR:       {run_info.esr_text(result.test_metrics) if has_test else 'n/a (data.split gives the test split no audio)'}")
+    print(f"test ESR:       {run_info.esr_text(result.test_metrics) if has_test else 'n/a (data.audio.region_split gives the test split no audio)'}")
     print(f"params: {result.cost.get('params')}  MACs/sample: {result.cost.get('macs_per_sample'):.0f}  "
           f"real-time factor: {result.cost.get('rtf', float('nan')):.1f}x  model: {result.model_dir}")
     if result.run_id:

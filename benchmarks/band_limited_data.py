@@ -4,7 +4,7 @@ on band-limited data (the default oversampling), both scored on the band-limited
 test settings, the closer of the two to the amp.
 
 One study file's [base] (default: the knob study) with `--samples` per run and `--seeds` training
-seeds per arm; the two datasets share settings, DI and splits (only `data.oversampling` differs),
+seeds per arm; the two datasets share settings, DI and splits (only `data.simulation.oversampling` differs),
 and the point-sampled model's output is compared in volts (its dataset's target scale differs a
 little). Per arm: the tail-aware test ESR on the band-limited test settings, its parts, and what
 the arm's own test split says (what a study on that data would have reported). Written to
@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     base = spec.base
     samples, seeds = (20_000, 1) if args.smoke else (int(args.samples), args.seeds)
     data = base.data if not args.data_dir else dataclasses.replace(base.data, data_dir=args.data_dir)
-    arms = {"point-sampled (K = 1)": dataclasses.replace(data, oversampling=1),
-            f"band-limited (K = {data.oversampling})": data}
+    arms = {"point-sampled (K = 1)": dataclasses.replace(data, simulation=dataclasses.replace(data.simulation,
+                                                                                                oversampling=1)),
+            f"band-limited (K = {data.simulation.oversampling})": data}
     reference = data
     rows = []
     with tempfile.TemporaryDirectory(prefix="ampstudy-bandlimit-") as work:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     lines = [f"{spec.name}: [base] of {Path(spec.path).name}, {samples:,} training samples per run, "
              f"{args.threads} thread(s), {seeds} seed(s) per arm. Scored on the test settings of the band-limited "
-             f"dataset (oversampling {reference.oversampling}); 'own' = the arm's own test split.", "",
+             f"dataset (oversampling {reference.simulation.oversampling}); 'own' = the arm's own test split.", "",
              "| training data | seed | samples | test ESR tail-aware | geometric mean (floored) | worst setting "
              "| own test ESR tail-aware |", "| --- | --- | --- | --- | --- | --- | --- |",
              *(f"| {n} | {s} | {k:,} | {t:.4g} | {g:.4g} | {w:.4g} | {o:.4g} |" for n, s, k, t, g, w, o in rows), ""]

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         tiny = load_study_spec(REPO / "studies" / "tiny.toml").base
         data, base_train, threads, samples = tiny.data, tiny.train, 1, SMOKE_SAMPLES
-        where = f"studies/tiny.toml's dataset ({tiny.data.corpus_seconds:g} s corpus per knob setting)"
+        where = f"studies/tiny.toml's dataset ({tiny.data.audio.corpus_seconds:g} s corpus per knob setting)"
     else:
-        base = run_config_from_mapping({"data": {"corpus_seconds": args.seconds}})
+        base = run_config_from_mapping({"data": {"audio": {"corpus_seconds": args.seconds}}})
         data, base_train, threads, samples = base.data, base.train, args.threads, int(args.samples)
         where = f"the default dataset ({args.seconds:g} s corpus per knob setting)"
     if args.data_dir:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     first_val, first_test = rows[0][1].val_esr_tail_aware, rows[0][1].test_esr_tail_aware
     lines = [f"WaveNet presets after {samples:,} training samples each on {where}; trained on "
              f"{rows[0][1].device}, no early stopping, no time limit. Tail-aware ESR (pre-emphasis "
-             f"{train_cfg.pre_emphasis:g}) of the best checkpoint; ratios to {rows[0][0]}. Wall seconds are "
+             f"{train_cfg.loss.pre_emphasis:g}) of the best checkpoint; ratios to {rows[0][0]}. Wall seconds are "
              "information only: the presets are compared at equal training samples.", "",
              "| preset | params | training samples | steps | val ESR | test ESR | val ratio | test ratio | epochs "
              "| RTF | wall s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
 from benchmarks.results_file import publish  # noqa: E402
-from datamodules.config import DataConfig, PotSettings  # noqa: E402
+from datamodules.config import AudioConfig, DataConfig, KnobsConfig, PotSettings  # noqa: E402
 from datamodules.dataset import prepare_dataset  # noqa: E402
 from foundation.configs import to_dict  # noqa: E402
 from training.devices import placement  # noqa: E402
@@ -61,11 +61,13 @@ from training.model_io import load_model  # noqa: E402
 from training.run_config import RunConfig, run_config_from_mapping  # noqa: E402
 from training.train import train  # noqa: E402
 
-SIX = DataConfig(corpus_seconds=60.0, settings=(PotSettings(0.5, 0.5, 0.5, 0.5), PotSettings(0.8, 0.6, 0.4, 0.5),
-                                                PotSettings(0.3, 0.8, 0.7, 0.3)),
-                 random_settings=3, held_out_settings=1, region_seconds=2.0)
-DESIGN = DataConfig(settings=(), design_settings=52, design_seconds=6.0, region_seconds=1.0)
-DENSE = DataConfig(settings=(), design_settings=172, design_seconds=2.0, region_seconds=1.0)
+SIX = DataConfig(knobs=KnobsConfig(settings=(PotSettings(0.5, 0.5, 0.5, 0.5), PotSettings(0.8, 0.6, 0.4, 0.5),
+                                             PotSettings(0.3, 0.8, 0.7, 0.3)), random_settings=3, held_out_settings=1),
+                 audio=AudioConfig(corpus_seconds=60.0, region_seconds=2.0))
+DESIGN = DataConfig(knobs=KnobsConfig(settings=(), design_settings=52, design_seconds=6.0),
+                    audio=AudioConfig(region_seconds=1.0))
+DENSE = DataConfig(knobs=KnobsConfig(settings=(), design_settings=172, design_seconds=2.0),
+                   audio=AudioConfig(region_seconds=1.0))
 ARMS = {"six": SIX, "design": DESIGN, "dense": DENSE}
 SMOKE_SAMPLES = 100_000  # per arm in --smoke: a few steps of the tiny study's batches
 
@@ -78,7 +80,7 @@ def config(data: DataConfig, name: str, args: argparse.Namespace, base: RunConfi
              "data": {}, "model": {**model, "conditioning": "film", "knob_gain": True},
              "train": {"max_epochs": 100000, "early_stopping_patience": 1000, "threads": args.threads,
                        "max_samples": args.budget, "max_minutes": 0.0,
-                       "audio_seconds": 3.0, "loss_reference": "setting"}}  # the main study's base
+                       "audio_seconds": 3.0, "loss": {"reference": "setting"}}}  # the main study's base
     if base is not None:
         table["train"].update(batch_size=base.train.batch_size, segment_samples=base.train.segment_samples)
     for item in args.set:
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="WaveNet3")
     parser.add_argument("--only", choices=sorted(ARMS), help="train only one of the arms (prints only)")
     parser.add_argument("--set", action="append", default=[],
-                        help="override, e.g. train.loss_reference=dataset (prints only)")
+                        help="override, e.g. train.loss.reference=dataset (prints only)")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--data-dir", help="dataset cache of every arm (default: data/, or the tiny study's "
                                            "with --smoke)")

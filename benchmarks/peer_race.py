@@ -118,7 +118,7 @@ def run_config(args: argparse.Namespace, size: str, seed: int):
     """The run config of ours at `size` (its data table is the dataset both arms train on)."""
     batch, segment = (SMOKE_BATCH, SMOKE_SEGMENT) if args.smoke else (BATCH, SEGMENT)
     pots = dict(zip(("volume", "treble", "bass", "middle"), (float(v) for v in args.pots.split(","))))
-    data_table = {"corpus_seconds": args.seconds, "settings": [pots], "workers": args.workers,
+    data_table = {"knobs": {"settings": [pots]}, "audio": {"corpus_seconds": args.seconds}, "workers": args.workers,
                   **({"data_dir": args.data_dir} if args.data_dir else {})}
     cfg = run_config_from_mapping({
         "experiment": "benchmark-peer-race", "data": data_table, "model": {"preset": f"nam-{size}"},

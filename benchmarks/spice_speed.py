@@ -45,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from benchmarks.results_file import write_results  # noqa: E402  (notes the commit the run starts on)
-from datamodules.config import DataConfig, PotSettings  # noqa: E402
+from datamodules.config import DataConfig, KnobsConfig, PotSettings, SimulationConfig  # noqa: E402
 from datamodules.spice import SpiceJob, available_cores, ngspice_version, simulate, simulate_many  # noqa: E402
 
 RESULTS_NAMES = {"rtf": "spice_speed_rtf", "step": "spice_speed_step", "warmup": "spice_speed_warmup",
@@ -214,7 +214,7 @@ def parse_chains(text: str) -> list[tuple[int, float]]:
     chains = []
     for item in text.split(","):
         k, _, step = item.partition(":")
-        chains.append((int(k), float(step) if step else DataConfig.max_step_fraction))
+        chains.append((int(k), float(step) if step else SimulationConfig.max_step_fraction))
     return chains
 
 
@@ -267,8 +267,9 @@ def dataset_section(args) -> list[str]:
     from datamodules.dataset import spice_jobs
     from datamodules.dataset_plan import build_inputs, plan_dataset
 
-    cfg = DataConfig(data_dir="/nonexistent", settings=(), design_settings=args.design_settings,
-                     design_seconds=args.design_seconds, sweep_test_settings=False, response_points=0)
+    cfg = DataConfig(data_dir="/nonexistent", knobs=KnobsConfig(settings=(), design_settings=args.design_settings,
+                                                                design_seconds=args.design_seconds,
+                                                                sweep_test_settings=False, response_points=0))
     plan = plan_dataset(cfg)
     jobs = spice_jobs(plan, SimpleNamespace(inputs=build_inputs(cfg, plan.settings)[0]))  # the DI each setting plays
     audio = sum(len(j.x_volts) for j in jobs) / FS
@@ -276,7 +277,7 @@ def dataset_section(args) -> list[str]:
     factors = [int(k) for k in args.dataset_oversamplings.split(",")]
     lines: list[str] = []
     emit(lines, f"{len(jobs)} design settings x {args.design_seconds:g} s = {audio:g} s of synthetic DI, chunks of "
-                f"{cfg.chunk_seconds:g} s, {args.workers} ngspice processes in the pool; serial: one ngspice run per "
+                f"{cfg.simulation.chunk_seconds:g} s, {args.workers} ngspice processes in the pool; serial: one ngspice run per "
                 "setting, no chunks, K 1. Speedup: the serial row's wall time over the row's; bound: serial ngspice "
                 "CPU s / (pool ngspice + parent CPU s) x processes, the speedup with every core free; x first pool: "
                 "wall time over the first pool row's.", "",
@@ -292,7 +293,7 @@ def dataset_section(args) -> list[str]:
     for k in factors:
         for warmup in warmups:
             with Timed() as parallel:
-                simulate_many(jobs, FS, oversampling=k, workers=args.workers, chunk_seconds=cfg.chunk_seconds,
+                simulate_many(jobs, FS, oversampling=k, workers=args.workers, chunk_seconds=cfg.simulation.chunk_seconds,
                               warmup_seconds=warmup)
             first = first or parallel
             speedup, bound = ("-", "-") if serial is None else (
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="rtf: signal length")
     parser.add_argument("--rtf-chunk-seconds", type=float, default=2.0, help="rtf: chunk length of the parallel run")
     parser.add_argument("--workers", type=int, default=0, help="parallel ngspice processes (0 = all cores)")
-    parser.add_argument("--warmup", type=float, default=DataConfig.warmup_seconds,
+    parser.add_argument("--warmup", type=float, default=SimulationConfig.warmup_seconds,
                         help="rtf, dataset: warm-up seconds (default: DataConfig's)")
     parser.add_argument("--accuracy-seconds", type=float, default=2.0,
                         help="step, aliasing (DI): signal length; warmup: twice it")

@@ -26,7 +26,7 @@ MIN_SECONDS = 0.5
 CHECK_BLOCK = 1 << 18  # samples per block when a file is checked without being kept in memory
 
 
-def check_wav_format(path: str | Path, fs: int | None, *, given_as: str = "data.wav_files",
+def check_wav_format(path: str | Path, fs: int | None, *, given_as: str = "data.audio.wav_files",
                      rate_name: str = "data.sample_rate") -> sf._SoundFileInfo:
     """The file's info if it is a readable mono audio file at `fs` Hz (None: any rate), else an
     error naming the fix: where the path was given (`given_as`) and whose rate `fs` is

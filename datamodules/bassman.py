@@ -152,7 +152,7 @@ class BassmanDataModule(pl.LightningDataModule):
                           default=0)
             raise AmpStudyError(
                 f"segment_samples {self.segment_samples} is longer than every contiguous stretch of "
-                f"training audio (longest {longest} samples); lower segment_samples or raise data.region_seconds")
+                f"training audio (longest {longest} samples); lower segment_samples or raise data.audio.region_seconds")
         return candidates
 
     # ------------------------------------------------------------------ loaders

@@ -217,7 +217,7 @@ def config_of_dataset(path: str | Path) -> DataConfig:
 
 def spice_jobs(plan: DatasetPlan, audio: Any) -> list[spice.SpiceJob]:
     """One ngspice job per knob setting: the input it plays, in volts at the amp's input jack."""
-    return [spice.SpiceJob(audio.inputs[s.input].astype(np.float64) * plan.cfg.input_full_scale_volts, s.pots)
+    return [spice.SpiceJob(audio.inputs[s.input].astype(np.float64) * plan.cfg.audio.input_full_scale_volts, s.pots)
             for s in plan.settings]
 
 
@@ -233,11 +233,11 @@ def _build(plan: DatasetPlan, progress: bool) -> None:
             bar.set_postfix_str(f"settings {p.jobs_done}/{p.jobs_total}")
             bar.refresh()
 
-        volts = spice.simulate_many(jobs, fs, oversampling=cfg.oversampling,
-                                    max_step_fraction=cfg.max_step_fraction,
-                                    chunk_seconds=cfg.chunk_seconds, warmup_seconds=cfg.warmup_seconds,
+        volts = spice.simulate_many(jobs, fs, oversampling=cfg.simulation.oversampling,
+                                    max_step_fraction=cfg.simulation.max_step_fraction,
+                                    chunk_seconds=cfg.simulation.chunk_seconds, warmup_seconds=cfg.simulation.warmup_seconds,
                                     workers=cfg.workers, progress=report, cache_dir=Path(cfg.data_dir) / "chunks")
-    blocked = [dc_block(v, fs, cfg.dc_block_hz) for v in volts]
+    blocked = [dc_block(v, fs, cfg.audio.dc_block_hz) for v in volts]
     scale = common_scale([y for (y, _), s in zip(blocked, plan.settings) if s.group == "train"])
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cfg.data_dir, prefix=f".{plan.key}."))
@@ -256,18 +256,18 @@ def _build(plan: DatasetPlan, progress: bool) -> None:
         manifest = {
             "format": DATASET_FORMAT, "code_version": code_version(), "hash": plan.key,
             "ngspice_version": spice.ngspice_version(), "seed": cfg.seed, "sample_rate": fs,
-            "input_full_scale_volts": cfg.input_full_scale_volts, "control_names": list(KNOB_NAMES),
-            "simulation": {"oversampling": cfg.oversampling, "simulated_rate": fs * cfg.oversampling,
-                           "max_step_seconds": cfg.max_step_fraction / fs,
-                           "anti_alias": "none (point-sampled)" if cfg.oversampling == 1 else
+            "input_full_scale_volts": cfg.audio.input_full_scale_volts, "control_names": list(KNOB_NAMES),
+            "simulation": {"oversampling": cfg.simulation.oversampling, "simulated_rate": fs * cfg.simulation.oversampling,
+                           "max_step_seconds": cfg.simulation.max_step_fraction / fs,
+                           "anti_alias": "none (point-sampled)" if cfg.simulation.oversampling == 1 else
                            f"linear-phase Kaiser FIR, passband {resampling.PASSBAND_EDGE:g} fs, stopband "
                            f"{resampling.STOPBAND_EDGE:g} fs, {resampling.STOPBAND_ATTENUATION_DB:g} dB, "
-                           f"{len(resampling.lowpass(cfg.oversampling))} taps"},
+                           f"{len(resampling.lowpass(cfg.simulation.oversampling))} taps"},
             "data_config": {k: v for k, v in to_dict(cfg).items() if k not in ("data_dir", "workers")},
             "inputs": {key: {"file": input_files[key], "samples": len(x), "seconds": len(x) / fs,
                              "sha256": audio.input_sha256[key], "sources": audio.sources[key]}
                        for key, x in audio.inputs.items()},
-            "target_processing": {"dc_block_hz": cfg.dc_block_hz,
+            "target_processing": {"dc_block_hz": cfg.audio.dc_block_hz,
                                   "scale": "peak of |DC-blocked volts| over the training-group settings"},
             "target_scale_volts": scale,  # volts = target * scale
             "settings": records,

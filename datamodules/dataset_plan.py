@@ -42,7 +42,7 @@ DATASET_FORMAT = 5  # bump when the files or their processing change meaning
 # 4: point-sampled SPICE at fs, no file checksums; 5: oversampled and anti-aliased, files checksummed
 READABLE_FORMATS = (4, 5)
 WAV_GAP_SECONDS = 0.1  # silence before each user wav: the amp settles between recordings
-NOT_CONTENT_FIELDS = ("data_dir", "workers", "wav_files")  # wav bytes are hashed instead of their paths
+NOT_CONTENT_FIELDS = ("data_dir", "workers")  # and audio.wav_files: their bytes are hashed instead of their paths
 AUDIBLE_DBFS = -45.0  # regions quieter than this (input RMS) are used for training only
 
 
@@ -91,12 +91,12 @@ def shared_input(cfg: DataConfig) -> tuple[np.ndarray, list[dict[str, Any]]]:
     parts: list[np.ndarray] = []
     sources: list[dict[str, Any]] = []
     start = 0
-    if cfg.corpus_seconds > 0:
-        corpus = synth_corpus(cfg.corpus_seconds, fs, cfg.seed)
+    if cfg.audio.corpus_seconds > 0:
+        corpus = synth_corpus(cfg.audio.corpus_seconds, fs, cfg.seed)
         parts.append(corpus)
         sources.append({"kind": "synth", "start": 0, "samples": len(corpus), "seed": cfg.seed})
         start = len(corpus)
-    for path in cfg.wav_files:
+    for path in cfg.audio.wav_files:
         wav = load_wav(path, fs)
         gap = np.zeros(int(WAV_GAP_SECONDS * fs), dtype=np.float32)
         parts += [gap, wav]
@@ -118,7 +118,7 @@ def build_inputs(cfg: DataConfig, settings: tuple[PlannedSetting, ...]) -> tuple
         if key == SHARED_INPUT:
             inputs[key], sources[key] = shared_input(cfg)
             continue
-        seconds = cfg.response_seconds if key == RESPONSE_INPUT else cfg.design_seconds
+        seconds = cfg.knobs.response_seconds if key == RESPONSE_INPUT else cfg.knobs.design_seconds
         inputs[key] = synth_corpus(seconds, cfg.sample_rate, setting.audio_seed)
         sources[key] = [{"kind": "synth", "start": 0, "samples": len(inputs[key]), "seed": setting.audio_seed}]
     return inputs, sources
@@ -153,11 +153,11 @@ def assign_splits(n_regions: int, split: tuple[float, float, float], seed: int,
     audible = [True] * n_regions if audible is None else list(audible)
     if n_train < 1:
         needed = 2 + (split[2] > 0)
-        raise ConfigError(f"region_seconds: the audio holds only {n_regions} region(s), need at least "
-                          f"{max(needed, n_regions + 1 - n_train)} for split {split}; lower region_seconds "
-                          "or add audio (corpus_seconds, design_seconds, wav_files)")
+        raise ConfigError(f"audio.region_seconds: the audio holds only {n_regions} region(s), need at least "
+                          f"{max(needed, n_regions + 1 - n_train)} for region_split {split}; lower region_seconds "
+                          "or add audio (audio.corpus_seconds, knobs.design_seconds, audio.wav_files)")
     if sum(audible) < n_val + n_test:
-        raise ConfigError(f"region_seconds: only {sum(audible)} of {n_regions} regions carry signal, need "
+        raise ConfigError(f"audio.region_seconds: only {sum(audible)} of {n_regions} regions carry signal, need "
                           f"{n_val + n_test} for validation and test; add audio or change region_seconds")
     order = seeded_rng(seed, RNG_SPLIT).permutation(n_regions)
     assigned = ["train"] * n_regions
@@ -175,9 +175,9 @@ def split_regions(cfg: DataConfig, settings: tuple[PlannedSetting, ...],
     """Regions of every input a training-group setting plays, pooled, with their split."""
     keys = list(dict.fromkeys(s.input for s in settings if s.group == "train"))
     spans = [(key, start, end) for key in keys
-             for start, end in plan_regions(len(inputs[key]), cfg.sample_rate, cfg.region_seconds)]
+             for start, end in plan_regions(len(inputs[key]), cfg.sample_rate, cfg.audio.region_seconds)]
     audible = [audible_regions(inputs[key], [(start, end)])[0] for key, start, end in spans]
-    names = assign_splits(len(spans), cfg.split, cfg.seed, audible)
+    names = assign_splits(len(spans), cfg.audio.region_split, cfg.seed, audible)
     return tuple(Region(key, start, end, name) for (key, start, end), name in zip(spans, names))
 
 
@@ -193,8 +193,9 @@ def dataset_hash(cfg: DataConfig, settings: tuple[PlannedSetting, ...]) -> str:
     is synthesised to find an existing dataset) and still changes whenever the audio could.
     """
     content = {k: v for k, v in to_dict(cfg).items() if k not in NOT_CONTENT_FIELDS}
+    content["audio"] = {k: v for k, v in content["audio"].items() if k != "wav_files"}  # their bytes are hashed
     netlists = [netlist_hash(render_netlist(s.pots)) for s in settings]
-    wavs = [hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else str(p) for p in cfg.wav_files]
+    wavs = [hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else str(p) for p in cfg.audio.wav_files]
     return sha256_json({"code": code_version(), "generator": generator_version(), "config": content,
                         "netlists": netlists, "wav_files": wavs})[:24]
 

@@ -70,44 +70,44 @@ def derived_seed(seed: int, stream: int, index: int) -> int:
 
 
 def listed_settings(cfg: DataConfig) -> list[PotSettings]:
-    """cfg.settings, then `random_settings` seeded random ones, then the `grid_points` grid."""
-    found: list[PotSettings] = list(cfg.settings)
+    """cfg.knobs.settings, then `random_settings` seeded random ones, then the `grid_points` grid."""
+    found: list[PotSettings] = list(cfg.knobs.settings)
     rng = seeded_rng(cfg.seed, RNG_RANDOM_SETTINGS)
-    for _ in range(cfg.random_settings):
+    for _ in range(cfg.knobs.random_settings):
         found.append(PotSettings(*np.round(rng.uniform(0.0, 1.0, len(KNOB_NAMES)), DECIMALS).tolist()))
-    if cfg.grid_points >= 2:
-        axis = np.linspace(0.0, 1.0, cfg.grid_points).round(6).tolist()
+    if cfg.knobs.grid_points >= 2:
+        axis = np.linspace(0.0, 1.0, cfg.knobs.grid_points).round(6).tolist()
         found += [PotSettings(*combo) for combo in itertools.product(axis, repeat=len(KNOB_NAMES))]
     return found
 
 
 def held_out_indices(cfg: DataConfig, n_listed: int) -> list[int]:
     """Sorted indices of the listed settings used only for testing (a seeded choice)."""
-    if cfg.held_out_settings == 0:
+    if cfg.knobs.held_out_settings == 0:
         return []
-    if cfg.held_out_settings >= n_listed:
+    if cfg.knobs.held_out_settings >= n_listed:
         raise ConfigError(
-            f"held_out_settings: {cfg.held_out_settings} would hold out all {n_listed} listed knob settings, "
-            "leaving none to train on; lower it or add settings (random_settings, grid_points)")
+            f"knobs.held_out_settings: {cfg.knobs.held_out_settings} would hold out all {n_listed} listed knob settings, "
+            "leaving none to train on; lower it or add settings (knobs.random_settings, knobs.grid_points)")
     rng = seeded_rng(cfg.seed, RNG_HELD_OUT)
-    return sorted(int(i) for i in rng.permutation(n_listed)[: cfg.held_out_settings])
+    return sorted(int(i) for i in rng.permutation(n_listed)[: cfg.knobs.held_out_settings])
 
 
 def volume_position(cfg: DataConfig, unit: float) -> float:
-    low, high = cfg.volume_range
+    low, high = cfg.knobs.volume_range
     return low + unit * (high - low)
 
 
 def design_points(cfg: DataConfig) -> list[PotSettings]:
     """The first `design_settings` points of a seeded scrambled Sobol sequence (prefix-stable)."""
-    if cfg.design_settings == 0:
+    if cfg.knobs.design_settings == 0:
         return []
     from scipy.stats import qmc
 
     sobol = qmc.Sobol(d=len(KNOB_NAMES), scramble=True, seed=seeded_rng(cfg.seed, RNG_DESIGN))
     with warnings.catch_warnings():  # balance properties want 2^m points; any prefix is still space-filling
         warnings.simplefilter("ignore", UserWarning)
-        unit = sobol.random(cfg.design_settings)
+        unit = sobol.random(cfg.knobs.design_settings)
     unit[:, 0] = [volume_position(cfg, u) for u in unit[:, 0]]
     return [PotSettings(*np.round(row, DECIMALS).tolist()) for row in unit]
 
@@ -116,7 +116,7 @@ def design_group(cfg: DataConfig, index: int) -> str:
     """train / val / test for design setting `index`: a function of (seed, index) only."""
     offset = float(seeded_rng(cfg.seed, RNG_GROUPS).random())
     u = (offset + index * GOLDEN) % 1.0
-    train, val, _ = cfg.setting_split
+    train, val, _ = cfg.knobs.design_split
     return "train" if u < train else "val" if u < train + val else "test"
 
 
@@ -132,7 +132,7 @@ def sweep_end_points(cfg: DataConfig) -> list[PotSettings]:
 
 def response_positions(cfg: DataConfig) -> list[float]:
     """Interior positions 0..1 of the knob-response sweep (the end points are test settings)."""
-    n = cfg.response_points
+    n = cfg.knobs.response_points
     return [round((i + 1) / (n + 1), DECIMALS) for i in range(n)]
 
 
@@ -158,7 +158,7 @@ def plan_settings(cfg: DataConfig) -> list[PlannedSetting]:
     for i, pots in enumerate(design_points(cfg)):
         planned.append(PlannedSetting(pots, design_group(cfg, i), f"own-design-{i}",
                                       derived_seed(cfg.seed, RNG_DESIGN_AUDIO, i), "design"))
-    if cfg.design_settings and cfg.sweep_test_settings:
+    if cfg.knobs.design_settings and cfg.knobs.sweep_test_settings:
         for i, pots in enumerate(sweep_end_points(cfg)):
             # Their own audio stream, offset past any design size, so adding design settings changes nothing here.
             planned.append(PlannedSetting(pots, "test", f"own-sweep-{i}",
@@ -169,11 +169,11 @@ def plan_settings(cfg: DataConfig) -> list[PlannedSetting]:
                                              derived_seed(cfg.seed, RNG_RESPONSE_AUDIO, 0), "response")
                               for pots in response_settings(cfg)])
     if not any(s.group == "train" for s in unique):
-        raise ConfigError("settings: no knob setting is left for training; add settings or design_settings, "
-                          "or lower held_out_settings / setting_split's val and test shares")
-    if cfg.design_settings and not any(s.group == "val" and s.kind == "design" for s in unique):
-        raise ConfigError(f"design_settings: {cfg.design_settings} design settings put none in the validation "
-                          "group (setting_split); use more design settings or a larger validation share")
+        raise ConfigError("knobs.settings: no knob setting is left for training; add settings or design_settings, "
+                          "or lower held_out_settings / design_split's val and test shares")
+    if cfg.knobs.design_settings and not any(s.group == "val" and s.kind == "design" for s in unique):
+        raise ConfigError(f"knobs.design_settings: {cfg.knobs.design_settings} design settings put none in the validation "
+                          "group (knobs.design_split); use more design settings or a larger validation share")
     return unique
 
 

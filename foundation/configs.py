@@ -34,11 +34,18 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "") 
     data = {} if data is None else data
     prefix = f"{where}." if where else ""
     if not isinstance(data, Mapping):
+        scalar_key = getattr(cls, "SCALAR_KEY", None)  # a group that was a single value in an older schema
+        if scalar_key and where and isinstance(data, (str, int, float)):
+            raise ConfigError(f"{where}: is now a table; write {where}.{scalar_key} = {data!r} "
+                              f"(a [{where}] table with {scalar_key} = {data!r})")
         raise ConfigError(f"{where or cls.__name__}: expected a table of settings, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
+        moved = getattr(cls, "MOVED_KEYS", {}).get(key)  # a key of an older schema: say where it went
+        if moved:
+            raise ConfigError(f"{prefix}{key}: this setting is now {prefix}{moved}; move it there")
         close = difflib.get_close_matches(key, list(fields), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(
@@ -76,6 +83,29 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             out.update(flatten(value, f"{name}."))
         else:
             out[name] = value
+    return out
+
+
+def unflatten(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """{'a.b': 1} -> {'a': {'b': 1}}: flatten's inverse."""
+    out: dict[str, Any] = {}
+    for name, value in mapping.items():
+        *groups, leaf = name.split(".")
+        node = out
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[leaf] = value
+    return out
+
+
+def merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `update` laid over it, nested tables merged key by key (not replaced whole)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
     return out
 
 

@@ -61,8 +61,9 @@ def request_length(samples: int, sample_rate: float, max_seconds: float = MAX_RE
 def trained_settings(run_config: dict[str, Any], data: dict[str, Any]) -> list[dict[str, float]] | None:
     """The knob settings a model was trained at, from its config.json's `run_config` and `data`;
     None when its data covered the knob space (a knob design, or a grid of 3+ positions per knob)."""
-    source = run_config.get("data", {})
-    if source.get("design_settings", 0) > 0 or source.get("grid_points", 0) >= 3:
+    data_table = run_config.get("data", {})
+    knobs = data_table.get("knobs", data_table)  # models saved before the config groups (2026-12): a flat table
+    if knobs.get("design_settings", 0) > 0 or knobs.get("grid_points", 0) >= 3:
         return None
     return [{k: float(v) for k, v in setting.items() if k != "group" and isinstance(v, (int, float))}
             for setting in data.get("settings", []) if setting.get("group", "train") == "train"]

@@ -134,7 +134,7 @@ def promote(spec: StudySpec, *, storage_url: str | None = None, tracking_uri: st
         test = evaluate_model(loaded.net, loaded.run_config.data, split="test")
         test_esr = float(test[PRIMARY])
         if not math.isfinite(test_esr):
-            raise AmpStudyError("the test split gave no ESR; give base.data.split a test share > 0")
+            raise AmpStudyError("the test split gave no ESR; give base.data.audio.region_split a test share > 0")
         print(describe_test(test))
         for key, value in finite_numbers(test).items():
             client.log_metric(run_id, f"test_{key}", value)

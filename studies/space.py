@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ampmodel.config import WaveNetConfig
-from foundation.configs import from_mapping, to_dict
+from foundation.configs import flatten, from_mapping, merged, to_dict, unflatten
 from foundation.errors import ConfigError
 from training.run_config import ARRAY_FIELDS, RunConfig, TrainConfig, model_from_mapping
 
@@ -118,7 +118,7 @@ def stack_shape(dilations: tuple[int, ...]) -> tuple[int, int] | None:
 def effective_values(base: RunConfig) -> dict[str, Any]:
     """Every searchable name with its value in `base` (used for `when` conditions)."""
     values = {f"model.{k}": v for k, v in to_dict(base.model).items()}
-    values.update({f"train.{k}": v for k, v in to_dict(base.train).items()})
+    values.update(flatten(to_dict(base.train), "train."))  # groups by their dotted names: train.loss.kind
     shape = stack_shape(base.model.dilations)
     if shape:
         values["model.layers_per_stack"], values["model.stacks"] = shape
@@ -141,7 +141,8 @@ def apply_params(base: RunConfig, values: Mapping[str, Any], run_name: str | Non
     if model:
         cfg = dataclasses.replace(cfg, model=model_from_mapping({**to_dict(base.model), **model}))
     if train:
-        cfg = dataclasses.replace(cfg, train=from_mapping(TrainConfig, {**to_dict(base.train), **train}, "train"))
+        cfg = dataclasses.replace(cfg, train=from_mapping(TrainConfig, merged(to_dict(base.train), unflatten(train)),
+                                                          "train"))
     if run_name is not None:
         cfg = dataclasses.replace(cfg, run_name=run_name)
     return cfg
@@ -163,7 +164,16 @@ def parse_space(table: Any, base: RunConfig) -> tuple[SearchParam, ...]:
         if not isinstance(entries, Mapping):
             raise ConfigError(f"space.{section}: expected a table of parameters")
         for key, spec in entries.items():
-            params.append(_parse_param(section, key, spec))
+            if _is_group(section, key):  # [space.train.loss]: its keys are searched as train.loss.<key>
+                if not isinstance(spec, Mapping):
+                    raise ConfigError(f"space.{section}.{key}: a group of settings; give a table "
+                                      f"[space.{section}.{key}] of parameters")
+                if any(k in spec for k in ("low", "high", "choices")):
+                    raise ConfigError(f"space.{section}.{key}: a group of settings, not one; search its settings, "
+                                      f"e.g. [space.{section}.{key}] kind = {{ choices = [...] }}")
+                params.extend(_parse_param(section, f"{key}.{sub}", subspec) for sub, subspec in spec.items())
+            else:
+                params.append(_parse_param(section, key, spec))
     names = {p.name for p in params}
     for p in params:
         for cond_name, _ in p.when:
@@ -183,22 +193,39 @@ def parse_space(table: Any, base: RunConfig) -> tuple[SearchParam, ...]:
     return ordered
 
 
+def _is_group(section: str, key: str) -> bool:
+    """Whether `section.key` is a group of settings (a dataclass such as train.loss), not one setting."""
+    if section != "train":
+        return False
+    return dataclasses.is_dataclass(typing.get_type_hints(TrainConfig).get(key))
+
+
 def _field_type(section: str, key: str) -> Any:
     if section == "model" and key in (*STACK_KNOBS, *ARRAY_FIELDS):
         return int  # an array field's range searches one later array; choices may be "8,4" strings
     if section == "model" and key == "dilations":
         return str  # patterns such as "(1..256)x2"
     cls = WaveNetConfig if section == "model" else TrainConfig
+    *groups, leaf = key.split(".")
+    for group in groups:  # train.loss.kind: into the group's dataclass
+        cls = typing.get_type_hints(cls).get(group)
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigError(f"space.{section}.{key}: '{group}' is not a group of {section} settings")
     hints = typing.get_type_hints(cls)
-    if key not in hints:
-        valid = sorted({*hints, *(STACK_KNOBS if section == "model" else ())} - set(FIXED_TRAIN_FIELDS))
+    if leaf not in hints or dataclasses.is_dataclass(hints[leaf]):
+        moved = getattr(cls, "MOVED_KEYS", {}).get(leaf)
+        if moved:
+            raise ConfigError(f"space.{section}.{key}: this setting is now {section}.{moved}; search it in "
+                              f"[space.{section}.{moved.rpartition('.')[0]}] as {moved.rpartition('.')[2]}")
+        top = WaveNetConfig() if section == "model" else TrainConfig()
+        valid = sorted({*flatten(to_dict(top)), *(STACK_KNOBS if section == "model" else ())} - set(FIXED_TRAIN_FIELDS))
         raise ConfigError(f"space.{section}.{key}: unknown setting; searchable {section} settings are: "
                           f"{', '.join(valid)}")
     if section == "train" and key in FIXED_TRAIN_FIELDS:
         raise ConfigError(f"space.train.{key}: not a hyperparameter; set it in [base.train] or [budget]")
-    if typing.get_origin(hints[key]) in (typing.Union, types.UnionType) and int in typing.get_args(hints[key]):
+    if typing.get_origin(hints[leaf]) in (typing.Union, types.UnionType) and int in typing.get_args(hints[leaf]):
         return int  # batch_size = "auto" | N: a study searches numbers
-    return hints[key]
+    return hints[leaf]
 
 
 def _parse_param(section: str, key: str, spec: Any) -> SearchParam:

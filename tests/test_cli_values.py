@@ -49,8 +49,8 @@ def test_bad_numbers_are_one_line(argv, message, capsys):
 
 
 def test_nan_or_inf_in_a_config_value_is_named(tmp_path, capsys):
-    assert main(["train", "--set", "data.corpus_seconds=inf"]) == 2
-    assert "data.corpus_seconds: inf is not a finite number" in one_line_error(capsys)
+    assert main(["train", "--set", "data.audio.corpus_seconds=inf"]) == 2
+    assert "data.audio.corpus_seconds: inf is not a finite number" in one_line_error(capsys)
     path = tmp_path / "run.toml"
     path.write_text("[train]\nlearning_rate = nan\n")
     assert main(["train", "--config", str(path)]) == 2

@@ -19,9 +19,15 @@ from training.run_config import RunConfig, TrainConfig, run_config_from_mapping
     ({"train": {"accelerator": "cpu", "precision": "16-mixed"}}, "train.precision: '16-mixed' needs a CUDA GPU"),
     ({"train": {"batch_size": 1.5}}, "train.batch_size: expected an integer"),
     ({"train": {"learning_rate": -1}}, "train.learning_rate: must be > 0"),
-    ({"data": {"split": [0.5, 0.5, 0.5]}}, "data.split"),
-    ({"data": {"settings": [{"volume": 1.5}]}}, "data.settings[0].volume: knob position 1.5 is outside 0..1"),
-    ({"data": {"settings": [{"gain": 0.5}]}}, "data.settings[0].gain: unknown setting"),
+    ({"data": {"audio": {"region_split": [0.5, 0.5, 0.5]}}}, "data.audio.region_split"),
+    ({"data": {"knobs": {"settings": [{"volume": 1.5}]}}},
+     "data.knobs.settings[0].volume: knob position 1.5 is outside 0..1"),
+    ({"data": {"knobs": {"settings": [{"gain": 0.5}]}}}, "data.knobs.settings[0].gain: unknown setting"),
+    ({"data": {"split": [0.8, 0.1, 0.1]}}, "data.split: this setting is now data.audio.region_split; move it there"),
+    ({"data": {"setting_split": [0.7, 0.2, 0.1]}}, "data.setting_split: this setting is now data.knobs.design_split"),
+    ({"train": {"loss_reference": "dataset"}}, "train.loss_reference: this setting is now train.loss.reference"),
+    ({"train": {"loss": "esr_dc"}}, "train.loss: is now a table; write train.loss.kind = 'esr_dc'"),
+    ({"train": {"loss": {"kind": "l1"}}}, "train.loss.kind: 'l1' is not one of esr, esr_dc, esr_stft"),
     ({"model": {"preset": "WaveNet9"}}, "model.preset: 'WaveNet9' is not one of"),
     ({"model": {"dilations": "1..3"}}, "model.dilations '1..3': ends of a range must be powers of two"),
     ({"model": {"kernel_size": 1}}, "model.kernel_size"),
@@ -38,10 +44,10 @@ def test_bad_run_configs_name_the_field(table, message):
 
 def test_round_trip_and_presets():
     cfg = run_config_from_mapping({"model": {"preset": "WaveNet2", "kernel_size": 2},
-                                   "data": {"settings": [{"volume": 0.2}, {"treble": 1.0}]}})
+                                   "data": {"knobs": {"settings": [{"volume": 0.2}, {"treble": 1.0}]}}})
     assert cfg.model.channels == 8 and cfg.model.kernel_size == 2
     assert cfg.model.dilations == PRESETS["WaveNet2"].dilations
-    assert cfg.data.settings[1].treble == 1.0 and cfg.data.settings[0].volume == 0.2
+    assert cfg.data.knobs.settings[1].treble == 1.0 and cfg.data.knobs.settings[0].volume == 0.2
     assert run_config_from_mapping(to_dict(cfg)) == cfg
     assert from_mapping(TrainConfig, {"learning_rate": 1}).learning_rate == 1.0  # ints widen to float
     assert RunConfig().model == PRESETS["WaveNet3"]
@@ -84,8 +90,36 @@ def test_cli_design_options_make_a_knob_design(tmp_path, capsys):
 
     args = build_parser().parse_args(["data", "--design", "32", "--design-seconds", "4", "--data-dir", str(tmp_path)])
     data = run_config_from_args(args).data
-    assert (data.design_settings, data.design_seconds, data.settings) == (32, 4.0, ())
+    assert (data.knobs.design_settings, data.knobs.design_seconds, data.knobs.settings) == (32, 4.0, ())
     with_pots = build_parser().parse_args(["data", "--design", "8", "--pots", "0.5,0.5,0.5,0.5"])
-    assert len(run_config_from_args(with_pots).data.settings) == 1  # listed settings kept beside the design
+    assert len(run_config_from_args(with_pots).data.knobs.settings) == 1  # listed settings kept beside the design
     assert main(["data", "--design", "0"]) == 2
     assert "--design" in capsys.readouterr().err
+
+
+def test_a_model_saved_before_the_config_groups_still_loads(tmp_path):
+    """A config.json written before the groups (flat [data] and [train]) loads into the grouped config,
+    every value in its new place; a config file with those keys is refused (above)."""
+    import json
+
+    from ampmodel.loading import build_wavenet
+    from training.model_io import load_model, save_model
+
+    cfg = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..4"},
+                                   "data": {"knobs": {"design_settings": 8, "design_split": [0.5, 0.25, 0.25]},
+                                            "audio": {"region_split": [0.6, 0.2, 0.2], "corpus_seconds": 3.0},
+                                            "simulation": {"warmup_seconds": 0.5}},
+                                   "train": {"loss": {"kind": "esr_dc", "reference": "setting",
+                                                      "pre_emphasis": 0.85}}})
+    directory = save_model(tmp_path / "model", build_wavenet(cfg.model), cfg, {"sample_rate": 44100})
+    meta = json.loads((directory / "config.json").read_text())
+    flat = meta["run_config"]
+    for section in ("data", "train"):  # the layout of an older ampstudy
+        table = flat[section]
+        for group in (("knobs", "audio", "simulation") if section == "data" else ("loss",)):
+            table.update(table.pop(group))
+    flat["data"]["setting_split"], flat["data"]["split"] = flat["data"].pop("design_split"), flat["data"].pop("region_split")
+    flat["train"]["loss"], flat["train"]["loss_reference"] = flat["train"].pop("kind"), flat["train"].pop("reference")
+    assert "knobs" not in flat["data"] and flat["train"]["loss"] == "esr_dc"
+    (directory / "config.json").write_text(json.dumps(meta))
+    assert load_model(directory).run_config == cfg

@@ -16,7 +16,7 @@ from datamodules import dataset as ds
 from datamodules import dataset_plan as plan
 from datamodules import spice
 from datamodules.bassman import BassmanDataModule, merged_spans
-from datamodules.config import DataConfig, PotSettings
+from datamodules.config import AudioConfig, DataConfig, KnobsConfig, PotSettings, SimulationConfig
 from datamodules.segments import RandomSegments, SegmentBatches
 from datamodules.knob_design import plan_settings
 from datamodules.netlist import netlist_hash, render_netlist
@@ -26,18 +26,20 @@ RF, SEGMENT, FS = 64, 1000, 16000
 DARK, BRIGHT = PotSettings(treble=0.0), PotSettings(treble=1.0)
 
 
-def tiny_config(data_dir, **overrides) -> DataConfig:
-    base = dict(data_dir=str(data_dir), sample_rate=FS, corpus_seconds=0.6, region_seconds=0.1, chunk_seconds=0.3,
-                warmup_seconds=0.05, settings=(DARK, BRIGHT), random_settings=1, held_out_settings=1,
-                workers=2, seed=0)
-    return DataConfig(**{**base, **overrides})
+def tiny_config(data_dir, *, knobs: dict | None = None, audio: dict | None = None, **top) -> DataConfig:
+    """0.6 s of DI at three listed settings (one held out); `knobs`/`audio` override keys of those groups."""
+    return DataConfig(**{"data_dir": str(data_dir), "sample_rate": FS, "workers": 2, "seed": 0, **top},
+                      knobs=KnobsConfig(**{"settings": (DARK, BRIGHT), "random_settings": 1, "held_out_settings": 1,
+                                           **(knobs or {})}),
+                      audio=AudioConfig(**{"corpus_seconds": 0.6, "region_seconds": 0.1, **(audio or {})}),
+                      simulation=SimulationConfig(chunk_seconds=0.3, warmup_seconds=0.05))
 
 
-def tiny_design(data_dir, **overrides) -> DataConfig:
+def tiny_design(data_dir, **knobs) -> DataConfig:
     """Six design settings (four train, one val, one test) of 0.4 s each, no sweep end points."""
-    return tiny_config(data_dir, **{"settings": (), "random_settings": 0, "held_out_settings": 0,
-                                    "design_settings": 6, "design_seconds": 0.4, "sweep_test_settings": False,
-                                    "seed": 2, **overrides})
+    return tiny_config(data_dir, seed=2, knobs={"settings": (), "random_settings": 0, "held_out_settings": 0,
+                                                "design_settings": 6, "design_seconds": 0.4,
+                                                "sweep_test_settings": False, **knobs})
 
 
 def ready(cfg: DataConfig) -> BassmanDataModule:
@@ -155,7 +157,7 @@ def test_splits_depend_only_on_seed_and_length():
     assert (a.count("train"), a.count("val"), a.count("test")) == (32, 4, 4)
     assert plan.assign_splits(5, (0.9, 0.1, 0.0), seed=3).count("val") == 1
     assert "test" not in plan.assign_splits(5, (0.9, 0.1, 0.0), seed=3)
-    with pytest.raises(ConfigError, match="region_seconds"):
+    with pytest.raises(ConfigError, match="audio.region_seconds"):
         plan.assign_splits(2, (0.8, 0.1, 0.1), seed=0)
 
 
@@ -206,7 +208,7 @@ def test_second_prepare_is_a_cache_hit_without_simulation(prepared, monkeypatch)
     assert ds.prepare_dataset(cfg, progress=False) == dm.dataset_dir
     assert ds.prepare_dataset(dataclasses.replace(cfg, workers=1), progress=False) == dm.dataset_dir
     # split and DC-block changes make a new dataset from the cached chunks
-    new = ds.prepare_dataset(dataclasses.replace(cfg, split=(0.6, 0.2, 0.2), dc_block_hz=10.0), progress=False)
+    new = ds.prepare_dataset(dataclasses.replace(cfg, audio=dataclasses.replace(cfg.audio, region_split=(0.6, 0.2, 0.2), dc_block_hz=10.0)), progress=False)
     assert new != dm.dataset_dir and (new / "manifest.json").is_file()
     assert not [p for p in new.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
@@ -229,7 +231,7 @@ def test_adding_a_setting_simulates_only_that_setting(prepared, monkeypatch):
     cfg, _ = prepared
     calls = counting_chunks(monkeypatch)
     extra = PotSettings(volume=0.2)
-    path = ds.prepare_dataset(dataclasses.replace(cfg, settings=cfg.settings + (extra,)), progress=False)
+    path = ds.prepare_dataset(dataclasses.replace(cfg, knobs=dataclasses.replace(cfg.knobs, settings=cfg.knobs.settings + (extra,))), progress=False)
     assert set(calls) == {extra} and len(calls) == 2  # its two chunks
     assert json.loads((path / "manifest.json").read_text())["settings"][2]["pots"]["volume"] == 0.2
 
@@ -251,7 +253,7 @@ def test_a_damaged_chunk_is_simulated_again(prepared, monkeypatch):
     for chunk in (dm.dataset_dir.parent / "chunks").glob("*.npy"):
         chunk.write_bytes(chunk.read_bytes()[:-8] + b"\0" * 8)  # same size, other bytes: only the hash tells
     calls = counting_chunks(monkeypatch)
-    ds.prepare_dataset(dataclasses.replace(cfg, dc_block_hz=7.0), progress=False)
+    ds.prepare_dataset(dataclasses.replace(cfg, audio=dataclasses.replace(cfg.audio, dc_block_hz=7.0)), progress=False)
     assert len(calls) == 6  # every chunk of its three settings
 
 
@@ -306,10 +308,10 @@ def test_setup_without_prepare_says_what_to_do(tmp_path):
 
 def test_config_problems_fail_before_any_simulation(prepared, tmp_path, monkeypatch):
     monkeypatch.setattr(spice, "simulate_chunk", no_simulation)
-    with pytest.raises(ConfigError, match="held_out_settings"):
-        ds.prepare_dataset(tiny_config(tmp_path, held_out_settings=3), progress=False)
-    with pytest.raises(ConfigError, match="region_seconds"):
-        ds.prepare_dataset(tiny_config(tmp_path, region_seconds=0.3), progress=False)
+    with pytest.raises(ConfigError, match="knobs.held_out_settings"):
+        ds.prepare_dataset(tiny_config(tmp_path, knobs={"held_out_settings": 3}), progress=False)
+    with pytest.raises(ConfigError, match="audio.region_seconds"):
+        ds.prepare_dataset(tiny_config(tmp_path, audio={"region_seconds": 0.3}), progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["locks"]  # nothing built, nothing half-written
     too_long = BassmanDataModule(prepared[0], RF, segment_samples=10_000, batch_size=4)
     too_long.setup()
@@ -321,13 +323,13 @@ def test_user_wavs_are_appended_after_a_gap(tmp_path):
     from datamodules.audio_io import save_wav
     wav = (0.3 * np.sin(np.arange(8000) / 10)).astype(np.float32)
     save_wav(tmp_path / "di.wav", wav, FS)
-    cfg = tiny_config(tmp_path, wav_files=(str(tmp_path / "di.wav"),))
+    cfg = tiny_config(tmp_path, audio={"wav_files": (str(tmp_path / "di.wav"),)})
     x, sources = plan.shared_input(cfg)
     assert [s["kind"] for s in sources] == ["synth", "wav"]
     start = sources[1]["start"]
     assert start == round(0.6 * FS) + round(plan.WAV_GAP_SECONDS * FS)
     assert np.array_equal(x[start:], wav) and not x[start - 100:start].any()
-    moved = tiny_config(tmp_path / "elsewhere", wav_files=(str(tmp_path / ".." / tmp_path.name / "di.wav"),))
+    moved = tiny_config(tmp_path / "elsewhere", audio={"wav_files": (str(tmp_path / ".." / tmp_path.name / "di.wav"),)})
     assert plan.plan_dataset(moved).key == plan.plan_dataset(cfg).key  # paths are not content
     save_wav(tmp_path / "di.wav", 0.5 * wav, FS)
     assert plan.dataset_hash(cfg, tuple(plan_settings(cfg))) != plan.plan_dataset(moved).key  # new bytes, new hash

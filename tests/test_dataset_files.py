@@ -17,21 +17,24 @@ import pytest
 import soundfile as sf
 
 from datamodules import dataset as ds
-from datamodules.config import DataConfig, PotSettings
+from datamodules.config import AudioConfig, DataConfig, KnobsConfig, PotSettings, SimulationConfig
 from datamodules.dataset_plan import plan_dataset
 from datamodules.spice import ngspice_path
 
 ROOT = Path(__file__).resolve().parents[1]
 FS = 16000
-TINY = dict(sample_rate=FS, corpus_seconds=0.6, region_seconds=0.1, chunk_seconds=0.3, warmup_seconds=0.05,
-            settings=(PotSettings(treble=0.0), PotSettings(volume=0.8)), workers=2, seed=0, oversampling=2)
+TINY = dict(sample_rate=FS, workers=2, seed=0,
+            knobs=KnobsConfig(settings=(PotSettings(treble=0.0), PotSettings(volume=0.8))),
+            audio=AudioConfig(corpus_seconds=0.6, region_seconds=0.1),
+            simulation=SimulationConfig(oversampling=2, chunk_seconds=0.3, warmup_seconds=0.05))
 
 
 def config_source(data_dir: Path) -> str:
-    return (f"from datamodules.config import DataConfig, PotSettings\n"
-            f"cfg = DataConfig(data_dir={str(data_dir)!r}, sample_rate={FS}, corpus_seconds=0.6, "
-            f"region_seconds=0.1, chunk_seconds=0.3, warmup_seconds=0.05, "
-            f"settings=(PotSettings(treble=0.0), PotSettings(volume=0.8)), workers=2, seed=0, oversampling=2)\n")
+    return ("from datamodules.config import AudioConfig, DataConfig, KnobsConfig, PotSettings, SimulationConfig\n"
+            f"cfg = DataConfig(data_dir={str(data_dir)!r}, sample_rate={FS}, workers=2, seed=0, "
+            "knobs=KnobsConfig(settings=(PotSettings(treble=0.0), PotSettings(volume=0.8))), "
+            "audio=AudioConfig(corpus_seconds=0.6, region_seconds=0.1), "
+            "simulation=SimulationConfig(oversampling=2, chunk_seconds=0.3, warmup_seconds=0.05))\n")
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def test_accelerator_and_precision_are_plumbing_and_batch_size_stays_searchable(
 def tiny_module() -> AmpModule:
     cfg = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..4", "conditioning": "film",
                                              "film_hidden": 2},
-                                   "train": {"pre_emphasis": 0.0, "loss_reference": "setting"}})
+                                   "train": {"loss": {"pre_emphasis": 0.0, "reference": "setting"}}})
     return AmpModule(cfg, groups=["train"], reference=[0.04])  # a buffer: moves to the device with the module
 
 

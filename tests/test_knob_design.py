@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datamodules.config import DataConfig, PotSettings
+from datamodules.config import DataConfig, KnobsConfig, PotSettings
 from datamodules.knob_design import design_group, design_points, plan_settings, response_settings, sweep_end_points
 from foundation.errors import ConfigError
 from foundation.knobs import KNOB_NAMES
 
 
-def design(n: int, **overrides) -> DataConfig:
-    return DataConfig(**{"settings": (), "design_settings": n, "seed": 0, **overrides})
+def design(n: int, seed: int = 0, **knobs) -> DataConfig:
+    return DataConfig(seed=seed, knobs=KnobsConfig(**{"settings": (), "design_settings": n, **knobs}))
 
 
 def test_design_is_seeded_distinct_and_covers_every_knob_range():
@@ -21,7 +21,7 @@ def test_design_is_seeded_distinct_and_covers_every_knob_range():
     assert points == design_points(design(64)) and points != design_points(design(64, seed=1))
     assert len(set(points)) == 64
     values = np.array([p.as_tuple() for p in points])
-    low, high = cfg.volume_range
+    low, high = cfg.knobs.volume_range
     assert values[:, 0].min() >= low and values[:, 0].max() <= high
     for k, name in enumerate(KNOB_NAMES):
         lo, hi = (low, high) if name == "volume" else (0.0, 1.0)
@@ -62,7 +62,7 @@ def test_test_group_always_holds_every_knob_at_both_ends():
     tests = {s.pots for s in plan_settings(cfg) if s.group == "test"}
     ends = sweep_end_points(cfg)
     assert len(ends) == 8 and set(ends) <= tests
-    assert PotSettings(volume=cfg.volume_range[0]) in ends and PotSettings(treble=0.0) in ends
+    assert PotSettings(volume=cfg.knobs.volume_range[0]) in ends and PotSettings(treble=0.0) in ends
     assert PotSettings(middle=1.0) in ends
 
 
@@ -78,7 +78,8 @@ def test_response_sweep_is_interior_on_one_clip_and_never_a_test_setting():
 
 
 def test_listed_settings_share_one_corpus_and_hold_some_out():
-    cfg = DataConfig(settings=(PotSettings(), PotSettings(volume=0.8)), random_settings=2, held_out_settings=1)
+    cfg = DataConfig(knobs=KnobsConfig(settings=(PotSettings(), PotSettings(volume=0.8)), random_settings=2,
+                                   held_out_settings=1))
     planned = plan_settings(cfg)
     assert [s.input for s in planned] == ["shared"] * 4
     assert [s.group for s in planned].count("test") == 1 and [s.group for s in planned].count("train") == 3
@@ -89,7 +90,7 @@ def test_impossible_designs_are_config_errors():
         plan_settings(design(1, sweep_test_settings=False))
     with pytest.raises(ConfigError, match="volume_range"):
         design(8, volume_range=(0.5, 0.2))
-    with pytest.raises(ConfigError, match="setting_split"):
-        design(8, setting_split=(0.5, 0.0, 0.5))
+    with pytest.raises(ConfigError, match="design_split"):
+        design(8, design_split=(0.5, 0.0, 0.5))
     with pytest.raises(ConfigError, match="design_seconds"):
         design(8, design_seconds=float("nan"))

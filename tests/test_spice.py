@@ -176,7 +176,7 @@ def test_the_default_warm_up_keeps_chunk_joins_at_the_solver_floor() -> None:
     """Sized by benchmarks/spice_speed.py --sections warmup: with bass and middle up and treble down
     (the setting slowest to settle) the default warm-up joins chunks as well as a long one does, and
     a much shorter one does measurably worse."""
-    from datamodules.config import DataConfig
+    from datamodules.config import SimulationConfig
 
     x = plucks(1.2, 1.0)
     pots = PotSettings(volume=0.5, treble=0.0, bass=1.0, middle=1.0)
@@ -186,7 +186,7 @@ def test_the_default_warm_up_keeps_chunk_joins_at_the_solver_floor() -> None:
         chunked = simulate(x, FS, pots, chunk_seconds=0.4, warmup_seconds=warmup, workers=2)
         return 20 * np.log10(np.abs(chunked - whole).max() / np.abs(whole).max())
 
-    default, long, short = (join_error_db(w) for w in (DataConfig.warmup_seconds, 0.8, 0.03))
+    default, long, short = (join_error_db(w) for w in (SimulationConfig.warmup_seconds, 0.8, 0.03))
     print(f"\njoin error: default {default:.1f} dB, 0.8 s {long:.1f} dB, 0.03 s {short:.1f} dB")
     assert default < long + 3 and short > long + 6
 

@@ -65,7 +65,7 @@ def test_searched_value_the_model_rejects_is_caught_at_load():
 
 def test_data_cannot_be_searched():
     table = tiny_table()
-    table["space"]["data"] = {"corpus_seconds": {"low": 1, "high": 2}}
+    table["space"]["data"] = {"audio": {"corpus_seconds": {"low": 1, "high": 2}}}
     assert error_of(table).startswith("space.data:")
 
 

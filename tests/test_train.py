@@ -20,9 +20,9 @@ from training.train import train
 
 TINY = {
     "experiment": "tiny",
-    "data": {"corpus_seconds": 0.8, "region_seconds": 0.1, "chunk_seconds": 0.4, "warmup_seconds": 0.05,
-             "settings": [{"volume": 0.9, "treble": 0.9}, {"volume": 0.4, "treble": 0.1}],
-             "split": [0.6, 0.2, 0.2]},
+    "data": {"knobs": {"settings": [{"volume": 0.9, "treble": 0.9}, {"volume": 0.4, "treble": 0.1}]},
+             "audio": {"corpus_seconds": 0.8, "region_seconds": 0.1, "region_split": [0.6, 0.2, 0.2]},
+             "simulation": {"chunk_seconds": 0.4, "warmup_seconds": 0.05}},
     "model": {"channels": 4, "dilations": "1..16", "conditioning": "film", "film_hidden": 4},
     "train": {"max_epochs": 2, "batch_size": 4, "segment_samples": 512, "limit_train_batches": 4,
               "learning_rate": 0.005, "audio_seconds": 0.2},
@@ -183,8 +183,8 @@ def test_loss_references_and_per_setting_metrics():
 
     def module(reference: str, floor: float = 0.0) -> AmpModule:
         cfg = run_config_from_mapping({"model": {"channels": 2, "dilations": "1..2"},
-                                       "train": {"pre_emphasis": 0.0, "loss_reference": reference,
-                                                 "setting_power_floor": floor}})
+                                       "train": {"loss": {"pre_emphasis": 0.0, "reference": reference,
+                                                          "setting_power_floor": floor}}})
         return AmpModule(cfg, groups=["train", "train"], reference=[1.0, 1e-4])  # loud, quiet setting
 
     target = torch.stack([torch.ones(1, 100), 0.01 * torch.ones(1, 100)])
@@ -211,9 +211,10 @@ def test_loss_references_and_per_setting_metrics():
 
 def test_a_model_trained_on_a_knob_design_reports_unseen_settings_apart(store):
     table = json.loads(json.dumps(TINY))
-    table["data"] = {"data_dir": store["data"], "sample_rate": 16000, "settings": [], "design_settings": 6,
-                     "design_seconds": 0.4, "sweep_test_settings": False, "seed": 2, "region_seconds": 0.1,
-                     "chunk_seconds": 0.4, "warmup_seconds": 0.05, "response_points": 2, "response_seconds": 0.3}
+    table["data"] = {"data_dir": store["data"], "sample_rate": 16000, "seed": 2,
+                     "knobs": {"settings": [], "design_settings": 6, "design_seconds": 0.4,
+                               "sweep_test_settings": False, "response_points": 2, "response_seconds": 0.3},
+                     "audio": {"region_seconds": 0.1}, "simulation": {"chunk_seconds": 0.4, "warmup_seconds": 0.05}}
     table["train"]["max_epochs"] = 2
     result = train(run_config_from_mapping(table), tracking_uri=store["uri"], evaluate_test=True, progress=False,
                    work_dir=store["root"] / "design")

@@ -27,10 +27,11 @@ from training.train import SAMPLE_BUDGET, train
 
 SMALL = {
     "experiment": "verdicts",
-    "data": {"sample_rate": 16000, "corpus_seconds": 2.0, "region_seconds": 0.5, "split": [0.5, 0.25, 0.25],
-             "settings": [{"volume": 0.5, "treble": 0.5, "bass": 0.5, "middle": 0.5},
-                          {"volume": 0.8, "treble": 0.7, "bass": 0.3, "middle": 0.6}],
-             "chunk_seconds": 1.0, "warmup_seconds": 0.1},
+    "data": {"sample_rate": 16000,
+             "knobs": {"settings": [{"volume": 0.5, "treble": 0.5, "bass": 0.5, "middle": 0.5},
+                                    {"volume": 0.8, "treble": 0.7, "bass": 0.3, "middle": 0.6}]},
+             "audio": {"corpus_seconds": 2.0, "region_seconds": 0.5, "region_split": [0.5, 0.25, 0.25]},
+             "simulation": {"chunk_seconds": 1.0, "warmup_seconds": 0.1}},
     "model": {"channels": 8, "dilations": "1..64", "kernel_size": 3, "conditioning": "film", "film_hidden": 8},
     "train": {"batch_size": 4, "segment_samples": 1024, "learning_rate": 0.005, "audio_seconds": 0, "threads": 1},
 }
@@ -164,9 +165,10 @@ def test_a_nan_at_one_knob_setting_ends_the_run_with_one_line_naming_it(small_da
     from datamodules.dataset import file_record, locate_dataset, prepare_dataset
 
     table = json.loads(json.dumps(SMALL))
-    table["data"] = {"data_dir": str(tmp_path / "data"), "sample_rate": 16000, "settings": [], "design_settings": 6,
-                     "design_seconds": 0.4, "sweep_test_settings": False, "seed": 2, "region_seconds": 0.1,
-                     "chunk_seconds": 0.4, "warmup_seconds": 0.05, "response_points": 0}
+    table["data"] = {"data_dir": str(tmp_path / "data"), "sample_rate": 16000, "seed": 2,
+                     "knobs": {"settings": [], "design_settings": 6, "design_seconds": 0.4,
+                               "sweep_test_settings": False, "response_points": 0},
+                     "audio": {"region_seconds": 0.1}, "simulation": {"chunk_seconds": 0.4, "warmup_seconds": 0.05}}
     cfg = run_config_from_mapping(table)
     prepare_dataset(cfg.data, progress=False)
     folder = locate_dataset(cfg.data)
@@ -190,8 +192,10 @@ def test_a_nan_at_one_knob_setting_ends_the_run_with_one_line_naming_it(small_da
     assert f"knob setting {index} (volume {volume:.2f}" in err[0] and "(val group)" in err[0], err
 
 
-def _toml_table(values: dict) -> str:
-    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
+def _toml_table(values: dict, prefix: str = "") -> str:
+    """A table's keys as TOML lines; a nested table as dotted keys (knobs.settings = ...)."""
+    return "\n".join(_toml_table(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k} = {json.dumps(v)}"
+                     for k, v in values.items())
 
 
 def test_the_compute_budget_is_part_of_the_fingerprint_and_the_timeout_is_not():

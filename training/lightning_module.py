@@ -5,7 +5,7 @@ config, which is also written into every checkpoint under `ampstudy_config`. It 
 everything it needs from the data: which group each knob setting belongs to (for seen/unseen
 metrics) and, for the normalised losses, each training setting's reference power.
 
-Loss normalisation (`train.loss_reference`), all with the ESR of ampmodel.losses:
+Loss normalisation (`train.loss.reference`), all with the ESR of ampmodel.losses:
 - "batch": the batch's ESR, error energy / target energy of the batch as one signal (the papers'
   loss). A batch of quiet or near-silent segments divides by almost nothing, so its value and
   gradient can explode.
@@ -59,23 +59,23 @@ class AmpModule(pl.LightningModule):
         self.groups = list(groups)  # per knob setting of the dataset: train | val | test | response
         self.describe_setting = describe_setting  # how an error names a knob setting (its index by default)
         train = run_config.train
-        self.stft_loss = MultiResolutionSTFTLoss() if train.loss == "esr_stft" else None
+        self.stft_loss = MultiResolutionSTFTLoss() if train.loss.kind == "esr_stft" else None
         self._accumulator: ESRAccumulator | None = None
         self._first_bad: tuple[torch.Tensor, torch.Tensor] | None = None  # (step or -1, loss) on the device
         self._steps: torch.Tensor | None = None
         self.validated_at_step = -1  # the optimiser step of the last validation (-1: none yet)
         # A buffer, not saved: it moves to the training device with the module, once.
         self.register_buffer("reference", None, persistent=False)
-        if train.loss_reference != "batch":
+        if train.loss.reference != "batch":
             if reference is None:
-                raise ValueError("loss_reference 'dataset'/'setting' needs the training settings' reference power")
+                raise ValueError("train.loss.reference 'dataset'/'setting' needs the training settings' reference power")
             per_setting = torch.tensor(reference, dtype=torch.float32)
             trained = per_setting[[g == "train" for g in self.groups]]
             mean = float(trained.mean())
-            if train.loss_reference == "dataset":
+            if train.loss.reference == "dataset":
                 per_setting = torch.full_like(per_setting, mean)
             # A floor keeps a nearly silent setting from outweighing all others by orders of magnitude.
-            self.reference = per_setting.clamp_min(max(train.setting_power_floor * mean, 1e-12))
+            self.reference = per_setting.clamp_min(max(train.loss.setting_power_floor * mean, 1e-12))
 
     def forward(self, x: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, controls)  # an unconditioned WaveNet ignores controls
@@ -83,15 +83,15 @@ class AmpModule(pl.LightningModule):
     def _loss(self, pred: torch.Tensor, target: torch.Tensor, setting: torch.Tensor) -> torch.Tensor:
         train = self.run_config.train
         if self.reference is None:
-            loss = esr(pred, target, train.pre_emphasis)
+            loss = esr(pred, target, train.loss.pre_emphasis)
         else:
-            error, _ = esr_parts(pred, target, train.pre_emphasis, per_item=True)
-            samples = target.size(-1) - (train.pre_emphasis != 0.0)
+            error, _ = esr_parts(pred, target, train.loss.pre_emphasis, per_item=True)
+            samples = target.size(-1) - (train.loss.pre_emphasis != 0.0)
             loss = (error / (samples * self.reference[setting])).mean()
-        if train.loss == "esr_dc":
-            loss = loss + train.aux_weight * dc_loss(pred, target)
+        if train.loss.kind == "esr_dc":
+            loss = loss + train.loss.aux_weight * dc_loss(pred, target)
         elif self.stft_loss is not None:
-            loss = loss + train.aux_weight * self.stft_loss(pred, target)
+            loss = loss + train.loss.aux_weight * self.stft_loss(pred, target)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

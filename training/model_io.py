@@ -35,7 +35,7 @@ from foundation.configs import to_dict
 from foundation.errors import AmpStudyError
 from foundation.files import as_created
 from foundation.knobs import knob_ranges
-from training.run_config import RunConfig, run_config_from_mapping
+from training.run_config import RunConfig, regrouped, run_config_from_mapping
 
 MODEL_FORMAT = 1
 
@@ -84,7 +84,8 @@ def load_model(directory: str | Path) -> LoadedModel:
     if not isinstance(meta.get("run_config"), dict) or not isinstance(meta.get("data", {}), dict):
         raise AmpStudyError(f"{config_path}: 'run_config' and 'data' must be tables")
     try:
-        run_config = run_config_from_mapping(meta["run_config"])  # checks sizes before WaveNet allocates
+        # Checks sizes before WaveNet allocates; a model saved before the config groups reads too.
+        run_config = run_config_from_mapping(regrouped(meta["run_config"]))
     except AmpStudyError as err:
         raise AmpStudyError(f"{config_path}: run_config.{err}") from None
     try:

@@ -3,13 +3,15 @@
 A run config file is TOML with up to four tables, all optional, e.g.
 
     experiment = "bassman"
-    [data]
+    [data.audio]             # data comes in groups: [data.knobs], [data.audio], [data.simulation]
     corpus_seconds = 30
     [model]
     preset = "WaveNet2"      # start from a preset (paper WaveNet1-3, NAM's nam-standard ...), then override fields
     dilations = "(1..256)x2" # or a list of integers
     [train]
     learning_rate = 0.004
+    [train.loss]             # what training minimises
+    reference = "dataset"
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ampmodel.config import PRESETS, ModelConfigError, WaveNetConfig, parse_dilations
 from datamodules.config import DataConfig
@@ -32,6 +34,36 @@ ACCELERATORS = ("auto", "cpu", "cuda")  # "auto": cuda when torch sees a GPU, el
 # Lightning precisions whose weights stay float32 ("-true" ones would also make evaluation low precision).
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """What training minimises ([train.loss]); validation and test always report the ESR of
+    training/evaluate.py, whatever the loss."""
+
+    # The error: "esr" (the papers'), "esr_dc" (adds a DC-offset term), "esr_stft" (adds a multi-resolution
+    # STFT term: spectral detail the waveform ESR underweights, at about twice the CPU per step).
+    kind: str = "esr"
+    # First-order pre-emphasis coefficient on both signals before the ESR (0 = off): higher weights highs
+    # more, where a guitar amp's harshness lives; 0.95 is what the reported ESR uses.
+    pre_emphasis: float = 0.95
+    aux_weight: float = 1.0  # weight of the DC or STFT term against the ESR (ignored by "esr")
+    # What the error is divided by (training/lightning_module.py): "batch" (the batch's ESR; can explode on
+    # near-silent batches), "dataset" (the mean training power: well-conditioned) or "setting" (each knob
+    # setting's own training power: quiet settings count as much as loud ones).
+    reference: str = "batch"
+    setting_power_floor: float = 0.01  # "setting": no reference below this share of the mean power (0.01 = -20 dB)
+
+    SCALAR_KEY: ClassVar[str] = "kind"  # `loss = "esr"` of the flat [train] table before the groups (2026-12)
+
+    def __post_init__(self) -> None:
+        require(self.kind in LOSSES, "kind", f"'{self.kind}' is not one of {', '.join(LOSSES)}")
+        require(math.isfinite(self.pre_emphasis) and 0 <= self.pre_emphasis < 1, "pre_emphasis", "must be in [0, 1)")
+        require(math.isfinite(self.aux_weight) and self.aux_weight >= 0, "aux_weight", "must be >= 0")
+        require(self.reference in LOSS_REFERENCES, "reference",
+                f"'{self.reference}' is not one of {', '.join(LOSS_REFERENCES)}")
+        require(math.isfinite(self.setting_power_floor) and 0 <= self.setting_power_floor <= 1,
+                "setting_power_floor", "must be in 0..1")
 
 
 @dataclass(frozen=True)
@@ -54,20 +86,19 @@ class TrainConfig:
     early_stopping_patience: int = 8  # validation checks without improvement before stopping; 0 = never stop early
     limit_train_batches: int = 0  # batches per epoch; 0 = whole training split
     val_every_epochs: int = 1
-    pre_emphasis: float = 0.95  # first-order pre-emphasis coefficient of the ESR loss (0 = off)
-    loss: str = "esr"  # esr, esr_dc (adds DC term), esr_stft (adds multi-resolution STFT)
-    aux_weight: float = 1.0  # weight of the DC or STFT term
-    # What the loss error is divided by (training/lightning_module.py): "batch" (the batch's ESR),
-    # "dataset" (the mean training power: well-conditioned on quiet batches) or "setting" (each
-    # knob setting's own training power: quiet settings count as much as loud ones).
-    loss_reference: str = "batch"
-    setting_power_floor: float = 0.01  # "setting": no reference below this share of the mean power (-20 dB)
+    loss: LossConfig = field(default_factory=LossConfig)  # [train.loss]: what training minimises
     gradient_clip: float = 1.0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     accelerator: str = AUTO  # "auto" (cuda when present, else cpu), "cpu" or "cuda"
     precision: str | int = "32"  # "32"; "bf16-mixed" (cpu, cuda) or "16-mixed" (cuda): training only, ESR is float32
     audio_seconds: float = 3.0  # length of the wav/plot examples logged at the end of a run
+
+    # Keys of the flat [train] table before the groups (2026-12), and where each went (`loss = "esr"`
+    # itself became loss.kind).
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"pre_emphasis": "loss.pre_emphasis", "aux_weight": "loss.aux_weight",
+                                            "loss_reference": "loss.reference",
+                                            "setting_power_floor": "loss.setting_power_floor"}
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -85,12 +116,6 @@ class TrainConfig:
         require(self.early_stopping_patience >= 0, "early_stopping_patience", "must be >= 0 (0 = no early stopping)")
         require(self.limit_train_batches >= 0, "limit_train_batches", "must be >= 0")
         require(self.val_every_epochs >= 1, "val_every_epochs", "must be >= 1")
-        require(0 <= self.pre_emphasis < 1, "pre_emphasis", "must be in [0, 1)")
-        require(self.loss in LOSSES, "loss", f"'{self.loss}' is not one of {', '.join(LOSSES)}")
-        require(self.loss_reference in LOSS_REFERENCES, "loss_reference",
-                f"'{self.loss_reference}' is not one of {', '.join(LOSS_REFERENCES)}")
-        require(self.aux_weight >= 0, "aux_weight", "must be >= 0")
-        require(0 <= self.setting_power_floor <= 1, "setting_power_floor", "must be in 0..1")
         require(self.threads >= 0, "threads", "must be >= 0")
         require(self.audio_seconds >= 0, "audio_seconds", "must be >= 0")
         require(self.accelerator in ACCELERATORS, "accelerator",
@@ -141,6 +166,25 @@ def model_from_mapping(data: Mapping[str, Any] | None, where: str = "model") -> 
                                   "\"8\" or \"8,4\"") from None
     merged = {**to_dict(base), **table}
     return from_mapping(WaveNetConfig, merged, where)
+
+
+def regrouped(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A run-config table saved before the config groups (2026-12: flat [data] and [train] tables)
+    with each moved key in its group; a grouped table comes back unchanged. For the run configs that
+    saved models and runs carry; a config file with an old key gets a one-line error naming its new
+    place instead (from_mapping reads MOVED_KEYS)."""
+    out = dict(table)
+    for section, cls in (("data", DataConfig), ("train", TrainConfig)):
+        old = dict(out.get(section) or {})
+        if section == "train" and isinstance(old.get("loss"), str):
+            old["loss"] = {LossConfig.SCALAR_KEY: old["loss"]}
+        for key, place in cls.MOVED_KEYS.items():
+            if key in old:
+                group, _, leaf = place.partition(".")
+                old[group] = {**(old.get(group) or {}), leaf: old.pop(key)}
+        if section in out:
+            out[section] = old
+    return out
 
 
 def run_config_from_mapping(data: Mapping[str, Any]) -> RunConfig:

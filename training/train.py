@@ -100,7 +100,7 @@ def train(cfg: RunConfig, *, callbacks: Sequence[Callback] = (), parent_run_id: 
     with stop.interruptible():
         datamodule.prepare_data()  # the only expensive data step (ngspice), cached by content hash
     datamodule.setup("fit")
-    reference = reference_power(datamodule, cfg.train.pre_emphasis) if cfg.train.loss_reference != "batch" else None
+    reference = reference_power(datamodule, cfg.train.loss.pre_emphasis) if cfg.train.loss.reference != "batch" else None
     module = AmpModule(cfg, groups=datamodule.groups, reference=reference,
                        describe_setting=datamodule.describe_setting)
 
