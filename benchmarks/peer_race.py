@@ -31,7 +31,13 @@ Scores, all on the same test audio by the same code (each span with its true pre
 Medians over seeds with [min, max]; the ratio NAM / ours of the medians. The issue's goal ("ours at
 least 3x lower ESR at every size") is checked per size. Written to benchmarks/results/peer_race.md
 (`--name` to keep several budgets apart) with a figure of ESR vs parameters; `--no-write`: print
-only. `--smoke` runs nano and standard, one seed, a couple of CPU seconds per arm at batch 4 x 4096
+only.
+
+Resumable: each finished arm is kept as results/<name>_arms/<trainer>-<size>-seed<n>.json (its
+scores, CPU and wall seconds, commit, machine, date), and a rerun of the same command trains only
+the arms that are missing (an arm kept under other conditions, e.g. another budget, is trained
+again). `--max-arms N` trains at most N arms this time (a long race in slices that fit a session;
+0 writes the table from the kept arms alone); the table says which arms are still missing. `--smoke` runs nano and standard, one seed, a couple of CPU seconds per arm at batch 4 x 4096
 on the tiny study's data, and writes nothing. Needs `make bench-deps`.
 """
 
@@ -41,6 +47,7 @@ import argparse
 import concurrent.futures
 import copy
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -64,11 +71,12 @@ from datamodules.bassman import BassmanDataModule  # noqa: E402
 from training.evaluate import predict_span  # noqa: E402
 from training.run_config import run_config_from_mapping  # noqa: E402
 
-from benchmarks.results_file import RESULTS, publish  # noqa: E402
+from benchmarks.results_file import RESULTS, STARTED_ON, machine, publish  # noqa: E402
 
 SIZES = ("nano", "feather", "lite", "standard")  # NAM's A1 architectures, smallest first
 TRAINERS = ("NAM 0.12.3", "ours")
 BATCH, SEGMENT = 16, 8192  # both trainers' batch shape
+DEFAULT_MINUTES = 5.0  # process-CPU minutes per arm
 SMOKE_CPU_SECONDS = 1.5  # per arm in --smoke
 SMOKE_SIZES = ("nano", "standard")
 SMOKE_BATCH, SMOKE_SEGMENT = 4, 4096  # NAM's multi-resolution STFT loss needs windows past its 2048-point FFT
@@ -230,7 +238,7 @@ def run_arm(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     cfg = run_config(args, size, seed)
     datamodule = datamodule_for(cfg, progress=False)
-    budget = SMOKE_CPU_SECONDS if args.smoke else 60 * args.minutes
+    budget = budget_seconds(args)
     with tempfile.TemporaryDirectory(prefix="peer-race-") as tmp:
         if trainer == TRAINERS[0]:
             out = train_nam(datamodule, size, budget, seed, Path(tmp), cfg.train.batch_size, cfg.train.segment_samples)
@@ -245,19 +253,55 @@ def run_arm(args: argparse.Namespace) -> int:
 
 def arm_command(args: argparse.Namespace, trainer: str, size: str, seed: int, out: Path) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve()), "--arm", trainer, "--size", size, "--seed", str(seed),
-               "--out", str(out), "--minutes", repr(args.minutes), "--seconds", repr(args.seconds), "--pots", args.pots,
+               "--out", str(out), "--minutes", repr(budget_seconds(args) / 60), "--seconds", repr(args.seconds), "--pots", args.pots,
                "--workers", str(args.workers)]
     return command + (["--data-dir", args.data_dir] if args.data_dir else []) + (["--smoke"] if args.smoke else [])
 
 
-def race(args: argparse.Namespace, sizes: list[str], seeds: list[int]) -> list[dict]:
-    """Every arm, `args.jobs` at a time (the two trainers of one size and seed side by side)."""
-    datamodule_for(run_config(args, sizes[0], seeds[0]), progress=not args.smoke)  # simulate once, here
+def budget_seconds(args: argparse.Namespace) -> float:
+    """Process-CPU seconds of training per arm: --minutes, or SMOKE_CPU_SECONDS / 5 minutes by default."""
+    if args.minutes is not None:
+        return 60 * args.minutes
+    return SMOKE_CPU_SECONDS if args.smoke else 60 * DEFAULT_MINUTES
+
+
+def conditions(args: argparse.Namespace) -> dict:
+    """What makes two arms comparable: an arm kept under other conditions is trained again."""
+    batch, segment = (SMOKE_BATCH, SMOKE_SEGMENT) if args.smoke else (BATCH, SEGMENT)
+    return {"cpu_budget_s": budget_seconds(args), "seconds": args.seconds,
+            "pots": args.pots, "batch": batch, "segment": segment, "smoke": args.smoke}
+
+
+def arm_file(folder: Path, trainer: str, size: str, seed: int) -> Path:
+    return folder / f"{'nam' if trainer == TRAINERS[0] else 'ours'}-{size}-seed{seed}.json"
+
+
+def kept_arm(path: Path, wanted: dict) -> dict | None:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if result.get("conditions") == wanted else None
+
+
+def race(args: argparse.Namespace, sizes: list[str], seeds: list[int], folder: Path) -> tuple[list[dict], list]:
+    """Every arm not kept in `folder`, `args.jobs` at a time (the two trainers of one size and seed side
+    by side), at most `args.max_arms` of them; returns (the arms' results, the arms still missing)."""
+    wanted = conditions(args)
     arms = [(trainer, size, seed) for seed in seeds for size in sizes for trainer in TRAINERS]
-    results = []
+    kept = {arm: kept_arm(arm_file(folder, *arm), wanted) for arm in arms}
+    todo = [arm for arm in arms if kept[arm] is None]
+    if args.max_arms is not None:
+        todo = todo[:args.max_arms]
+    for arm in arms:
+        if kept[arm] is not None:
+            print(f"  {arm[0]:>10} {arm[1]:>8} seed {arm[2]}: kept ({kept[arm]['date']}, commit {kept[arm]['commit']})")
+    if todo:
+        datamodule_for(run_config(args, sizes[0], seeds[0]), progress=not args.smoke)  # simulate once, here
+    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="peer-race-") as tmp, \
             concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        def one(index: int, arm: tuple[str, str, int]) -> dict:
+        def one(index: int, arm: tuple[str, str, int]) -> None:
             out = Path(tmp) / f"arm{index}.json"
             started = time.monotonic()
             done = subprocess.run(arm_command(args, *arm, out), capture_output=True, text=True, cwd=REPO)
@@ -265,43 +309,63 @@ def race(args: argparse.Namespace, sizes: list[str], seeds: list[int]) -> list[d
                 raise RuntimeError(f"arm {arm} failed (exit {done.returncode}):\n{done.stdout[-2000:]}"
                                    f"{done.stderr[-4000:]}")
             result = json.loads(out.read_text())
+            result.update(conditions=wanted, wall=time.monotonic() - started, jobs=args.jobs, commit=STARTED_ON,
+                          machine=machine(), date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
+            path = arm_file(folder, *arm)
+            part = path.with_suffix(".part")
+            part.write_text(json.dumps(result, indent=1) + "\n")
+            part.replace(path)  # atomic: a killed race keeps every arm it finished, and no half of one
+            kept[arm] = result
             print(f"  {arm[0]:>10} {arm[1]:>8} seed {arm[2]}: test ESR {result['test']['esr']:.4f} "
-                  f"({result['cpu']:.0f} CPU s, {time.monotonic() - started:.0f} wall s)", flush=True)
-            return result
+                  f"({result['cpu']:.0f} CPU s, {result['wall']:.0f} wall s)", flush=True)
 
-        futures = [pool.submit(one, i, arm) for i, arm in enumerate(arms)]
-        for future in futures:
-            results.append(future.result())
-    return results
+        for future in [pool.submit(one, i, arm) for i, arm in enumerate(todo)]:
+            future.result()
+    return [kept[arm] for arm in arms if kept[arm] is not None], [arm for arm in arms if kept[arm] is None]
 
 
 def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.4g} [{min(values):.4g}, {max(values):.4g}]"
 
 
-def report(results: list[dict], args: argparse.Namespace, sizes: list[str], seeds: list[int]) -> tuple[str, dict]:
-    """The Markdown text, and {(trainer, size): [results]} for the figure."""
-    budget = SMOKE_CPU_SECONDS if args.smoke else 60 * args.minutes
-    arms = {(r["trainer"], r["size"]): [] for r in results}
+def report(results: list[dict], missing: list, args: argparse.Namespace, sizes: list[str],
+           seeds: list[int]) -> tuple[str, dict]:
+    """The Markdown text, and {(trainer, size): [results]} for the figure (sizes with no arm left out)."""
+    budget = budget_seconds(args)
+    arms = {}
     for r in results:
-        arms[(r["trainer"], r["size"])].append(r)
+        arms.setdefault((r["trainer"], r["size"]), []).append(r)
     what = ("SMOKE RUN on the tiny study's data" if args.smoke
             else f"{args.seconds:g} s of synthetic DI at one knob setting ({args.pots})")
     lines = [f"NAM's A1 architectures trained by NAM 0.12.3's trainer and by ampstudy's `train()` on {what}; "
              f"budget {budget:g} process-CPU seconds of training per arm on 1 thread, {args.jobs} arms side by side; "
-             f"seeds {', '.join(map(str, seeds))}. Medians over seeds [min, max], scored on the test audio.", "",
-             "| size | params | trainer | epochs | CPU s | " + " | ".join(label for _, label in METRICS) + " |",
-             "| --- | ---: | --- | ---: | ---: | " + " | ".join("---:" for _ in METRICS) + " |"]
+             f"seeds {', '.join(map(str, seeds))}. Medians over seeds [min, max], scored on the test audio."]
+    runs = sorted({(r.get("commit", STARTED_ON), r.get("machine", "")) for r in results})
+    if len(runs) > 1:
+        lines += ["", "The arms ran on: " + "; ".join(f"commit {c} ({m})" for c, m in runs) + "."]
+    if missing:
+        lines += ["", f"**Partial: {len(missing)} of {len(missing) + len(results)} arms still to run** ("
+                  + ", ".join(f"{t} {s} seed {n}" for t, s, n in missing)
+                  + "); the same command trains them and keeps these."]
+    lines += ["", "| size | params | trainer | seeds | epochs | CPU s | wall s | "
+              + " | ".join(label for _, label in METRICS) + " |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in METRICS) + " |"]
     for size in sizes:
         for trainer in TRAINERS:
-            rs = arms[(trainer, size)]
-            lines.append(f"| {size} | {rs[0]['params']} | {trainer} | {statistics.median(r['epochs'] for r in rs):g} | "
+            rs = arms.get((trainer, size))
+            if not rs:
+                continue
+            lines.append(f"| {size} | {rs[0]['params']} | {trainer} | {len(rs)} | "
+                         f"{statistics.median(r['epochs'] for r in rs):g} | "
                          f"{statistics.median(r['cpu'] for r in rs):.0f} | "
+                         f"{statistics.median(r.get('wall', float('nan')) for r in rs):.0f} | "
                          + " | ".join(summary([r["test"][key] for r in rs]) for key, _ in METRICS) + " |")
     lines += ["", "Ratio NAM / ours of the medians (above 1: ours is better):", "",
               "| size | " + " | ".join(label for _, label in METRICS) + f" | ours >= {GOAL:g}x lower ESR |",
               "| --- | " + " | ".join("---:" for _ in METRICS) + " | --- |"]
     for size in sizes:
+        if not all((trainer, size) in arms for trainer in TRAINERS):
+            continue
         ratio = {key: statistics.median(r["test"][key] for r in arms[(TRAINERS[0], size)])
                  / statistics.median(r["test"][key] for r in arms[(TRAINERS[1], size)]) for key, _ in METRICS}
         lines.append(f"| {size} | " + " | ".join(f"{ratio[key]:.2f}x" for key, _ in METRICS)
@@ -318,14 +382,14 @@ def figure(arms: dict, sizes: list[str], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for trainer in TRAINERS:
-        rows = [arms[(trainer, size)] for size in sizes]
+        rows = [arms[(trainer, size)] for size in sizes if (trainer, size) in arms]
         params = [rs[0]["params"] for rs in rows]
         values = [[r["test"]["esr"] for r in rs] for rs in rows]
         median = [statistics.median(v) for v in values]
         ax.errorbar(params, median, yerr=[[m - min(v) for m, v in zip(median, values)],
                                           [max(v) - m for m, v in zip(median, values)]],
                     marker="o", capsize=3, label=trainer)
-    for size, rs in zip(sizes, (arms[(TRAINERS[1], s)] for s in sizes)):
+    for size, rs in ((s, arms[(TRAINERS[1], s)]) for s in sizes if (TRAINERS[1], s) in arms):
         ax.annotate(size, (rs[0]["params"], statistics.median(r["test"]["esr"] for r in rs)), fontsize=8,
                     textcoords="offset points", xytext=(4, 4))
     ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="test ESR (pre-emphasis 0.95)", title=title)
@@ -345,7 +409,8 @@ def names(text: str, allowed: tuple[str, ...], parser: argparse.ArgumentParser) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=5.0, help="process-CPU minutes of training per arm")
+    parser.add_argument("--minutes", type=float, help=f"process-CPU minutes of training per arm (default "
+                        f"{DEFAULT_MINUTES:g}; {SMOKE_CPU_SECONDS:g} s with --smoke)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (0, 1, ...)")
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"NAM A1 sizes to race (default: {','.join(SIZES)})")
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
@@ -358,27 +423,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help=f"sizes {','.join(SMOKE_SIZES)}, one seed, "
                         f"{SMOKE_CPU_SECONDS:g} CPU s per arm on the tiny study's data; writes nothing")
     parser.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results/ alone")
+    parser.add_argument("--arms-dir", help="keep finished arms here (default: results/<name>_arms/ when the table "
+                        "is written; a smoke or --no-write run keeps none unless given one)")
+    parser.add_argument("--max-arms", type=int, help="train at most this many missing arms now (0: table from the "
+                        "kept arms only); the same command later trains the rest")
     parser.add_argument("--arm", choices=TRAINERS, help=argparse.SUPPRESS)  # one arm, in its own process
     parser.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if not args.minutes > 0 or not args.seconds > 0:
+    if (args.minutes is not None and not args.minutes > 0) or not args.seconds > 0:
         parser.error("--minutes and --seconds must be positive numbers")
     if args.seeds < 1 or args.jobs < 1:
         parser.error("--seeds and --jobs must be at least 1")
+    if args.max_arms is not None and args.max_arms < 0:
+        parser.error("--max-arms must be 0 or more (0: write the table from the kept arms)")
     if args.arm:
         return run_arm(args)
     sizes = list(SMOKE_SIZES) if args.smoke else names(args.sizes, SIZES, parser)
     seeds = [0] if args.smoke else list(range(args.seeds))
     if any(f"nam-{size}" not in PRESETS for size in sizes):
         parser.error("a size has no nam- preset in ampmodel.config.PRESETS")
-    results = race(args, sizes, seeds)
-    text, arms = report(results, args, sizes, seeds)
     write = not args.smoke and not args.no_write
+    with tempfile.TemporaryDirectory(prefix="peer-race-arms-") as scratch:  # arms of a run that writes nothing
+        folder = Path(args.arms_dir) if args.arms_dir else RESULTS / f"{args.name}_arms" if write else Path(scratch)
+        results, missing = race(args, sizes, seeds, folder)
+    if not results:
+        print("no arm has run yet: nothing to report")
+        return 0
+    text, arms = report(results, missing, args, sizes, seeds)
     if write:
         picture = RESULTS / f"{args.name}.png"
-        figure(arms, sizes, picture, f"peer race, {args.minutes:g} CPU min per arm, {len(seeds)} seeds")
+        figure(arms, sizes, picture, f"peer race, {budget_seconds(args) / 60:g} CPU min per arm, {len(seeds)} seeds")
         text += f"\n\n![test ESR vs parameters]({picture.name})"
     publish(args.name, text, write=write, argv=argv)
     return 0

@@ -88,23 +88,36 @@ def test_the_tracking_overhead_benchmark_runs(study_data_dir, capsys):
     assert re.search(r"- 30 min trial: \d\.\d{3} \((OK|over) vs target 1\.05\)", out), out
 
 
-def test_the_peer_race_runs(study_data_dir):
-    out = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir))
+def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path):
+    arms = tmp_path / "arms"
+    out = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms))
     budget = float(re.search(r"budget ([\d.]+) process-CPU seconds of training per arm", out).group(1))
     number = r"(\d[\d.e+-]*) \[(\d[\d.e+-]*), (\d[\d.e+-]*)\]"
+    table = {}
     for size, params in (("nano", 841), ("standard", 13801)):  # NAM's own counts: both arms train NAM's net
-        for trainer in ("NAM 0.12.3", "ours"):  # size, params, trainer, epochs, CPU s, three scores
-            row = re.search(rf"^\| {size} \| (\d+) \| {re.escape(trainer)} \| (\d+) \| (\d+) \| "
+        for trainer in ("NAM 0.12.3", "ours"):  # size, params, trainer, seeds, epochs, CPU s, wall s, three scores
+            row = re.search(rf"^\| {size} \| (\d+) \| {re.escape(trainer)} \| 1 \| (\d+) \| (\d+) \| (\d+) \| "
                             rf"{number} \| {number} \| {number} \|$", out, re.MULTILINE)
             assert row, out
             assert int(row.group(1)) == params and int(row.group(2)) >= 1, row.group(0)
-            assert int(row.group(3)) >= round(budget) - 1, row.group(0)
-            scores = [float(v) for v in row.groups()[3:]]
+            assert int(row.group(3)) >= round(budget) - 1 and int(row.group(4)) >= int(row.group(3)), row.group(0)
+            scores = [float(v) for v in row.groups()[4:]]
             assert all(0 < v < 100 for v in scores), row.group(0)
+            table[(size, trainer)] = row.group(0)
         ratio = re.search(rf"^\| {size} \| (\d+\.\d\d)x \| (\d+\.\d\d)x \| (\d+\.\d\d)x \| (yes|no) \|$", out,
                           re.MULTILINE)
         assert ratio, out
         assert (ratio.group(4) == "yes") == (float(ratio.group(1)) >= 3.0), ratio.group(0)
+    assert sorted(p.name for p in arms.iterdir()) == [f"{t}-{s}-seed0.json" for t in ("nam", "ours")
+                                                      for s in ("nano", "standard")]
+    # The same command again trains nothing: every arm is kept, and the table is the same.
+    again = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms))
+    assert again.count(": kept (") == 4 and "test ESR" not in again.split("\n| size")[0], again
+    assert all(row in again for row in table.values()), again
+    # An arm kept under other conditions (another budget) is not one of this race's: --max-arms 0 leaves it missing.
+    partial = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms),
+                             "--minutes", "0.05", "--max-arms", "0")
+    assert "no arm has run yet" in partial, partial
 
 
 def test_the_knob_generalisation_benchmark_runs(study_data_dir, capsys):
