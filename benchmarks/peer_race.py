@@ -1,20 +1,23 @@
-"""The peer race: NAM's own trainer against ampstudy's train(), at each of NAM's A1 sizes, several seeds.
+"""The peer race: NAM's own trainers against ampstudy's train(), at each of NAM's sizes, several seeds.
 
-    .venv/bin/python benchmarks/peer_race.py --minutes 5 --seeds 3              # all four sizes
-    .venv/bin/python benchmarks/peer_race.py --minutes 20 --seeds 3 --sizes nano,standard
+    .venv/bin/python benchmarks/peer_race.py --minutes 5 --seeds 3              # all five sizes
+    .venv/bin/python benchmarks/peer_race.py --minutes 20 --seeds 3 --sizes nano,A2
     .venv/bin/python benchmarks/peer_race.py --smoke --data-dir DIR             # the tiny study's data, seconds
 
 NAM's use case: a snapshot capture, one SPICE knob setting (`--pots`), `--seconds` of synthetic DI
-split by our train/val/test regions. For each size (nano, feather, lite, standard: NAM's A1
-architectures, which our presets nam-nano ... nam-standard copy weight for weight, so both arms have
-exactly the same parameters and MACs/sample) and each seed, two arms:
-- **NAM**: neural-amp-modeler 0.12.3's LightningModule with its trainer's recipe (MSE + pre-emphasised
-  multi-resolution STFT loss, Adam 0.004, exponential decay 0.993 per epoch, batch 16 x 8192-sample
-  windows, the best validation-ESR checkpoint), on our training audio;
-- **ours**: `train(cfg)` with the project's defaults (ESR loss with pre-emphasis 0.95, Adam 5e-3,
+split by our train/val/test regions. For each size and each seed, two arms:
+- **A1** (nano, feather, lite, standard): neural-amp-modeler 0.12.3's LightningModule with its
+  trainer's recipe (MSE + pre-emphasised multi-resolution STFT loss, Adam 0.004, exponential decay
+  0.993 per epoch, batch 16 x 8192-sample windows, the best validation-ESR checkpoint), against
+  `train(cfg)` of the same net (our presets nam-nano ... nam-standard copy NAM's weight for weight:
+  the same parameters and MACs/sample, so these arms isolate the trainer);
+- **A2**: neural-amp-modeler 0.13.0's default snapshot architecture and recipe (`train_nam_a2`: two
+  non-gated submodels of 3 and 8 channels trained together, each restored to its best validation
+  checkpoint; the one scored is channels_8, what NAM's plugin plays at full quality), against
+  `train(cfg)` of the paper's WaveNet1 layout at 13 channels, within 2 % of its parameters (no study
+  of ours has searched that size yet, so the paper's layout stands for "ours");
+- **ours** always trains with the project's defaults (ESR loss with pre-emphasis 0.95, Adam 5e-3,
   plateau decay, random 8192-sample segments, batch 16, the best validation checkpoint).
-The architecture is NAM's for both: this isolates the trainer. (A2, 0.13's packed slimmable WaveNet,
-is not in the race: no architecture of ours has its size and structure.)
 
 Budget: process-CPU seconds of training, one thread per arm, `--jobs` arms side by side (default: one
 per core). CPU time, not wall time, because the machine is shared (by the other arm, and by whatever
@@ -64,7 +67,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
-from ampmodel.config import PRESETS  # noqa: E402
 from ampmodel.losses import MultiResolutionSTFTLoss, esr  # noqa: E402
 from ampmodel.metrics import ESRAccumulator  # noqa: E402
 from datamodules.bassman import BassmanDataModule  # noqa: E402
@@ -73,12 +75,19 @@ from training.run_config import run_config_from_mapping  # noqa: E402
 
 from benchmarks.results_file import RESULTS, STARTED_ON, machine, publish  # noqa: E402
 
-SIZES = ("nano", "feather", "lite", "standard")  # NAM's A1 architectures, smallest first
-TRAINERS = ("NAM 0.12.3", "ours")
+A1_SIZES = ("nano", "feather", "lite", "standard")  # NAM's A1 architectures, smallest first
+SIZES = A1_SIZES + ("A2",)
+NAM_TRAINER = {**{size: "NAM 0.12.3" for size in A1_SIZES}, "A2": "NAM 0.13.0"}  # the trainer of each size
+# Ours at each size: NAM's own A1 net (our nam-* presets copy it weight for weight), so the A1 arms
+# differ only in the trainer; at A2's size, the paper's WaveNet1 layout (gated, 10 layers, kernel 3)
+# at 13 channels: 12377 parameters against the 12145 of A2's largest submodel (+2 %).
+OURS_MODEL = {**{size: {"preset": f"nam-{size}"} for size in A1_SIZES}, "A2": {"preset": "WaveNet1", "channels": 13}}
+NAM_RECEPTIVE_FIELD = {"A2": 6347}  # where NAM's net needs more context than ours (A1: the same nets)
+A2_PLAYED = 1  # A2's submodel scored: channels_8, the one NAM's plugin plays at full quality
 BATCH, SEGMENT = 16, 8192  # both trainers' batch shape
 DEFAULT_MINUTES = 5.0  # process-CPU minutes per arm
 SMOKE_CPU_SECONDS = 1.5  # per arm in --smoke
-SMOKE_SIZES = ("nano", "standard")
+SMOKE_SIZES = ("nano", "A2")  # one per NAM trainer
 SMOKE_BATCH, SMOKE_SEGMENT = 4, 4096  # NAM's multi-resolution STFT loss needs windows past its 2048-point FFT
 GOAL = 3.0  # the issue's target: ours at least this many times lower ESR than NAM's trainer
 BELOW_ONE = np.nextafter(np.float32(1), np.float32(0))
@@ -112,7 +121,8 @@ def scores(predict, datamodule: BassmanDataModule, split: str = "test") -> dict[
     longest = max(n for n, _ in stft.resolutions)
     with torch.no_grad():
         for batch in datamodule.eval_dataloader(split):
-            pred, target = predict(batch).double(), batch["target"].double()
+            target = batch["target"].double()
+            pred = predict(batch).double()[..., -target.shape[-1]:]  # a net with less context predicts more
             ours.update(pred, target, batch["setting"])
             nam_esrs.append(float(esr(pred, target, pre_emphasis=0.0)))
             if target.shape[-1] > longest // 2:
@@ -129,7 +139,7 @@ def run_config(args: argparse.Namespace, size: str, seed: int):
     data_table = {"knobs": {"settings": [pots]}, "audio": {"corpus_seconds": args.seconds}, "workers": args.workers,
                   **({"data_dir": args.data_dir} if args.data_dir else {})}
     cfg = run_config_from_mapping({
-        "experiment": "benchmark-peer-race", "data": data_table, "model": {"preset": f"nam-{size}"},
+        "experiment": "benchmark-peer-race", "data": data_table, "model": dict(OURS_MODEL[size]),
         "train": {"threads": 1, "seed": seed, "max_epochs": 10**6, "early_stopping_patience": 10**6,
                   "batch_size": batch, "segment_samples": segment, "audio_seconds": 0}})
     if args.smoke:
@@ -142,8 +152,10 @@ def run_config(args: argparse.Namespace, size: str, seed: int):
     return cfg
 
 
-def datamodule_for(cfg, progress: bool) -> BassmanDataModule:
-    datamodule = BassmanDataModule(cfg.data, receptive_field=cfg.model.receptive_field,
+def datamodule_for(cfg, progress: bool, size: str | None = None) -> BassmanDataModule:
+    """The dataset both arms train on, its spans given the context of the arm of `size` that needs more."""
+    context = max(cfg.model.receptive_field, NAM_RECEPTIVE_FIELD.get(size, 0))
+    datamodule = BassmanDataModule(cfg.data, receptive_field=context,
                                    segment_samples=cfg.train.segment_samples, batch_size=cfg.train.batch_size,
                                    progress=progress)
     datamodule.prepare_data()
@@ -228,19 +240,53 @@ def train_nam(datamodule: BassmanDataModule, size: str, budget: float, seed: int
             "predict": lambda batch: net(batch["input"][:, 0], pad_start=False)[:, None]}
 
 
+def train_nam_a2(datamodule: BassmanDataModule, budget: float, seed: int, work: Path, batch: int,
+                 segment: int) -> dict:
+    """A2 the way neural-amp-modeler 0.13.0's trainer fits it: its packed config (two submodels, 3 and 8
+    channels, trained together; MSE + MR-STFT, Adam with weight decay, exponential decay 0.994),
+    the mask kept after every step, each submodel's best validation checkpoint restored at the end
+    (NAM's PackedBestCheckpoint writes them to disk, part of the recipe's cost)."""
+    import pytorch_lightning as lp  # NAM 0.13, like 0.12.3, builds on the pytorch_lightning package
+    from nam.train import core
+    from nam.train.lightning_module import PackedBestCheckpoint, PackedLightningModule, PackedMaskCallback
+
+    torch.manual_seed(seed)
+    config = core._get_packed_model_config()
+    module = PackedLightningModule.init_from_config(config)
+    rf = module.net.receptive_field
+    assert rf == NAM_RECEPTIVE_FIELD["A2"], f"A2's receptive field is {rf} in this NAM"  # the scoring context
+    train_loader = torch.utils.data.DataLoader(nam_datasets(datamodule, "train", rf, segment), batch_size=batch,
+                                               shuffle=True, drop_last=True)
+    val_loader = torch.utils.data.DataLoader(nam_datasets(datamodule, "val", rf, None))
+    best, budget_cb = PackedBestCheckpoint(dirpath=work), cpu_budget(lp.Callback, budget)
+    trainer = lp.Trainer(accelerator="cpu", devices=1, max_epochs=10**6,
+                         callbacks=[PackedMaskCallback(), best, budget_cb], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                         default_root_dir=str(work))
+    trainer.fit(module, train_loader, val_loader)
+    core._apply_packed_best_checkpoints(module, config, best.checkpoint_paths)
+    net = module.net.extract_submodel(A2_PLAYED).eval()
+    return {"net": net, "epochs": trainer.current_epoch, "cpu": budget_cb.used,
+            "params": sum(p.numel() for p in net.parameters()),
+            "predict": lambda batch: net(batch["input"][:, 0], pad_start=False)[:, None]}
+
+
 def run_arm(args: argparse.Namespace) -> int:
     """One arm in this process (the race starts one per arm): train, score, write --out JSON."""
-    trainer, size, seed = args.arm, args.size, args.seed
-    if trainer == TRAINERS[0]:
+    size, seed = args.size, args.seed
+    trainer = NAM_TRAINER[size] if args.arm == "nam" else "ours"
+    if args.arm == "nam" and size in A1_SIZES:
         from benchmarks.nam_0_12 import prefer_nam_0_12
 
         prefer_nam_0_12()  # NAM's A1 trainer and WaveNet constructor are 0.12.3's (0.13 trains A2)
     torch.set_num_threads(1)
     cfg = run_config(args, size, seed)
-    datamodule = datamodule_for(cfg, progress=False)
+    datamodule = datamodule_for(cfg, progress=False, size=size)
     budget = budget_seconds(args)
     with tempfile.TemporaryDirectory(prefix="peer-race-") as tmp:
-        if trainer == TRAINERS[0]:
+        if args.arm == "nam" and size == "A2":
+            out = train_nam_a2(datamodule, budget, seed, Path(tmp), cfg.train.batch_size, cfg.train.segment_samples)
+        elif args.arm == "nam":
             out = train_nam(datamodule, size, budget, seed, Path(tmp), cfg.train.batch_size, cfg.train.segment_samples)
         else:
             out = train_ours(cfg, budget, Path(tmp))
@@ -252,7 +298,8 @@ def run_arm(args: argparse.Namespace) -> int:
 
 
 def arm_command(args: argparse.Namespace, trainer: str, size: str, seed: int, out: Path) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--arm", trainer, "--size", size, "--seed", str(seed),
+    command = [sys.executable, str(Path(__file__).resolve()), "--arm", "ours" if trainer == "ours" else "nam",
+               "--size", size, "--seed", str(seed),
                "--out", str(out), "--minutes", repr(budget_seconds(args) / 60), "--seconds", repr(args.seconds), "--pots", args.pots,
                "--workers", str(args.workers)]
     return command + (["--data-dir", args.data_dir] if args.data_dir else []) + (["--smoke"] if args.smoke else [])
@@ -273,7 +320,7 @@ def conditions(args: argparse.Namespace) -> dict:
 
 
 def arm_file(folder: Path, trainer: str, size: str, seed: int) -> Path:
-    return folder / f"{'nam' if trainer == TRAINERS[0] else 'ours'}-{size}-seed{seed}.json"
+    return folder / f"{'ours' if trainer == 'ours' else 'nam'}-{size}-seed{seed}.json"
 
 
 def kept_arm(path: Path, wanted: dict) -> dict | None:
@@ -288,7 +335,7 @@ def race(args: argparse.Namespace, sizes: list[str], seeds: list[int], folder: P
     """Every arm not kept in `folder`, `args.jobs` at a time (the two trainers of one size and seed side
     by side), at most `args.max_arms` of them; returns (the arms' results, the arms still missing)."""
     wanted = conditions(args)
-    arms = [(trainer, size, seed) for seed in seeds for size in sizes for trainer in TRAINERS]
+    arms = [(trainer, size, seed) for seed in seeds for size in sizes for trainer in (NAM_TRAINER[size], "ours")]
     kept = {arm: kept_arm(arm_file(folder, *arm), wanted) for arm in arms}
     todo = [arm for arm in arms if kept[arm] is None]
     if args.max_arms is not None:
@@ -337,25 +384,26 @@ def report(results: list[dict], missing: list, args: argparse.Namespace, sizes: 
         arms.setdefault((r["trainer"], r["size"]), []).append(r)
     what = ("SMOKE RUN on the tiny study's data" if args.smoke
             else f"{args.seconds:g} s of synthetic DI at one knob setting ({args.pots})")
-    lines = [f"NAM's A1 architectures trained by NAM 0.12.3's trainer and by ampstudy's `train()` on {what}; "
+    lines = [f"NAM's A1 architectures trained by NAM 0.12.3's trainer and by ampstudy's `train()`, and NAM's A2 "
+             f"trained by NAM 0.13.0's trainer against the paper's WaveNet of its size trained by `train()`, on {what}; "
              f"budget {budget:g} process-CPU seconds of training per arm on 1 thread, {args.jobs} arms side by side; "
              f"seeds {', '.join(map(str, seeds))}. Medians over seeds [min, max], scored on the test audio."]
     runs = sorted({(r.get("commit", STARTED_ON), r.get("machine", "")) for r in results})
-    if len(runs) > 1:
+    if len(runs) > 1 or (runs and runs[0][0] != STARTED_ON):  # arms kept from other commits or machines
         lines += ["", "The arms ran on: " + "; ".join(f"commit {c} ({m})" for c, m in runs) + "."]
     if missing:
         lines += ["", f"**Partial: {len(missing)} of {len(missing) + len(results)} arms still to run** ("
                   + ", ".join(f"{t} {s} seed {n}" for t, s, n in missing)
                   + "); the same command trains them and keeps these."]
-    lines += ["", "| size | params | trainer | seeds | epochs | CPU s | wall s | "
+    lines += ["", "| size | net | params | trainer | seeds | epochs | CPU s | wall s | "
               + " | ".join(label for _, label in METRICS) + " |",
-              "| --- | ---: | --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in METRICS) + " |"]
+              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in METRICS) + " |"]
     for size in sizes:
-        for trainer in TRAINERS:
+        for trainer in (NAM_TRAINER[size], "ours"):
             rs = arms.get((trainer, size))
             if not rs:
                 continue
-            lines.append(f"| {size} | {rs[0]['params']} | {trainer} | {len(rs)} | "
+            lines.append(f"| {size} | {net_name(trainer, size)} | {rs[0]['params']} | {trainer} | {len(rs)} | "
                          f"{statistics.median(r['epochs'] for r in rs):g} | "
                          f"{statistics.median(r['cpu'] for r in rs):.0f} | "
                          f"{statistics.median(r.get('wall', float('nan')) for r in rs):.0f} | "
@@ -364,13 +412,22 @@ def report(results: list[dict], missing: list, args: argparse.Namespace, sizes: 
               "| size | " + " | ".join(label for _, label in METRICS) + f" | ours >= {GOAL:g}x lower ESR |",
               "| --- | " + " | ".join("---:" for _ in METRICS) + " | --- |"]
     for size in sizes:
-        if not all((trainer, size) in arms for trainer in TRAINERS):
+        if not all((trainer, size) in arms for trainer in (NAM_TRAINER[size], "ours")):
             continue
-        ratio = {key: statistics.median(r["test"][key] for r in arms[(TRAINERS[0], size)])
-                 / statistics.median(r["test"][key] for r in arms[(TRAINERS[1], size)]) for key, _ in METRICS}
+        ratio = {key: statistics.median(r["test"][key] for r in arms[(NAM_TRAINER[size], size)])
+                 / statistics.median(r["test"][key] for r in arms[("ours", size)]) for key, _ in METRICS}
         lines.append(f"| {size} | " + " | ".join(f"{ratio[key]:.2f}x" for key, _ in METRICS)
                      + f" | {'yes' if ratio['esr'] >= GOAL else 'no'} |")
     return "\n".join(lines), arms
+
+
+def net_name(trainer: str, size: str) -> str:
+    if size in A1_SIZES:
+        return f"A1 {size}"
+    if trainer == "ours":
+        model = OURS_MODEL[size]
+        return f"{model['preset']}, {model['channels']} channels"
+    return "A2, its channels_8 submodel"
 
 
 def figure(arms: dict, sizes: list[str], path: Path, title: str) -> None:
@@ -381,15 +438,20 @@ def figure(arms: dict, sizes: list[str], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for trainer in TRAINERS:
-        rows = [arms[(trainer, size)] for size in sizes if (trainer, size) in arms]
+    series = {}  # one line per trainer over the A1 sizes; A2's pair as points of their own
+    for (trainer, size), rs in arms.items():
+        if size in sizes:
+            label = f"{trainer}, {net_name(trainer, size) if size == 'A2' else 'A1 nets'}"
+            series.setdefault(label, []).append(rs)
+    for label, rows in series.items():
+        rows.sort(key=lambda rs: rs[0]["params"])
         params = [rs[0]["params"] for rs in rows]
         values = [[r["test"]["esr"] for r in rs] for rs in rows]
         median = [statistics.median(v) for v in values]
         ax.errorbar(params, median, yerr=[[m - min(v) for m, v in zip(median, values)],
                                           [max(v) - m for m, v in zip(median, values)]],
-                    marker="o", capsize=3, label=trainer)
-    for size, rs in ((s, arms[(TRAINERS[1], s)]) for s in sizes if (TRAINERS[1], s) in arms):
+                    marker="o" if len(rows) > 1 else "s", capsize=3, label=label)
+    for size, rs in ((s, arms[("ours", s)]) for s in sizes if ("ours", s) in arms):
         ax.annotate(size, (rs[0]["params"], statistics.median(r["test"]["esr"] for r in rs)), fontsize=8,
                     textcoords="offset points", xytext=(4, 4))
     ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="test ESR (pre-emphasis 0.95)", title=title)
@@ -412,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, help=f"process-CPU minutes of training per arm (default "
                         f"{DEFAULT_MINUTES:g}; {SMOKE_CPU_SECONDS:g} s with --smoke)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (0, 1, ...)")
-    parser.add_argument("--sizes", default=",".join(SIZES), help=f"NAM A1 sizes to race (default: {','.join(SIZES)})")
+    parser.add_argument("--sizes", default=",".join(SIZES), help=f"NAM's sizes to race (default: {','.join(SIZES)})")
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                         help="arms trained side by side, one thread each (default: one per core)")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of synthetic DI (default dataset: 60)")
@@ -427,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                         "is written; a smoke or --no-write run keeps none unless given one)")
     parser.add_argument("--max-arms", type=int, help="train at most this many missing arms now (0: table from the "
                         "kept arms only); the same command later trains the rest")
-    parser.add_argument("--arm", choices=TRAINERS, help=argparse.SUPPRESS)  # one arm, in its own process
+    parser.add_argument("--arm", choices=("nam", "ours"), help=argparse.SUPPRESS)  # one arm, in its own process
     parser.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -442,8 +504,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_arm(args)
     sizes = list(SMOKE_SIZES) if args.smoke else names(args.sizes, SIZES, parser)
     seeds = [0] if args.smoke else list(range(args.seeds))
-    if any(f"nam-{size}" not in PRESETS for size in sizes):
-        parser.error("a size has no nam- preset in ampmodel.config.PRESETS")
     write = not args.smoke and not args.no_write
     with tempfile.TemporaryDirectory(prefix="peer-race-arms-") as scratch:  # arms of a run that writes nothing
         folder = Path(args.arms_dir) if args.arms_dir else RESULTS / f"{args.name}_arms" if write else Path(scratch)

@@ -94,10 +94,14 @@ def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path)
     budget = float(re.search(r"budget ([\d.]+) process-CPU seconds of training per arm", out).group(1))
     number = r"(\d[\d.e+-]*) \[(\d[\d.e+-]*), (\d[\d.e+-]*)\]"
     table = {}
-    for size, params in (("nano", 841), ("standard", 13801)):  # NAM's own counts: both arms train NAM's net
-        for trainer in ("NAM 0.12.3", "ours"):  # size, params, trainer, seeds, epochs, CPU s, wall s, three scores
-            row = re.search(rf"^\| {size} \| (\d+) \| {re.escape(trainer)} \| 1 \| (\d+) \| (\d+) \| (\d+) \| "
-                            rf"{number} \| {number} \| {number} \|$", out, re.MULTILINE)
+    # NAM's own counts (A1: both arms train NAM's net; A2: its played submodel against the paper's WaveNet at 13
+    # channels), each trained by the NAM that names it
+    for size, nets in (("nano", {"NAM 0.12.3": ("A1 nano", 841), "ours": ("A1 nano", 841)}),
+                       ("A2", {"NAM 0.13.0": ("A2, its channels_8 submodel", 12145),
+                               "ours": ("WaveNet1, 13 channels", 12377)})):
+        for trainer, (net, params) in nets.items():  # size, net, params, trainer, seeds, epochs, CPU s, wall s, scores
+            row = re.search(rf"^\| {size} \| {re.escape(net)} \| (\d+) \| {re.escape(trainer)} \| 1 \| (\d+) \| "
+                            rf"(\d+) \| (\d+) \| {number} \| {number} \| {number} \|$", out, re.MULTILINE)
             assert row, out
             assert int(row.group(1)) == params and int(row.group(2)) >= 1, row.group(0)
             assert int(row.group(3)) >= round(budget) - 1 and int(row.group(4)) >= int(row.group(3)), row.group(0)
@@ -109,7 +113,7 @@ def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path)
         assert ratio, out
         assert (ratio.group(4) == "yes") == (float(ratio.group(1)) >= 3.0), ratio.group(0)
     assert sorted(p.name for p in arms.iterdir()) == [f"{t}-{s}-seed0.json" for t in ("nam", "ours")
-                                                      for s in ("nano", "standard")]
+                                                      for s in ("A2", "nano")]
     # The same command again trains nothing: every arm is kept, and the table is the same.
     again = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms))
     assert again.count(": kept (") == 4 and "test ESR" not in again.split("\n| size")[0], again
