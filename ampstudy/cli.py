@@ -60,14 +60,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_library_chatter() -> None:
-    """Advice meant for library developers (MLflow's type-hint hints, Optuna's small-sample notes)
+    """Advice meant for library developers (MLflow's deprecation notes, Optuna's small-sample notes)
     buries our own output; set AMPSTUDY_DEBUG=1 to see it."""
     if os.environ.get("AMPSTUDY_DEBUG"):
         return
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|optuna)(\.|$)")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\.|$)")
-    # Raised where MLflow loads the registered model's code: our signature is explicit, not from type hints.
-    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per tiny download
 

@@ -328,3 +328,17 @@ def test_crafted_model_files_are_refused_in_one_line(logged_model, tmp_path, cas
     for error in (str(refused.value), refused_shipped.value.message):
         assert message in error and "\n" not in error, error
     assert not list(tmp_path.rglob("payload-ran"))
+
+
+def test_loading_the_model_code_raises_no_warning_about_type_hints():
+    """MLflow wraps a PythonModel's predict for type-hint validation and warns, once per process that
+    defines the class (every trial, every load), when there are none; the model checks its input
+    itself, so it opts out and nothing is said."""
+    code = ("import runpy, warnings\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    warnings.simplefilter('always')\n"
+            "    runpy.run_path('training/amp_pyfunc_model.py')\n"
+            "print([str(w.message) for w in caught if 'type hint' in str(w.message)])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]

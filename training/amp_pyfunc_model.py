@@ -52,6 +52,11 @@ def _refuse(message: str) -> MlflowException:
 
 
 class AmpModel(PythonModel):
+    # The input is checked here (input_rules) against the explicit signature, not by type hints: this
+    # tells MLflow not to wrap predict for type-hint validation, which would only warn, in every
+    # process that defines this class (each trial, each load), that predict has no type hints.
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         # The shipped copy of ampmodel/, in the model's code/ folder (MLflow puts it on sys.path).
         package = context.model_config["wavenet_package"]
