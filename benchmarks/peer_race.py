@@ -302,9 +302,8 @@ def run_arm(args: argparse.Namespace) -> int:
 
 def arm_command(args: argparse.Namespace, trainer: str, size: str, seed: int, out: Path) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve()), "--arm", "ours" if trainer == "ours" else "nam",
-               "--size", size, "--seed", str(seed),
-               "--out", str(out), "--minutes", repr(budget_seconds(args) / 60), "--seconds", repr(args.seconds), "--pots", args.pots,
-               "--workers", str(args.workers)]
+               "--size", size, "--seed", str(seed), "--out", str(out), "--minutes", repr(budget_seconds(args) / 60),
+               "--seconds", repr(args.seconds), "--pots", args.pots, "--workers", str(args.workers)]
     return command + (["--data-dir", args.data_dir] if args.data_dir else []) + (["--smoke"] if args.smoke else [])
 
 
@@ -315,11 +314,12 @@ def budget_seconds(args: argparse.Namespace) -> float:
     return SMOKE_CPU_SECONDS if args.smoke else 60 * DEFAULT_MINUTES
 
 
-def conditions(args: argparse.Namespace) -> dict:
-    """What makes two arms comparable: an arm kept under other conditions is trained again."""
+def conditions(args: argparse.Namespace, trainer: str, size: str) -> dict:
+    """What an arm was trained under: one kept under other conditions (another budget, another net
+    for its size, ...) is trained again."""
     batch, segment = (SMOKE_BATCH, SMOKE_SEGMENT) if args.smoke else (BATCH, SEGMENT)
-    return {"cpu_budget_s": budget_seconds(args), "seconds": args.seconds,
-            "pots": args.pots, "batch": batch, "segment": segment, "smoke": args.smoke}
+    return {"cpu_budget_s": budget_seconds(args), "seconds": args.seconds, "pots": args.pots, "batch": batch,
+            "segment": segment, "smoke": args.smoke, "net": net_name(trainer, size)}
 
 
 def arm_file(folder: Path, trainer: str, size: str, seed: int) -> Path:
@@ -337,9 +337,8 @@ def kept_arm(path: Path, wanted: dict) -> dict | None:
 def race(args: argparse.Namespace, sizes: list[str], seeds: list[int], folder: Path) -> tuple[list[dict], list]:
     """Every arm not kept in `folder`, `args.jobs` at a time (the two trainers of one size and seed side
     by side), at most `args.max_arms` of them; returns (the arms' results, the arms still missing)."""
-    wanted = conditions(args)
     arms = [(trainer, size, seed) for seed in seeds for size in sizes for trainer in (NAM_TRAINER[size], "ours")]
-    kept = {arm: kept_arm(arm_file(folder, *arm), wanted) for arm in arms}
+    kept = {arm: kept_arm(arm_file(folder, *arm), conditions(args, *arm[:2])) for arm in arms}
     todo = [arm for arm in arms if kept[arm] is None]
     if args.max_arms is not None:
         todo = todo[:args.max_arms]
@@ -359,7 +358,7 @@ def race(args: argparse.Namespace, sizes: list[str], seeds: list[int], folder: P
                 raise RuntimeError(f"arm {arm} failed (exit {done.returncode}):\n{done.stdout[-2000:]}"
                                    f"{done.stderr[-4000:]}")
             result = json.loads(out.read_text())
-            result.update(conditions=wanted, wall=time.monotonic() - started, jobs=args.jobs, commit=STARTED_ON,
+            result.update(conditions=conditions(args, *arm[:2]), wall=time.monotonic() - started, jobs=args.jobs, commit=STARTED_ON,
                           machine=machine(), date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
             path = arm_file(folder, *arm)
             part = path.with_suffix(".part")

@@ -3,6 +3,7 @@ benchmarks/results/; these write nothing)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -118,6 +119,14 @@ def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path)
     again = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms))
     assert again.count(": kept (") == 4 and "test ESR" not in again.split("\n| size")[0], again
     assert all(row in again for row in table.values()), again
+    # An arm kept for another net at its size is not this race's: --max-arms 0 reports it missing.
+    moved = arms / "ours-A2-seed0.json"
+    record = json.loads(moved.read_text())
+    record["conditions"]["net"] = "another net"
+    moved.write_text(json.dumps(record))
+    partial = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms),
+                             "--max-arms", "0")
+    assert "Partial: 1 of 4 arms still to run** (ours A2 seed 0)" in partial, partial
     # An arm kept under other conditions (another budget) is not one of this race's: --max-arms 0 leaves it missing.
     partial = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms),
                              "--minutes", "0.05", "--max-arms", "0")
