@@ -129,7 +129,7 @@ def run_config_from_args(args: argparse.Namespace):
     """RunConfig from --config, --preset and the shorthand options, validated with clear errors."""
     import tomllib
 
-    from foundation.configs import load_toml
+    from foundation.configs import load_toml, merged, unflatten
     from training.run_config import run_config_from_mapping
 
     table = load_toml(args.config) if args.config else {}
@@ -141,13 +141,9 @@ def run_config_from_args(args: argparse.Namespace):
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw  # bare words are strings: --set model.activation=tanh
-        *sections, leaf = key.split(".")
-        if not sections:
-            check_top_level_key(item, leaf)
-        node = table
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[leaf] = value
+        if "." not in key:
+            check_top_level_key(item, key)
+        table = merged(table, unflatten({key: value}))
     data = table.setdefault("data", {})
     knobs, audio = data.setdefault("knobs", {}), data.setdefault("audio", {})
     if args.seconds is not None:

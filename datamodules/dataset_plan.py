@@ -42,7 +42,7 @@ DATASET_FORMAT = 5  # bump when the files or their processing change meaning
 # 4: point-sampled SPICE at fs, no file checksums; 5: oversampled and anti-aliased, files checksummed
 READABLE_FORMATS = (4, 5)
 WAV_GAP_SECONDS = 0.1  # silence before each user wav: the amp settles between recordings
-NOT_CONTENT_FIELDS = ("data_dir", "workers")  # and audio.wav_files: their bytes are hashed instead of their paths
+NOT_CONTENT_FIELDS = ("data_dir", "workers", "audio.wav_files")  # wav bytes are hashed instead of their paths
 AUDIBLE_DBFS = -45.0  # regions quieter than this (input RMS) are used for training only
 
 
@@ -192,8 +192,13 @@ def dataset_hash(cfg: DataConfig, settings: tuple[PlannedSetting, ...]) -> str:
     Hashing the generator's source instead of the generated audio keeps the hash cheap (no corpus
     is synthesised to find an existing dataset) and still changes whenever the audio could.
     """
-    content = {k: v for k, v in to_dict(cfg).items() if k not in NOT_CONTENT_FIELDS}
-    content["audio"] = {k: v for k, v in content["audio"].items() if k != "wav_files"}  # their bytes are hashed
+    content = to_dict(cfg)
+    for name in NOT_CONTENT_FIELDS:  # dotted names reach into the groups
+        *groups, leaf = name.split(".")
+        table = content
+        for group in groups:
+            table = table[group]
+        del table[leaf]
     netlists = [netlist_hash(render_netlist(s.pots)) for s in settings]
     wavs = [hashlib.sha256(Path(p).read_bytes()).hexdigest() if Path(p).is_file() else str(p) for p in cfg.audio.wav_files]
     return sha256_json({"code": code_version(), "generator": generator_version(), "config": content,
