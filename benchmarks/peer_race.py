@@ -34,17 +34,18 @@ Scores, all on the same test audio by the same code (each span with its true pre
 Medians over seeds with [min, max]; the ratio NAM / ours of the medians; the same scores on the
 validation split beside them. With the default 60 s of DI, test and validation each hold three
 regions of 2 s (audio.region_split 0.8/0.1/0.1), so a verdict rests on 6 s of guitar: `--seconds`
-buys a larger test set with SPICE time. The issue's goal ("ours at
-least 3x lower ESR at every size") is checked per size. Written to benchmarks/results/peer_race.md
-(`--name` to keep several budgets apart) with a figure of ESR vs parameters; `--no-write`: print
-only.
+buys a larger test set with SPICE time. The issue's goal ("ours at least 3x lower ESR at every
+size") is checked per size. Written to benchmarks/results/peer_race.md (`--name` to keep several
+budgets apart) with a figure of ESR vs parameters; `--no-write`: print only.
 
 Resumable: each finished arm is kept as results/<name>_arms/<trainer>-<size>-seed<n>.json (its
 scores, CPU and wall seconds, commit, machine, date), and a rerun of the same command trains only
-the arms that are missing (an arm kept under other conditions, e.g. another budget, is trained
-again). `--max-arms N` trains at most N arms this time (a long race in slices that fit a session;
-0 writes the table from the kept arms alone); the table says which arms are still missing. `--smoke` runs nano and standard, one seed, a couple of CPU seconds per arm at batch 4 x 4096
-on the tiny study's data, and writes nothing. Needs `make bench-deps`.
+the arms that are missing (an arm kept under other conditions, e.g. another budget or another net
+at its size, is trained again). `--max-arms N` trains at most N arms this time (a long race in
+slices that fit a session; 0 writes the table from the kept arms alone); the table says which arms
+are still missing. `--smoke` runs nano and A2 (one arm per NAM version), one seed, a couple of CPU
+seconds per arm at batch 4 x 4096 on the tiny study's data, and writes nothing (`--arms-dir` keeps
+its arms). Needs `make bench-deps`.
 """
 
 from __future__ import annotations
@@ -358,8 +359,9 @@ def race(args: argparse.Namespace, sizes: list[str], seeds: list[int], folder: P
                 raise RuntimeError(f"arm {arm} failed (exit {done.returncode}):\n{done.stdout[-2000:]}"
                                    f"{done.stderr[-4000:]}")
             result = json.loads(out.read_text())
-            result.update(conditions=conditions(args, *arm[:2]), wall=time.monotonic() - started, jobs=args.jobs, commit=STARTED_ON,
-                          machine=machine(), date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
+            result.update(conditions=conditions(args, *arm[:2]), wall=time.monotonic() - started, jobs=args.jobs,
+                          commit=STARTED_ON, machine=machine(),
+                          date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")
             path = arm_file(folder, *arm)
             part = path.with_suffix(".part")
             part.write_text(json.dumps(result, indent=1) + "\n")
