@@ -10,7 +10,7 @@ class ModelConfigError(ValueError):
     """An impossible architecture (the CLI reports it like any config error)."""
 
 
-ACTIVATIONS = ("gated", "tanh", "softsign_gated")
+ACTIVATIONS = ("gated", "tanh", "softsign_gated", "leaky_relu")
 GATED_ACTIVATIONS = ("gated", "softsign_gated")
 # none; film: per-layer scale/shift of the dilated conv's output (before the gate); film_out: that,
 # and a second scale/shift of each layer's gated output (what its residual and skip see); concat:
@@ -26,14 +26,18 @@ EXPORTABLE_FAMILIES = ("nam",)
 # neural-amp-modeler 0.13 writes (NeuralAmpModelerCore >= 0.4.1 reads it), 0.5 what 0.12 wrote
 # (every core reads it); the first is the default.
 NAM_FILE_FORMATS = {"0.7": "0.7.0", "0.5": "0.5.4"}
-NAM_ACTIVATIONS = ("tanh", "gated")  # NAM's Tanh, and its gated Tanh * Sigmoid
+NAM_ACTIVATIONS = ("tanh", "gated", "leaky_relu")  # NAM's Tanh, its gated Tanh * Sigmoid, A2's LeakyReLU
+LEAKY_RELU_SLOPE = 0.01  # the negative slope of A2's LeakyReLU (torch's default, which NAM 0.13 exports)
+# Fields only the nam family uses, with the value every other family must keep (NAM's A2 sets them).
+NAM_ONLY_DEFAULTS = {"kernel_sizes": (), "head_kernel_size": 1, "head_scale": 0.02}
 NAM_CONDITIONINGS = ("none", "film")  # those that fold into a net NAM's plugin runs (see _check_nam)
 
 # Upper bounds checked before any tensor is allocated: a config.json from a model registry is
 # untrusted input, and `channels = 100000` alone would ask for hundreds of GB. Generous for amp
 # models (the paper's largest WaveNet has 16 channels, 18 layers, receptive field 2047); at the
 # limits a net has ~0.2 G parameters (~1 GB), still allocatable.
-MAX_SIZES = {"channels": 256, "kernel_size": 16, "head_hidden": 1024, "film_hidden": 1024, "num_controls": 16}
+MAX_SIZES = {"channels": 256, "kernel_size": 16, "head_kernel_size": 16, "head_hidden": 1024, "film_hidden": 1024,
+             "num_controls": 16}
 MAX_LAYERS = 64
 MAX_DILATION = 65536
 MAX_RECEPTIVE_FIELD = 262144  # ~5.5 s at 48 kHz
@@ -78,7 +82,7 @@ class WaveNetConfig:
     channels: int = 16
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256) * 2
     kernel_size: int = 3
-    activation: str = "gated"  # gated (tanh*sigmoid), tanh, softsign_gated
+    activation: str = "gated"  # gated (tanh*sigmoid), tanh, softsign_gated; leaky_relu (nam only)
     head_hidden: int = 0  # 0 = linear 1x1 mixer of all skips; >0 = mixer -> MLP of this width -> 1
     conditioning: str = "none"  # none, film, film_out (both from a small MLP of the knobs), concat
     num_controls: int = 4  # volume, treble, bass, middle
@@ -91,6 +95,12 @@ class WaveNetConfig:
     # arrays after it; each array takes array_layers[i] of `dilations` in order (() = equal shares).
     array_channels: tuple[int, ...] = ()
     array_layers: tuple[int, ...] = ()
+    # nam only, what NAM's A2 adds: each layer's own kernel size (() = kernel_size for every layer),
+    # a causal conv of head_kernel_size taps as the last array's head (1 = A1's 1x1), and the fixed
+    # scale of the output (A1 0.02, A2 0.01).
+    kernel_sizes: tuple[int, ...] = ()
+    head_kernel_size: int = 1
+    head_scale: float = 0.02
 
     def __post_init__(self) -> None:
         self._check_types_and_limits()
@@ -115,6 +125,13 @@ class WaveNetConfig:
         elif self.array_channels or self.array_layers:
             name = "array_channels" if self.array_channels else "array_layers"
             raise ModelConfigError(f"{name}: layer arrays belong to family 'nam'; set family = \"nam\" or drop it")
+        else:
+            for name, default in NAM_ONLY_DEFAULTS.items():
+                if getattr(self, name) != default:
+                    raise ModelConfigError(f"{name}: belongs to family 'nam' (NAM's A2); set family = \"nam\" or drop it")
+            if self.activation == "leaky_relu":
+                raise ModelConfigError("activation: 'leaky_relu' is available in family 'nam' only (NAM's A2); "
+                                       f"use one of {', '.join(a for a in ACTIVATIONS if a != 'leaky_relu')}")
 
     def _check_nam(self) -> None:
         """What NAM's layer arrays can express, and what folds into a net its plugin runs."""
@@ -128,6 +145,15 @@ class WaveNetConfig:
                                    f"use one of {', '.join(NAM_CONDITIONINGS)}")
         if self.head_hidden:
             raise ModelConfigError("head_hidden: family 'nam' has no head MLP (NAM's plugin runs none); set 0")
+        if self.kernel_sizes and len(self.kernel_sizes) != len(self.dilations):
+            raise ModelConfigError(f"kernel_sizes: {len(self.kernel_sizes)} kernel sizes for {len(self.dilations)} "
+                                   "dilations; give one per layer, or none to use kernel_size everywhere")
+        if self.kernel_sizes and min(self.kernel_sizes) < 2:
+            raise ModelConfigError(f"kernel_sizes: {list(self.kernel_sizes)} must all be >= 2 (1 would see no past)")
+        if self.head_kernel_size < 1:
+            raise ModelConfigError(f"head_kernel_size: {self.head_kernel_size} must be >= 1")
+        if not 0 < self.head_scale <= 1:
+            raise ModelConfigError(f"head_scale: {self.head_scale} must be in (0, 1] (NAM: A1 0.02, A2 0.01)")
         if self.array_channels and min(self.array_channels) < 1:
             raise ModelConfigError(f"array_channels: {self.array_channels} must all be >= 1")
         arrays, layers = 1 + len(self.array_channels), len(self.dilations)
@@ -153,15 +179,21 @@ class WaveNetConfig:
             raise ModelConfigError(f"dilations: {len(self.dilations)} layers is above the limit {MAX_LAYERS}")
         if self.dilations and max(self.dilations) > MAX_DILATION:
             raise ModelConfigError(f"dilations: {max(self.dilations)} is above the limit {MAX_DILATION}")
-        for name in ("array_channels", "array_layers"):
+        if isinstance(self.head_scale, bool) or not isinstance(self.head_scale, (int, float)) \
+                or self.head_scale != self.head_scale:
+            raise ModelConfigError(f"head_scale: expected a number, got {self.head_scale!r}")
+        for name in ("array_channels", "array_layers", "kernel_sizes"):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not all(_is_int(v) for v in value):
                 raise ModelConfigError(f"{name}: expected a list of integers, got {value!r}")
-            if len(value) > MAX_ARRAYS:
+            if name != "kernel_sizes" and len(value) > MAX_ARRAYS:
                 raise ModelConfigError(f"{name}: {len(value)} entries is above the limit of {MAX_ARRAYS} layer arrays")
         if self.array_channels and max(self.array_channels) > MAX_SIZES["channels"]:
             raise ModelConfigError(f"array_channels: {max(self.array_channels)} is above the limit "
                                    f"{MAX_SIZES['channels']} (ampmodel.config.MAX_SIZES)")
+        if self.kernel_sizes and max(self.kernel_sizes) > MAX_SIZES["kernel_size"]:
+            raise ModelConfigError(f"kernel_sizes: {max(self.kernel_sizes)} is above the limit "
+                                   f"{MAX_SIZES['kernel_size']} (ampmodel.config.MAX_SIZES)")
         if self.kernel_size >= 1 and self.dilations and self.receptive_field > MAX_RECEPTIVE_FIELD:
             raise ModelConfigError(f"dilations: receptive field {self.receptive_field} samples is above the limit "
                                    f"{MAX_RECEPTIVE_FIELD}; use fewer or smaller dilations or a smaller kernel_size")
@@ -169,7 +201,13 @@ class WaveNetConfig:
     @property
     def receptive_field(self) -> int:
         """Samples of input that one output sample depends on (current sample included)."""
-        return 1 + (self.kernel_size - 1) * sum(self.dilations)
+        layers = sum((k - 1) * d for k, d in zip(self.layer_kernel_sizes, self.dilations))
+        return 1 + layers + self.head_kernel_size - 1
+
+    @property
+    def layer_kernel_sizes(self) -> tuple[int, ...]:
+        """Each layer's kernel size: kernel_sizes where given, else kernel_size everywhere."""
+        return self.kernel_sizes or (self.kernel_size,) * len(self.dilations)
 
     @property
     def layers(self) -> int:
@@ -206,6 +244,18 @@ def _nam_preset(channels: int, second: int, dilations: str, second_dilations: st
                          array_layers=() if equal else (len(first), len(then)), kernel_size=3, activation="tanh")
 
 
+# NAM's A2 (neural-amp-modeler 0.13, nam/train/_resources/config_model_packed.json): one layer array of
+# 23 non-gated LeakyReLU layers with their own kernel sizes, a 16-tap head; NAM trains its 3- and
+# 8-channel submodels together and its plugin plays the one its container picks.
+A2_DILATIONS = (1, 3, 7, 17, 41, 101, 239) * 2 + (1, 13) + (1, 3, 7, 17, 41, 101, 239)
+A2_KERNEL_SIZES = (6,) * 14 + (15, 15) + (6,) * 7
+
+
+def _a2_preset(channels: int) -> WaveNetConfig:
+    return WaveNetConfig(family="nam", channels=channels, dilations=A2_DILATIONS, kernel_size=6,
+                         kernel_sizes=A2_KERNEL_SIZES, activation="leaky_relu", head_kernel_size=16, head_scale=0.01)
+
+
 PRESETS: dict[str, WaveNetConfig] = {
     # Damskägg, Juvela, Thuillier, Välimäki, ICASSP 2019, Table 1 (parameter counts from the paper).
     "WaveNet1": WaveNetConfig(channels=16, dilations=parse_dilations("1..512")),
@@ -217,4 +267,8 @@ PRESETS: dict[str, WaveNetConfig] = {
     "nam-lite": _nam_preset(12, 6, "1..64", "128,256,512,1,2,4,8,16,32,64,128,256,512"),
     "nam-feather": _nam_preset(8, 4, "1..64", "128,256,512,1,2,4,8,16,32,64,128,256,512"),
     "nam-nano": _nam_preset(4, 2, "1..64", "128,256,512,1,2,4,8,16,32,64,128,256,512"),
+    # A2's submodels (neural-amp-modeler 0.13's channels_8 and channels_3; tests/test_nam_family.py
+    # checks them against the installed package): 12,145 and 1,870 weights + head_scale.
+    "nam-a2": _a2_preset(8),
+    "nam-a2-channels3": _a2_preset(3),
 }

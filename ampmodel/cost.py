@@ -102,14 +102,18 @@ def analytic_macs_per_sample(net_or_cfg: WaveNetBase | WaveNetConfig) -> int:
 
 
 def _nam_macs_per_sample(cfg: WaveNetConfig) -> int:
-    """Input rechannel 1 -> C_1; per layer of array a: dilated conv, input mixer 1 -> P, residual
-    1x1 and its C_a -> 1 share of the output (heads and knobs are folded into those shares); the
-    rechannel C_(a-1) -> C_a into each later array."""
-    arrays = cfg.layer_arrays
-    macs = arrays[0][0]
+    """Input rechannel 1 -> C_1; per layer of array a: dilated conv (its own kernel size), input mixer
+    1 -> P, residual 1x1 and its C_a -> 1 share of the output (heads and knobs are folded into those
+    shares); the rechannel C_(a-1) -> C_a into each later array. With a head over time (A2) the
+    shares are C_last wide (none to compute in the last array) and the head conv runs on their sum."""
+    arrays, kernels = cfg.layer_arrays, iter(cfg.layer_kernel_sizes)
+    last, over_time = arrays[-1][0], cfg.head_kernel_size > 1
+    macs = arrays[0][0] + (cfg.head_kernel_size * last if over_time else 0)
     for a, (c, dilations) in enumerate(arrays):
         p = cfg.pre_activation(c)
-        macs += (arrays[a - 1][0] * c if a else 0) + len(dilations) * (cfg.kernel_size * c * p + p + c * c + c)
+        share = (0 if a == len(arrays) - 1 else last * c) if over_time else c
+        macs += (arrays[a - 1][0] * c if a else 0)
+        macs += sum(next(kernels) * c * p + p + c * c + share for _ in dilations)
     return macs
 
 

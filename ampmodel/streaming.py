@@ -1,9 +1,10 @@
 """Block-by-block WaveNet inference with cached dilation state.
 
 Each residual layer's dilated conv needs (kernel_size-1)*dilation past samples of that layer's
-input; everything else (input conv, gate, residual, mixer) is pointwise in time. So the stream
-state is, per layer, exactly those past inputs, and a block of N samples costs the same as N
-samples of a one-pass forward: no receptive field is recomputed per block.
+input; everything else (input conv, gate, residual, mixer) is pointwise in time, except a head
+over time (NAM's A2), which needs its past head_history sums of the layers' shares. So the stream
+state is, per layer, exactly those past inputs (and those past sums), and a block of N samples
+costs the same as N samples of a one-pass forward: no receptive field is recomputed per block.
 
 The state starts as "silence since forever": each layer's past input is the constant that layer
 sees when the whole input history is zero (not a zero activation - biases make it non-zero). So
@@ -26,7 +27,9 @@ class StreamingWaveNet(nn.Module):
     state carried over (like turning a knob while playing). TorchScript-able.
     """
 
-    states: List[Tensor]  # per layer, the last (kernel_size-1)*dilation inputs; [] = not started
+    # per layer, the last (kernel_size-1)*dilation inputs, then the last net.head_history sums of the
+    # layers' shares (what a head over time needs; none for most nets); [] = not started
+    states: List[Tensor]
 
     def __init__(self, net: WaveNetBase, chunk_size: int = 16384) -> None:
         super().__init__()
@@ -87,6 +90,8 @@ class StreamingWaveNet(nn.Module):
             new_states.append(layer_input[:, :, layer_input.size(2) - layer.history :].detach())
             h, share = layer(layer_input, mix[i], self.net.layer_film(film, i), x)
             mixed = mixed + share
+        mixed = torch.cat([self.states[len(self.net.layers)], mixed], dim=2)
+        new_states.append(mixed[:, :, mixed.size(2) - self.net.head_history :].detach())
         self.states = new_states
         return self.net.output(mixed, ctl)
 
@@ -96,9 +101,12 @@ class StreamingWaveNet(nn.Module):
         h = self.net.embed_input(silence, controls)  # (B, C, 1), constant in time
         mix = self.net.mix_weights()
         states: List[Tensor] = []
+        mixed = torch.zeros(like.size(0), self.net.mix_channels, 1, dtype=like.dtype, device=like.device)
         for i, layer in enumerate(self.net.layers):
             states.append(h.expand(-1, -1, layer.history).contiguous().detach())
-            h, _ = layer(h.expand(-1, -1, layer.history + 1), mix[i], self.net.layer_film(film, i), silence)
+            h, share = layer(h.expand(-1, -1, layer.history + 1), mix[i], self.net.layer_film(film, i), silence)
+            mixed = mixed + share
+        states.append(mixed.expand(-1, -1, self.net.head_history).contiguous().detach())
         return states
 
 

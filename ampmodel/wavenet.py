@@ -72,7 +72,8 @@ def modulate(z: Tensor, film: Tensor) -> Tensor:
 
 def residual_and_share(x: Tensor, skip: Tensor, weight: Tensor, bias: Optional[Tensor], mix_weight: Tensor,
                        history: int) -> Tuple[Tensor, Tensor]:
-    """A layer's residual output x + (weight @ skip + bias) and its output share mix_weight @ skip.
+    """A layer's residual output x + (weight @ skip + bias) and its output share mix_weight @ skip
+    (skip itself when mix_weight has no rows).
 
     One (C+M) x C batched matmul for both (several times faster on CPU than two 1x1 convs, same
     maths); the share gets no bias (the network adds its output bias once, in finish). The conv
@@ -80,6 +81,9 @@ def residual_and_share(x: Tensor, skip: Tensor, weight: Tensor, bias: Optional[T
     """
     assert bias is not None  # (for TorchScript's Optional refinement)
     channels, m = weight.size(0), mix_weight.size(0)
+    if m == 0:  # an empty mix weight: the share is the skip itself (NAM's A2 convolves their sum in finish)
+        residual = torch.baddbmm(bias.view(1, -1, 1), weight.squeeze(-1).expand(skip.size(0), -1, -1), skip)
+        return residual + x[:, :, history:], skip
     both = torch.baddbmm(F.pad(bias, (0, m)).view(1, -1, 1),
                          torch.cat([weight.squeeze(-1), mix_weight], dim=0).expand(skip.size(0), -1, -1), skip)
     return both[:, :channels] + x[:, :, history:], both[:, channels:]
@@ -144,6 +148,8 @@ class WaveNetBase(nn.Module):
         for each layer i:  h, share_i = layers[i](h, mix_weights()[i], layer_film(film, i), x)
         y = finish(sum of share_i)          (times the knob gain, when the net has one)
 
+    finish is pointwise in time, or (head_history > 0) consumes that many past sums of the shares.
+
     Layer i is a dilated causal conv consuming `history` past samples of its input, pointwise in time
     otherwise; share_i is its skip mapped linearly towards the output by mix_weights()[i], an
     (M, C_i) matrix; x, the input audio, goes to every layer for the families that mix it in (NAM).
@@ -171,6 +177,9 @@ class WaveNetBase(nn.Module):
         self.film: Optional[FiLM] = None
         self.gain: Optional[KnobGain] = KnobGain(cfg.num_controls) if cfg.knob_gain else None
         self.mix_channels: int = 1  # rows of every mix weight: what the summed shares have before finish
+        # Past samples of the summed shares that finish consumes (a head conv over time: NAM's A2); the
+        # receptive field counts them, the streaming engine keeps them.
+        self.head_history: int = 0
 
     @torch.jit.export
     def prepare_controls(self, controls: Optional[Tensor], batch: int) -> Optional[Tensor]:
@@ -207,7 +216,7 @@ class WaveNetBase(nn.Module):
         ctl = self.prepare_controls(controls, x.size(0))
         film = self.film_params(ctl)
         h = self.embed_input(x, ctl)
-        length = x.size(2) - self.receptive_field + 1
+        length = x.size(2) - self.receptive_field + 1 + self.head_history  # of the summed shares
         mixed = torch.zeros(x.size(0), self.mix_channels, length, dtype=h.dtype, device=h.device)
         mix = self.mix_weights()
         for i, layer in enumerate(self.layers):

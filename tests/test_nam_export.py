@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from ampmodel.config import PRESETS
 from ampmodel.streaming import render
 from ampstudy.cli import main
 from foundation.errors import ConfigError
@@ -89,7 +90,7 @@ def played_by_nam(path: Path, audio: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(audio)[None], pad_start=True)[0].numpy()  # NAM pads with rf-1 zeros too
 
 
-@pytest.mark.parametrize("preset", ["nam-standard", "nam-lite", "nam-feather", "nam-nano"])
+@pytest.mark.parametrize("preset", ["nam-standard", "nam-lite", "nam-feather", "nam-nano", "nam-a2"])
 def test_every_nam_preset_plays_in_nam_as_in_our_render(preset, tmp_path, short_loudness_signal):
     model_dir = saved_model(tmp_path / "model", {"preset": preset})
     done = export_nam(str(model_dir), tmp_path / "amp.nam", dict.fromkeys(SETTINGS[0]))
@@ -99,7 +100,7 @@ def test_every_nam_preset_plays_in_nam_as_in_our_render(preset, tmp_path, short_
     np.testing.assert_allclose(played_by_nam(done.path, audio), ours, rtol=0, atol=1e-5)
     document = json.loads(done.path.read_text())
     assert document["version"] == "0.7.0" and document["architecture"] == "WaveNet"
-    assert document["sample_rate"] == 16000 and document["config"]["head_scale"] == 0.02
+    assert document["sample_rate"] == 16000 and document["config"]["head_scale"] == PRESETS[preset].head_scale
     meta = document["metadata"]
     assert meta["name"] == "amp" and meta["modeled_by"] == "ampstudy" and meta["gear_type"] == "preamp"
     assert meta["knobs"] == SETTINGS[1]  # trained at fixed knobs: that setting is what the file plays
@@ -135,6 +136,14 @@ print(json.dumps({"version": nam.__version__, "y": y.tolist()}))
     np.testing.assert_allclose(np.array(played["y"], dtype=np.float32), ours, rtol=0, atol=1e-5)
     with pytest.raises(KeyError, match="head"):  # 0.13 reads 0.7 only: the reason 0.7 is the default
         init_from_nam(document)
+
+
+def test_nams_a2_refuses_the_older_format_in_one_line(tmp_path, capsys):
+    model_dir = saved_model(tmp_path / "model", {"preset": "nam-a2-channels3"})
+    assert main(["export", str(model_dir), str(tmp_path / "a2.nam"), "--nam-format", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--nam-format 0.5: '0.5' cannot hold NAM's A2" in err and "use '0.7'" in err and err.count("\n") == 1
+    assert not (tmp_path / "a2.nam").exists()
 
 
 def test_a_film_model_plays_in_nam_at_each_knob_setting(tmp_path, capsys, short_loudness_signal):

@@ -30,6 +30,9 @@ VARIANTS = [
     dict(conditioning="film", activation="gated", kernel_size=2, knob_gain=True),
     dict(array_channels=(), array_layers=(), conditioning="film"),  # one layer array
     dict(array_channels=(5, 2), array_layers=(), dilations=(1, 2, 1, 2, 1, 4)),  # three arrays, equal shares
+    A2_LIKE := dict(kernel_sizes=(2, 4, 3, 5, 3), activation="leaky_relu", head_kernel_size=4,
+                    head_scale=0.01),  # NAM's A2 in small, its head over time behind two arrays
+    dict(A2_LIKE, array_channels=(), array_layers=(), conditioning="film"),  # one array, as A2 has
 ]
 CONDITIONED = [v for v in VARIANTS if v.get("conditioning")]
 
@@ -97,7 +100,8 @@ def test_fast_path_computes_nams_own_wavenet(overrides):
 @pytest.mark.parametrize("overrides", VARIANTS)
 def test_output_is_valid_causal_convolution(overrides):
     net = make(**overrides)
-    assert_valid_causal_convolution(net, controls_for(net, 2), length=60, t=35)
+    assert_valid_causal_convolution(net, controls_for(net, 2), length=net.receptive_field + 40,
+                                    t=net.receptive_field + 5)
 
 
 @pytest.mark.parametrize("overrides", VARIANTS)
@@ -111,7 +115,7 @@ def test_streaming_in_random_blocks_equals_one_pass(overrides):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("overrides", [VARIANTS[3], VARIANTS[5]])
+@pytest.mark.parametrize("overrides", [VARIANTS[3], VARIANTS[5], VARIANTS[7]])
 def test_torchscript_matches_eager_and_streams(overrides):
     net = make(**overrides)
     x = torch.randn(2, 1, 300)
@@ -143,12 +147,34 @@ def test_folding_the_knobs_gives_a_plain_nam_net_computing_the_same(overrides):
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(activation="gated", kernel_size=2), dict(conditioning="film"),
-                                       VARIANTS[-1]])
+                                       VARIANTS[5], VARIANTS[6], VARIANTS[7]])
 def test_counted_macs_equal_the_formula_and_folded_film_costs_nothing(overrides):
     net = make(**overrides)
     assert macs_per_sample(net) == analytic_macs_per_sample(net) == analytic_macs_per_sample(net.cfg)
     if net.conditioned:
         assert op_counts_per_sample(net) == op_counts_per_sample(build_wavenet(net.at_setting([0.5] * 4).cfg))
+
+
+def test_a2_presets_are_nams_packed_submodels():
+    """nam-a2 and nam-a2-channels3 are the submodels neural-amp-modeler 0.13's A2 trainer fits
+    (channels_8, channels_3): the same .nam config (0.7), parameters, weights and receptive field."""
+    core = pytest.importorskip("nam.train.core", reason="`make test` installs neural-amp-modeler")
+    from nam.train.lightning_module import PackedLightningModule
+
+    packed = PackedLightningModule.init_from_config(core._get_packed_model_config()).net
+    for index, preset in enumerate(["nam-a2-channels3", "nam-a2"]):  # NAM's submodel order
+        theirs, ours = packed.extract_submodel(index), from_preset(preset)
+        assert ours.nam_config() == theirs._export_config()
+        assert count_parameters(ours) == count_parameters(theirs)
+        assert len(ours.nam_weights()) == len(theirs._export_weights())
+        assert ours.receptive_field == theirs.receptive_field == 6347
+    assert count_parameters(from_preset("nam-a2")) == 12_145 and count_parameters(from_preset("nam-a2-channels3")) == 1_870
+
+
+def test_a2_macs_by_hand():
+    # rechannel 8 + 21 x (6*8*8 + 8 + 8*8) + 2 x (15*8*8 + 8 + 8*8): the shares are the skips themselves;
+    # the 16-tap head runs once on their sum: 16*8
+    assert analytic_macs_per_sample(PRESETS["nam-a2"]) == 8 + 21 * 456 + 2 * 1032 + 128
 
 
 def test_nam_standard_macs_by_hand():
@@ -168,6 +194,17 @@ def test_nam_standard_macs_by_hand():
     (dict(array_channels=(2,) * 9), "array_channels: 9 entries is above the limit of 8"),
     (dict(family="paper"), "array_channels: layer arrays belong to family 'nam'"),
     (dict(family="lstm"), "family: 'lstm' is not one of paper, nam"),
+    (dict(kernel_sizes=(3, 3)), "kernel_sizes: 2 kernel sizes for 5 dilations"),
+    (dict(kernel_sizes=(3, 1, 3, 3, 3)), r"kernel_sizes: \[3, 1, 3, 3, 3\] must all be >= 2"),
+    (dict(kernel_sizes=(3, 17, 3, 3, 3)), "kernel_sizes: 17 is above the limit 16"),
+    (dict(head_kernel_size=0), "head_kernel_size: 0 must be >= 1"),
+    (dict(head_kernel_size=17), "head_kernel_size: 17 is above the limit 16"),
+    (dict(head_scale=0.0), r"head_scale: 0.0 must be in \(0, 1\]"),
+    (dict(head_scale="big"), "head_scale: expected a number"),
+    (dict(family="paper", array_channels=(), array_layers=(), head_kernel_size=16),
+     "head_kernel_size: belongs to family 'nam'"),
+    (dict(family="paper", array_channels=(), array_layers=(), activation="leaky_relu"),
+     "activation: 'leaky_relu' is available in family 'nam' only"),
 ])
 def test_bad_nam_configs_name_the_field(overrides, message):
     with pytest.raises(ModelConfigError, match=message):
@@ -184,5 +221,12 @@ def test_each_family_builds_its_own_class_and_configs_round_trip():
     assert model_from_mapping({"preset": "nam-standard", "array_channels": 6, "conditioning": "film"}) == \
         dataclasses.replace(PRESETS["nam-standard"], array_channels=(6,), conditioning="film")
     assert model_from_mapping({**SMALL, "array_channels": "3,2", "array_layers": "2,2,1"}).array_channels == (3, 2)
+    a2 = model_from_mapping({"preset": "nam-a2", "conditioning": "film"})
+    assert a2.kernel_sizes == PRESETS["nam-a2"].kernel_sizes and a2.conditioning == "film"
+    # a new kernel_size or new layers leave A2's per-layer kernels behind (they fit its own layers only)
+    assert model_from_mapping({"preset": "nam-a2", "kernel_size": 3}).layer_kernel_sizes == (3,) * 23
+    assert model_from_mapping({"preset": "nam-a2", "dilations": "1..64"}).layer_kernel_sizes == (6,) * 7
+    with pytest.raises(ConfigError, match="model.kernel_sizes: 2 kernel sizes for 23 dilations"):
+        model_from_mapping({"preset": "nam-a2", "kernel_sizes": "6,6"})
     with pytest.raises(ConfigError, match="model.array_channels: '8,x' is not a list of integers"):
         model_from_mapping({"preset": "nam-standard", "array_channels": "8,x"})

@@ -88,6 +88,10 @@ def export_nam(model_spec: str, out_path: str | Path, knobs: dict[str, float | N
                             "= \"nam\", e.g. preset = \"nam-standard\", or a study with exportable_only = true)")
     controls = control_vector(loaded, knobs, allow_untrained_knobs)  # the one knob check
     net = loaded.net if controls is None else loaded.net.at_setting(controls)
+    try:
+        config = net.nam_config(nam_format)
+    except ValueError as err:  # a format that cannot hold the net (0.5 and NAM's A2)
+        raise AmpStudyError(f"--nam-format {nam_format}: {str(err).removeprefix('file_format: ')}") from None
     setting = {} if controls is None else {k: float(knobs[k]) for k in KNOB_NAMES}  # as given, not float32
     title = name or out.stem
     meta = metadata(loaded, title, setting, model_spec)
@@ -102,7 +106,7 @@ def export_nam(model_spec: str, out_path: str | Path, knobs: dict[str, float | N
     else:
         loudness, gain = loudness_and_gain(net, signal)
         meta.update(finite_fields(loudness=loudness, gain=gain))
-    document = {"version": NAM_FILE_FORMATS[nam_format], "architecture": "WaveNet", "config": net.nam_config(nam_format),
+    document = {"version": NAM_FILE_FORMATS[nam_format], "architecture": "WaveNet", "config": config,
                 "weights": net.nam_weights(), "sample_rate": loaded.sample_rate, "metadata": meta}
     write_with(out, lambda tmp: tmp.write_text(json.dumps(document)))
     return Exported(out, title, setting, overall, len(document["weights"]), at_knobs,

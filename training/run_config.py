@@ -28,7 +28,8 @@ from foundation.configs import from_mapping, require, to_dict
 from foundation.errors import ConfigError
 
 LOSSES = ("esr", "esr_dc", "esr_stft")
-ARRAY_FIELDS = ("array_channels", "array_layers")  # nam-family lists a study may search as "8" or "8,4"
+# nam-family lists a study may search (and --set may give) as "8" or "8,4"
+ARRAY_FIELDS = ("array_channels", "array_layers", "kernel_sizes")
 LOSS_REFERENCES = ("batch", "dataset", "setting")
 ACCELERATORS = ("auto", "cpu", "cuda")  # "auto": cuda when torch sees a GPU, else cpu (training/devices.py)
 # Lightning precisions whose weights stay float32 ("-true" ones would also make evaluation low precision).
@@ -164,6 +165,8 @@ def model_from_mapping(data: Mapping[str, Any] | None, where: str = "model") -> 
             except ValueError:
                 raise ConfigError(f"{where}.{name}: '{value}' is not a list of integers such as "
                                   "\"8\" or \"8,4\"") from None
+    if base.kernel_sizes and "kernel_sizes" not in table and ("kernel_size" in table or "dilations" in table):
+        table["kernel_sizes"] = ()  # a preset's per-layer kernels (A2) fit its own layers: kernel_size everywhere
     merged = {**to_dict(base), **table}
     return from_mapping(WaveNetConfig, merged, where)
 

@@ -41,8 +41,11 @@ def architecture_text(cfg: WaveNetConfig, sample_rate: int) -> str:
     """One line a person reads: family, widths, layers, dilations, kernel, activation, receptive field."""
     channels = ", ".join(str(width) for width, _ in cfg.layer_arrays)  # per layer array (nam family)
     family = "WaveNet" if cfg.family == "paper" else "NAM WaveNet"
+    kernels = cfg.layer_kernel_sizes
+    kernel = f"kernel {kernels[0]}" if len(set(kernels)) == 1 else f"kernels {', '.join(map(str, kernels))}"
+    head = f", a {cfg.head_kernel_size}-tap head" if cfg.head_kernel_size > 1 else ""
     return (f"{family}, {channels} channels, {cfg.layers} layers (dilations {', '.join(map(str, cfg.dilations))}), "
-            f"kernel {cfg.kernel_size}, {cfg.activation} activation; receptive field {cfg.receptive_field} "
+            f"{kernel}{head}, {cfg.activation} activation; receptive field {cfg.receptive_field} "
             f"samples ({1000 * cfg.receptive_field / sample_rate:.1f} ms)")
 
 
