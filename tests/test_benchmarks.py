@@ -95,11 +95,11 @@ def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path)
     budget = float(re.search(r"budget ([\d.]+) process-CPU seconds of training per arm", out).group(1))
     number = r"(\d[\d.e+-]*) \[(\d[\d.e+-]*), (\d[\d.e+-]*)\]"
     table = {}
-    # NAM's own counts (A1: both arms train NAM's net; A2: its played submodel against the paper's WaveNet at 13
-    # channels), each trained by the NAM that names it
+    # NAM's own counts (both arms train NAM's net: A1, and A2's played submodel), each trained by the NAM that
+    # names it and by ours
     for size, nets in (("nano", {"NAM 0.12.3": ("A1 nano", 841), "ours": ("A1 nano", 841)}),
                        ("A2", {"NAM 0.13.0": ("A2, its channels_8 submodel", 12145),
-                               "ours": ("WaveNet1, 13 channels", 12377)})):
+                               "ours": ("A2, its channels_8 submodel", 12145)})):
         for trainer, (net, params) in nets.items():  # size, net, params, trainer, seeds, epochs, CPU s, wall s, scores
             row = re.search(rf"^\| {size} \| {re.escape(net)} \| (\d+) \| {re.escape(trainer)} \| 1 \| (\d+) \| "
                             rf"(\d+) \| (\d+) \| {number} \| {number} \| {number} \|$", out, re.MULTILINE)
