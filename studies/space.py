@@ -3,8 +3,11 @@
 Each entry names a field of the run config (`model.channels`, `train.learning_rate`, ...) or one of
 two WaveNet shape knobs, `model.layers_per_stack` and `model.stacks`, which together set
 `model.dilations` to (1, 2, ..., 2^(layers_per_stack-1)) repeated `stacks` times (the paper's
-dilation pattern). `apply_params(base, values)` turns sampled values into a RunConfig; it is pure, so
-the same code validates the space at load time and builds every trial's config.
+dilation pattern), and `model.preset`, whose choices are presets (each one's architecture, with
+[base.model]'s knob conditioning; e.g. NAM's "nam-standard" against its A2 "nam-a2", other shape
+values conditional on it with `when`). `apply_params(base, values)` turns sampled values into a
+RunConfig; it is pure, so the same code validates the space at load time and builds every trial's
+config.
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ def apply_params(base: RunConfig, values: Mapping[str, Any], run_name: str | Non
         model["dilations"] = tuple(2**i for i in range(layers)) * stacks
     cfg = base
     if model:
-        cfg = dataclasses.replace(cfg, model=model_from_mapping({**to_dict(base.model), **model}))
+        cfg = dataclasses.replace(cfg, model=model_from_mapping(model, base=base.model))
     if train:
         cfg = dataclasses.replace(cfg, train=from_mapping(TrainConfig, merged(to_dict(base.train), unflatten(train)),
                                                           "train"))
@@ -203,8 +206,8 @@ def _is_group(section: str, key: str) -> bool:
 def _field_type(section: str, key: str) -> Any:
     if section == "model" and key in (*STACK_KNOBS, *ARRAY_FIELDS):
         return int  # an array field's range searches one later array; choices may be "8,4" strings
-    if section == "model" and key == "dilations":
-        return str  # patterns such as "(1..256)x2"
+    if section == "model" and key in ("dilations", "preset"):
+        return str  # patterns such as "(1..256)x2"; preset names (their architecture, [base.model]'s knobs)
     cls = WaveNetConfig if section == "model" else TrainConfig
     *groups, leaf = key.split(".")
     for group in groups:  # train.loss.kind: into the group's dataclass
@@ -218,7 +221,8 @@ def _field_type(section: str, key: str) -> Any:
             raise ConfigError(f"space.{section}.{key}: this setting is now {section}.{moved}; search it in "
                               f"[space.{section}.{moved.rpartition('.')[0]}] as {moved.rpartition('.')[2]}")
         top = WaveNetConfig() if section == "model" else TrainConfig()
-        valid = sorted({*flatten(to_dict(top)), *(STACK_KNOBS if section == "model" else ())} - set(FIXED_TRAIN_FIELDS))
+        knobs = (*STACK_KNOBS, "preset") if section == "model" else ()
+        valid = sorted({*flatten(to_dict(top)), *knobs} - set(FIXED_TRAIN_FIELDS))
         raise ConfigError(f"space.{section}.{key}: unknown setting; searchable {section} settings are: "
                           f"{', '.join(valid)}")
     if section == "train" and key in FIXED_TRAIN_FIELDS:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ampmodel.config import EXPORTABLE_FAMILIES
+from ampmodel.config import EXPORTABLE_FAMILIES, PRESETS
 from foundation.configs import from_mapping, load_toml, require
 from foundation.errors import ConfigError
 from studies.space import SearchParam, effective_values, parse_space
@@ -224,9 +224,15 @@ def load_study_spec(path: str | Path) -> StudySpec:
 def _check_exportable(base: RunConfig, space_table: Any) -> None:
     """exportable_only: the base family and every searched family must export to .nam (checked
     before the space, whose own check would only say that a family does not fit the base)."""
-    searched = ((space_table or {}).get("model") or {}).get("family") if isinstance(space_table, Mapping) else None
-    choices = searched.get("choices", []) if isinstance(searched, Mapping) else []
-    families = {base.model.family, *(choices if isinstance(choices, list) else [])}
+    model = ((space_table or {}).get("model") or {}) if isinstance(space_table, Mapping) else {}
+
+    def choices(key: str) -> list:
+        searched = model.get(key) if isinstance(model, Mapping) else None
+        found = searched.get("choices", []) if isinstance(searched, Mapping) else []
+        return found if isinstance(found, list) else []
+
+    presets = [PRESETS[name].family for name in choices("preset") if name in PRESETS]  # unknown names: the space says
+    families = {base.model.family, *choices("family"), *presets}
     wrong = sorted(str(f) for f in families - set(EXPORTABLE_FAMILIES))
     require(not wrong, "exportable_only", f"the study would train family {', '.join(wrong)}, which ampstudy export "
             f"cannot write; set [base.model] family = \"nam\" (e.g. preset = \"nam-standard\") and search only "

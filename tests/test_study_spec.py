@@ -128,6 +128,26 @@ def test_stack_knobs_build_the_dilation_pattern():
     assert stack_shape((1, 2, 4, 8, 1, 2, 4, 8)) == (4, 2) and stack_shape((1, 3)) is None
 
 
+def test_a_study_searches_nams_a1_against_its_a2_by_preset():
+    """`model.preset` choices: each preset's architecture with [base.model]'s knob conditioning; shape
+    values conditional on the preset; an exportable-only study refuses a preset that does not export."""
+    space = {"preset": {"choices": ["nam-standard", "nam-a2"]},
+             "channels": {"choices": [3, 8, 12], "when": {"model.preset": "nam-a2"}},
+             "array_channels": {"choices": [4, 8], "when": {"model.preset": "nam-standard"}}}
+    table = {"name": "a1-vs-a2", "exportable_only": True, "budget": {"n_trials": 2},
+             "base": {"model": {"preset": "nam-nano", "conditioning": "film", "film_hidden": 8}}, "space": {"model": space}}
+    spec = study_spec_from_mapping(table)
+    a2 = apply_params(spec.base, {"model.preset": "nam-a2", "model.channels": 12}).model
+    assert (a2.channels, a2.head_kernel_size, a2.kernel_sizes[14:16]) == (12, 16, (15, 15))
+    assert (a2.conditioning, a2.film_hidden) == ("film", 8)  # the base's knobs, A2's architecture
+    a1 = apply_params(spec.base, {"model.preset": "nam-standard", "model.array_channels": 4}).model
+    assert (a1.channels, a1.array_channels, a1.head_kernel_size, a1.conditioning) == (16, (4,), 1, "film")
+    with pytest.raises(ConfigError, match="exportable_only: the study would train family paper"):
+        study_spec_from_mapping({**table, "space": {"model": {"preset": {"choices": ["nam-a2", "WaveNet1"]}}}})
+    with pytest.raises(ConfigError, match="space.model.preset: value 'nam-a3' is not a valid setting"):
+        study_spec_from_mapping({**table, "space": {"model": {"preset": {"choices": ["nam-a2", "nam-a3"]}}}})
+
+
 def test_conditional_parameter_is_searched_only_when_its_condition_holds():
     import optuna
 

@@ -141,15 +141,22 @@ class RunConfig:
         require(bool(self.experiment.strip()), "experiment", "must not be empty")
 
 
-def model_from_mapping(data: Mapping[str, Any] | None, where: str = "model") -> WaveNetConfig:
-    """WaveNetConfig from a table that may name a `preset` and give `dilations` as a string."""
+# What a `preset` leaves of the config it replaces: the knob conditioning, not the architecture.
+KNOB_FIELDS = ("conditioning", "num_controls", "film_hidden", "knob_gain")
+
+
+def model_from_mapping(data: Mapping[str, Any] | None, where: str = "model",
+                       base: WaveNetConfig | None = None) -> WaveNetConfig:
+    """WaveNetConfig from a table of values over `base` (default WaveNetConfig()). The table may name
+    a `preset`, whose architecture replaces base's (base's KNOB_FIELDS stay: a study searching presets
+    keeps [base.model]'s conditioning), and give `dilations` as a string."""
     table = dict(data or {})
-    base = WaveNetConfig()
+    base = base or WaveNetConfig()
     preset = table.pop("preset", None)
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"{where}.preset: '{preset}' is not one of {', '.join(PRESETS)}")
-        base = PRESETS[preset]
+        base = dataclasses.replace(PRESETS[preset], **{name: getattr(base, name) for name in KNOB_FIELDS})
     if isinstance(table.get("dilations"), str):
         try:
             table["dilations"] = parse_dilations(table["dilations"])
