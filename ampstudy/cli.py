@@ -125,18 +125,18 @@ def check_top_level_key(item: str, key: str) -> None:
     raise ConfigError(f"--set {item}: {where} (SECTION.KEY=VALUE; the top-level keys are run_name and experiment)")
 
 
-def run_config_from_args(args: argparse.Namespace):
-    """RunConfig from --config, --preset and the shorthand options, validated with clear errors."""
+def with_set_items(table: dict, items: list[str], option: str = "--set") -> dict:
+    """`table` with each KEY=VALUE of `items` merged in (values are TOML; bare words are strings);
+    a malformed item is one ConfigError line naming `option`. The one parser of --set items (the
+    peer race's --ours-set uses it too)."""
     import tomllib
 
-    from foundation.configs import load_toml, merged, unflatten
-    from training.run_config import run_config_from_mapping
+    from foundation.configs import merged, unflatten
 
-    table = load_toml(args.config) if args.config else {}
-    for item in args.set:
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. train.learning_rate=0.002 or run_name=my-run")
+            raise ConfigError(f"{option} {item}: expected KEY=VALUE, e.g. train.learning_rate=0.002 or run_name=my-run")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -144,6 +144,15 @@ def run_config_from_args(args: argparse.Namespace):
         if "." not in key:
             check_top_level_key(item, key)
         table = merged(table, unflatten({key: value}))
+    return table
+
+
+def run_config_from_args(args: argparse.Namespace):
+    """RunConfig from --config, --preset and the shorthand options, validated with clear errors."""
+    from foundation.configs import load_toml
+    from training.run_config import run_config_from_mapping
+
+    table = with_set_items(load_toml(args.config) if args.config else {}, args.set)
     data = table.setdefault("data", {})
     knobs, audio = data.setdefault("knobs", {}), data.setdefault("audio", {})
     if args.seconds is not None:

@@ -17,8 +17,11 @@ split by our train/val/test regions. For each size and each seed, two arms:
   at full quality), against `train(cfg)` of that submodel alone (our preset nam-a2: the same net,
   weight for weight). NAM's recipe spends part of its budget on channels_3 (about 14 % more MACs
   per step than channels_8 alone); ours spends all of it on the net scored;
-- **ours** always trains with the project's defaults (ESR loss with pre-emphasis 0.95, Adam 5e-3,
-  plateau decay, random 8192-sample segments, batch 16, the best validation checkpoint).
+- **ours** trains with the project's defaults (ESR loss with pre-emphasis 0.95, Adam 5e-3, plateau
+  decay, random 8192-sample segments, batch 16, the best validation checkpoint), or with an ablation
+  of them: `--ours-set train.loss.kind=esr_stft` (repeatable, training settings only) names the
+  change in the arm's trainer, file and conditions, so its arms are kept beside the default's and
+  NAM's are shared (`--arms-dir` of the race to compare with, another `--name`).
 
 Budget: process-CPU seconds of training, one thread per arm, `--jobs` arms side by side (default: one
 per core). CPU time, not wall time, because the machine is shared (by the other arm, and by whatever
@@ -78,6 +81,8 @@ from datamodules.bassman import BassmanDataModule  # noqa: E402
 from training.evaluate import predict_span  # noqa: E402
 from training.run_config import run_config_from_mapping  # noqa: E402
 
+from ampstudy.cli import with_set_items  # noqa: E402  (the one parser of --set items)
+from foundation.errors import ConfigError  # noqa: E402
 from benchmarks.results_file import RESULTS, STARTED_ON, machine, publish  # noqa: E402
 
 A1_SIZES = ("nano", "feather", "lite", "standard")  # NAM's A1 architectures, smallest first
@@ -142,10 +147,10 @@ def run_config(args: argparse.Namespace, size: str, seed: int):
     pots = dict(zip(("volume", "treble", "bass", "middle"), (float(v) for v in args.pots.split(","))))
     data_table = {"knobs": {"settings": [pots]}, "audio": {"corpus_seconds": args.seconds}, "workers": args.workers,
                   **({"data_dir": args.data_dir} if args.data_dir else {})}
-    cfg = run_config_from_mapping({
-        "experiment": "benchmark-peer-race", "data": data_table, "model": dict(OURS_MODEL[size]),
-        "train": {"threads": 1, "seed": seed, "max_epochs": 10**6, "early_stopping_patience": 10**6,
-                  "batch_size": batch, "segment_samples": segment, "audio_seconds": 0}})
+    table = {"experiment": "benchmark-peer-race", "data": data_table, "model": dict(OURS_MODEL[size]),
+             "train": {"threads": 1, "seed": seed, "max_epochs": 10**6, "early_stopping_patience": 10**6,
+                       "batch_size": batch, "segment_samples": segment, "audio_seconds": 0}}
+    cfg = run_config_from_mapping(with_set_items(table, args.ours_set, "--ours-set"))
     if args.smoke:
         from studies.spec import load_study_spec
 
@@ -275,10 +280,19 @@ def train_nam_a2(datamodule: BassmanDataModule, budget: float, seed: int, work: 
             "predict": lambda batch: net(batch["input"][:, 0], pad_start=False)[:, None]}
 
 
+def ours(args: argparse.Namespace) -> str:
+    """Our trainer's label: "ours", or with an ablation "ours, train.loss.kind=esr_stft"."""
+    return ", ".join(["ours", *args.ours_set])
+
+
+def trainers(args: argparse.Namespace, size: str) -> tuple[str, str]:
+    return NAM_TRAINER[size], ours(args)
+
+
 def run_arm(args: argparse.Namespace) -> int:
     """One arm in this process (the race starts one per arm): train, score, write --out JSON."""
     size, seed = args.size, args.seed
-    trainer = NAM_TRAINER[size] if args.arm == "nam" else "ours"
+    trainer = NAM_TRAINER[size] if args.arm == "nam" else ours(args)
     if args.arm == "nam" and size in A1_SIZES:
         from benchmarks.nam_0_12 import prefer_nam_0_12
 
@@ -302,9 +316,11 @@ def run_arm(args: argparse.Namespace) -> int:
 
 
 def arm_command(args: argparse.Namespace, trainer: str, size: str, seed: int, out: Path) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--arm", "ours" if trainer == "ours" else "nam",
+    mine = trainer == ours(args)
+    command = [sys.executable, str(Path(__file__).resolve()), "--arm", "ours" if mine else "nam",
                "--size", size, "--seed", str(seed), "--out", str(out), "--minutes", repr(budget_seconds(args) / 60),
                "--seconds", repr(args.seconds), "--pots", args.pots, "--workers", str(args.workers)]
+    command += [f"--ours-set={item}" for item in args.ours_set] if mine else []
     return command + (["--data-dir", args.data_dir] if args.data_dir else []) + (["--smoke"] if args.smoke else [])
 
 
@@ -319,12 +335,16 @@ def conditions(args: argparse.Namespace, trainer: str, size: str) -> dict:
     """What an arm was trained under: one kept under other conditions (another budget, another net
     for its size, ...) is trained again."""
     batch, segment = (SMOKE_BATCH, SMOKE_SEGMENT) if args.smoke else (BATCH, SEGMENT)
-    return {"cpu_budget_s": budget_seconds(args), "seconds": args.seconds, "pots": args.pots, "batch": batch,
-            "segment": segment, "smoke": args.smoke, "net": net_name(trainer, size)}
+    found = {"cpu_budget_s": budget_seconds(args), "seconds": args.seconds, "pots": args.pots, "batch": batch,
+             "segment": segment, "smoke": args.smoke, "net": net_name(trainer, size)}
+    return found | ({"ours_set": list(args.ours_set)} if args.ours_set and trainer == ours(args) else {})
 
 
 def arm_file(folder: Path, trainer: str, size: str, seed: int) -> Path:
-    return folder / f"{'ours' if trainer == 'ours' else 'nam'}-{size}-seed{seed}.json"
+    """nam-<size>-seed<n>.json, ours-<size>-seed<n>.json, or with an ablation
+    ours+train.loss.kind=esr_stft-<size>-seed<n>.json."""
+    name = "nam" if trainer.startswith("NAM") else "+".join(part.strip() for part in trainer.split(","))
+    return folder / f"{name.replace('/', '_').replace(' ', '')}-{size}-seed{seed}.json"
 
 
 def kept_arm(path: Path, wanted: dict) -> dict | None:
@@ -338,7 +358,7 @@ def kept_arm(path: Path, wanted: dict) -> dict | None:
 def race(args: argparse.Namespace, sizes: list[str], seeds: list[int], folder: Path) -> tuple[list[dict], list]:
     """Every arm not kept in `folder`, `args.jobs` at a time (the two trainers of one size and seed side
     by side), at most `args.max_arms` of them; returns (the arms' results, the arms still missing)."""
-    arms = [(trainer, size, seed) for seed in seeds for size in sizes for trainer in (NAM_TRAINER[size], "ours")]
+    arms = [(trainer, size, seed) for seed in seeds for size in sizes for trainer in trainers(args, size)]
     kept = {arm: kept_arm(arm_file(folder, *arm), conditions(args, *arm[:2])) for arm in arms}
     todo = [arm for arm in arms if kept[arm] is None]
     if args.max_arms is not None:
@@ -388,8 +408,9 @@ def report(results: list[dict], missing: list, args: argparse.Namespace, sizes: 
         arms.setdefault((r["trainer"], r["size"]), []).append(r)
     what = ("SMOKE RUN on the tiny study's data" if args.smoke
             else f"{args.seconds:g} s of synthetic DI at one knob setting ({args.pots})")
-    lines = [f"NAM's A1 architectures trained by NAM 0.12.3's trainer and by ampstudy's `train()`, and NAM's A2 "
-             f"trained by NAM 0.13.0's trainer against the paper's WaveNet of its size trained by `train()`, on {what}; "
+    recipe = f" with {', '.join(args.ours_set)} (an ablation of its defaults)" if args.ours_set else ""
+    lines = [f"NAM's A1 architectures trained by NAM 0.12.3's trainer and NAM's A2 (its channels_8 submodel) by "
+             f"NAM 0.13.0's, each against the same net trained by ampstudy's `train()`{recipe}, on {what}; "
              f"budget {budget:g} process-CPU seconds of training per arm on 1 thread, {args.jobs} arms side by side; "
              f"seeds {', '.join(map(str, seeds))}. Medians over seeds [min, max], scored on the test audio."]
     runs = sorted({(r.get("commit", STARTED_ON), r.get("machine", "")) for r in results})
@@ -403,7 +424,7 @@ def report(results: list[dict], missing: list, args: argparse.Namespace, sizes: 
               + " | ".join(label for _, label in METRICS) + " |",
               "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in METRICS) + " |"]
     for size in sizes:
-        for trainer in (NAM_TRAINER[size], "ours"):
+        for trainer in trainers(args, size):
             rs = arms.get((trainer, size))
             if not rs:
                 continue
@@ -416,10 +437,11 @@ def report(results: list[dict], missing: list, args: argparse.Namespace, sizes: 
               "| size | " + " | ".join(label for _, label in METRICS) + f" | ours >= {GOAL:g}x lower ESR |",
               "| --- | " + " | ".join("---:" for _ in METRICS) + " | --- |"]
     for size in sizes:
-        if not all((trainer, size) in arms for trainer in (NAM_TRAINER[size], "ours")):
+        theirs, mine = trainers(args, size)
+        if not all((trainer, size) in arms for trainer in (theirs, mine)):
             continue
-        ratio = {key: statistics.median(r["test"][key] for r in arms[(NAM_TRAINER[size], size)])
-                 / statistics.median(r["test"][key] for r in arms[("ours", size)]) for key, _ in METRICS}
+        ratio = {key: statistics.median(r["test"][key] for r in arms[(theirs, size)])
+                 / statistics.median(r["test"][key] for r in arms[(mine, size)]) for key, _ in METRICS}
         lines.append(f"| {size} | " + " | ".join(f"{ratio[key]:.2f}x" for key, _ in METRICS)
                      + f" | {'yes' if ratio['esr'] >= GOAL else 'no'} |")
     lines += ["", "The validation split, for reading the verdict (both trainers choose their checkpoint on it: ours by "
@@ -427,7 +449,7 @@ def report(results: list[dict], missing: list, args: argparse.Namespace, sizes: 
               "| size | trainer | " + " | ".join(label for _, label in METRICS) + " |",
               "| --- | --- | " + " | ".join("---:" for _ in METRICS) + " |"]
     for size in sizes:
-        for trainer in (NAM_TRAINER[size], "ours"):
+        for trainer in trainers(args, size):
             if (trainer, size) in arms:
                 lines.append(f"| {size} | {trainer} | " + " | ".join(
                     f"{statistics.median(r['val'][key] for r in arms[(trainer, size)]):.4g}" for key, _ in METRICS)
@@ -484,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, help=f"process-CPU minutes of training per arm (default "
                         f"{DEFAULT_MINUTES:g}; {SMOKE_CPU_SECONDS:g} s with --smoke)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (0, 1, ...)")
-    parser.add_argument("--sizes", default=",".join(SIZES), help=f"NAM's sizes to race (default: {','.join(SIZES)})")
+    parser.add_argument("--sizes", help=f"NAM's sizes to race (default: {','.join(SIZES)}; with --smoke "
+                        f"{','.join(SMOKE_SIZES)})")
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                         help="arms trained side by side, one thread each (default: one per core)")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of synthetic DI (default dataset: 60)")
@@ -499,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
                         "is written; a smoke or --no-write run keeps none unless given one)")
     parser.add_argument("--max-arms", type=int, help="train at most this many missing arms now (0: table from the "
                         "kept arms only); the same command later trains the rest")
+    parser.add_argument("--ours-set", metavar="train.KEY=VALUE", action="append", default=[],
+                        help="an ablation: train ours with this training setting instead of the project's default "
+                        "(repeatable; e.g. train.loss.kind=esr_stft); its arms are kept apart from the default's, "
+                        "NAM's arms are shared (give the same --arms-dir and another --name)")
     parser.add_argument("--arm", choices=("nam", "ours"), help=argparse.SUPPRESS)  # one arm, in its own process
     parser.add_argument("--size", choices=SIZES, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -510,9 +537,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds and --jobs must be at least 1")
     if args.max_arms is not None and args.max_arms < 0:
         parser.error("--max-arms must be 0 or more (0: write the table from the kept arms)")
+    if any(not item.startswith("train.") for item in args.ours_set):
+        parser.error("--ours-set takes training settings (train.KEY=VALUE): the net stays NAM's at each size")
+    try:
+        run_config(args, SIZES[0], 0)  # a bad --ours-set value: one line now, not a failed arm later
+    except ConfigError as err:
+        parser.error(str(err))
     if args.arm:
         return run_arm(args)
-    sizes = list(SMOKE_SIZES) if args.smoke else names(args.sizes, SIZES, parser)
+    sizes = names(args.sizes, SIZES, parser) if args.sizes else list(SMOKE_SIZES if args.smoke else SIZES)
     seeds = [0] if args.smoke else list(range(args.seeds))
     write = not args.smoke and not args.no_write
     with tempfile.TemporaryDirectory(prefix="peer-race-arms-") as scratch:  # arms of a run that writes nothing

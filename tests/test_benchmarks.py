@@ -119,6 +119,14 @@ def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path)
     again = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms))
     assert again.count(": kept (") == 4 and "test ESR" not in again.split("\n| size")[0], again
     assert all(row in again for row in table.values()), again
+    # An ablation of ours trains its own arms beside the default's and races them against NAM's kept ones.
+    ablation = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms),
+                              "--ours-set", "train.learning_rate=0.004", "--sizes", "nano")
+    assert ablation.count(": kept (") == 1 and "ours, train.learning_rate=0.004     nano seed 0: test ESR" in ablation, \
+        ablation  # NAM's arm kept; ours' default arm is not this race's
+    assert re.search(r"^\| nano \| A1 nano \| 841 \| ours, train.learning_rate=0.004 \| 1 \|", ablation, re.MULTILINE)
+    assert "against the same net trained by ampstudy's `train()` with train.learning_rate=0.004" in ablation
+    assert [p.name for p in arms.glob("ours+*")] == ["ours+train.learning_rate=0.004-nano-seed0.json"]
     # An arm kept for another net at its size is not this race's: --max-arms 0 reports it missing.
     moved = arms / "ours-A2-seed0.json"
     record = json.loads(moved.read_text())
