@@ -75,7 +75,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without install
 
-from ampmodel.losses import MultiResolutionSTFTLoss, esr  # noqa: E402
+from ampmodel.losses import REPORTED_PRE_EMPHASIS, MultiResolutionSTFTLoss, esr, pre_emphasise  # noqa: E402
 from ampmodel.metrics import ESRAccumulator  # noqa: E402
 from datamodules.bassman import BassmanDataModule  # noqa: E402
 from training.evaluate import predict_span  # noqa: E402
@@ -139,6 +139,24 @@ def scores(predict, datamodule: BassmanDataModule, split: str = "test") -> dict[
                 stft_weight += target.shape[-1]
     return {"esr": ours.esr(), "nam_esr": float(np.mean(nam_esrs)),
             "mrstft": stft_sum / stft_weight if stft_weight else float("nan")}
+
+
+def split_content(datamodule: BassmanDataModule) -> dict[str, tuple[float, float, float]]:
+    """Per split, (seconds, mean power, share of that power left after the reported pre-emphasis) of the
+    target: how much of a split's error the pre-emphasised ESR weighs is high-frequency content."""
+    found = {}
+    for split in ("train", "val", "test"):
+        power = emphasised = samples = 0.0
+        for setting in datamodule.settings_in("train"):
+            target = datamodule.data.targets[setting]
+            for start, end in datamodule.split_spans(split, setting):
+                y = torch.from_numpy(np.asarray(target[start:end], dtype=np.float64))
+                power += float(y.square().sum())
+                emphasised += float(pre_emphasise(y, REPORTED_PRE_EMPHASIS).square().sum())
+                samples += end - start
+        if samples:
+            found[split] = (samples / datamodule.sample_rate, power / samples, emphasised / power)
+    return found
 
 
 def run_config(args: argparse.Namespace, size: str, seed: int):
@@ -400,8 +418,9 @@ def summary(values: list[float]) -> str:
 
 
 def report(results: list[dict], missing: list, args: argparse.Namespace, sizes: list[str],
-           seeds: list[int]) -> tuple[str, dict]:
-    """The Markdown text, and {(trainer, size): [results]} for the figure (sizes with no arm left out)."""
+           seeds: list[int], content: dict[str, tuple[float, float, float]]) -> tuple[str, dict]:
+    """The Markdown text, and {(trainer, size): [results]} for the figure (sizes with no arm left out);
+    `content`: split_content of the race's data."""
     budget = budget_seconds(args)
     arms = {}
     for r in results:
@@ -454,6 +473,12 @@ def report(results: list[dict], missing: list, args: argparse.Namespace, sizes: 
                 lines.append(f"| {size} | {trainer} | " + " | ".join(
                     f"{statistics.median(r['val'][key] for r in arms[(trainer, size)]):.4g}" for key, _ in METRICS)
                     + " |")
+    lines += ["", f"What each split holds (the target): where the share of its power left after pre-emphasis "
+              f"{REPORTED_PRE_EMPHASIS:g} differs from the training split's, so does the high-frequency content "
+              "the pre-emphasised ESR weighs, and a verdict on that split speaks for other music than the "
+              "training audio:", "", "| split | seconds | mean power | power after pre-emphasis (share) |",
+              "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {split} | {seconds:g} | {power:.3g} | {share:.3g} |" for split, (seconds, power, share) in content.items()]
     return "\n".join(lines), arms
 
 
@@ -554,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print("no arm has run yet: nothing to report")
         return 0
-    text, arms = report(results, missing, args, sizes, seeds)
+    # The splits' content, from the race's data (simulated here if no arm needed it this time)
+    content = split_content(datamodule_for(run_config(args, sizes[0], seeds[0]), progress=not args.smoke))
+    text, arms = report(results, missing, args, sizes, seeds, content)
     if write:
         picture = RESULTS / f"{args.name}.png"
         figure(arms, sizes, picture, f"peer race, {budget_seconds(args) / 60:g} CPU min per arm, {len(seeds)} seeds")

@@ -113,6 +113,9 @@ def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path)
                           re.MULTILINE)
         assert ratio, out
         assert (ratio.group(4) == "yes") == (float(ratio.group(1)) >= 3.0), ratio.group(0)
+    for split in ("train", "val", "test"):  # what each split holds: seconds, power, share left after pre-emphasis
+        row = re.search(rf"^\| {split} \| ([\d.]+) \| ([\d.e-]+) \| ([\d.e-]+) \|$", out, re.MULTILINE)
+        assert row and float(row.group(1)) > 0 and float(row.group(2)) > 0 and 0 < float(row.group(3)) < 4, out
     assert sorted(p.name for p in arms.iterdir()) == [f"{t}-{s}-seed0.json" for t in ("nam", "ours")
                                                       for s in ("A2", "nano")]
     # The same command again trains nothing: every arm is kept, and the table is the same.
