@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -89,7 +91,7 @@ def test_the_tracking_overhead_benchmark_runs(study_data_dir, capsys):
     assert re.search(r"- 30 min trial: \d\.\d{3} \((OK|over) vs target 1\.05\)", out), out
 
 
-def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path):
+def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path, capsys):
     arms = tmp_path / "arms"
     out = in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(arms))
     budget = float(re.search(r"budget ([\d.]+) process-CPU seconds of training per arm", out).group(1))
@@ -130,6 +132,21 @@ def test_the_peer_race_runs_and_a_rerun_keeps_its_arms(study_data_dir, tmp_path)
     assert re.search(r"^\| nano \| A1 nano \| 841 \| ours, train.learning_rate=0.004 \| 1 \|", ablation, re.MULTILINE)
     assert "against the same net trained by ampstudy's `train()` with train.learning_rate=0.004" in ablation
     assert [p.name for p in arms.glob("ours+*")] == ["ours+train.learning_rate=0.004-nano-seed0.json"]
+    # The race at another budget, in its own folder, then both budgets side by side (peer_race_budgets).
+    other = tmp_path / "arms-other-budget"
+    in_own_process("peer_race.py", "--smoke", "--data-dir", str(study_data_dir), "--arms-dir", str(other),
+                   "--sizes", "nano", "--minutes", "0.04")
+    from benchmarks.peer_race_budgets import main as peer_race_budgets
+
+    assert peer_race_budgets(["--arms-dirs", f"{arms},{other}", "--no-write"]) == 0
+    budgets = capsys.readouterr().out
+    cells = r"(\d[\d.e+-]*) \[\d[\d.e+-]*, \d[\d.e+-]*\] \(n=1\)"
+    for trainer in ("NAM 0.12.3", "ours"):
+        row = re.search(rf"^\| nano \| {trainer} \| {cells} \| {cells} \| (\d+\.\d\d)x \|$", budgets, re.MULTILINE)
+        assert row and float(row.group(3)) == pytest.approx(float(row.group(2)) / float(row.group(1)), rel=0.01), budgets
+    assert re.search(r"^\| A2 \| ours \| [\d.e+-]+ \[.*\(n=1\) \| - \| - \|$", budgets, re.MULTILINE), budgets
+    assert re.search(r"^\| nano \| \d+\.\d\dx \| \d+\.\d\dx \|$", budgets, re.MULTILINE), budgets
+    assert "| nano | ours, train.learning_rate=0.004 |" in budgets  # an ablation is a trainer of its own
     # An arm kept for another net at its size is not this race's: --max-arms 0 reports it missing.
     moved = arms / "ours-A2-seed0.json"
     record = json.loads(moved.read_text())
