@@ -487,8 +487,9 @@ def net_name(trainer: str, size: str) -> str:
     return f"A1 {size}" if size in A1_SIZES else "A2, its channels_8 submodel"
 
 
-def figure(arms: dict, sizes: list[str], path: Path, title: str) -> None:
-    """Test ESR (ours) vs parameters, median and [min, max] over seeds, one line per trainer."""
+def figure(arms: dict, sizes: list[str], path: Path, title: str, mine: str = "ours") -> None:
+    """Test ESR (ours) vs parameters, median and [min, max] over seeds, one line per trainer; the sizes
+    annotated on the line of `mine` (our trainer's label)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -508,7 +509,7 @@ def figure(arms: dict, sizes: list[str], path: Path, title: str) -> None:
         ax.errorbar(params, median, yerr=[[m - min(v) for m, v in zip(median, values)],
                                           [max(v) - m for m, v in zip(median, values)]],
                     marker="o" if len(rows) > 1 else "s", capsize=3, label=label)
-    for size, rs in ((s, arms[("ours", s)]) for s in sizes if ("ours", s) in arms):
+    for size, rs in ((s, arms[(mine, s)]) for s in sizes if (mine, s) in arms):
         ax.annotate(size, (rs[0]["params"], statistics.median(r["test"]["esr"] for r in rs)), fontsize=8,
                     textcoords="offset points", xytext=(4, 4))
     ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="test ESR (pre-emphasis 0.95)", title=title)
@@ -584,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     text, arms = report(results, missing, args, sizes, seeds, content)
     if write:
         picture = RESULTS / f"{args.name}.png"
-        figure(arms, sizes, picture, f"peer race, {budget_seconds(args) / 60:g} CPU min per arm, {len(seeds)} seeds")
+        figure(arms, sizes, picture, f"peer race, {budget_seconds(args) / 60:g} CPU min per arm, {len(seeds)} seeds",
+               ours(args))
         text += f"\n\n![test ESR vs parameters]({picture.name})"
     publish(args.name, text, write=write, argv=argv)
     return 0
