@@ -124,6 +124,7 @@ def artifacts_text(client: Any, run_id: str, clip_seconds: list[float]) -> str:
 def log_dataset(client: Any, run_id: str, datamodule: Any) -> None:
     """The dataset as an MLflow dataset input of the run (context 'training': it holds every split)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
     from mlflow.types import ColSpec, Schema
 
     manifest = datamodule.manifest
@@ -140,7 +141,14 @@ def log_dataset(client: Any, run_id: str, datamodule: Any) -> None:
     dataset = Dataset(name=f"bassman-5f6a-{digest[:8]}", digest=digest[:36], source_type="local",
                       source=json.dumps(source), schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
                       profile=json.dumps(profile))
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+    inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        # Runs that log one new dataset at the same moment (the first trials of workers sharing a tracking
+        # server) race in MLflow's check-then-insert of the dataset row: all but one get a unique-key
+        # violation. That row exists now, so logging again links it to this run.
+        client.log_inputs(run_id, datasets=inputs)
 
 
 class EpochMetrics(pl.Callback):
